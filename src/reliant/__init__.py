@@ -1,0 +1,1 @@
+"""reliant: trio-native reliability for LLM provider calls."""

@@ -1,0 +1,86 @@
+"""Telling the caller that a request was served by someone else.
+
+The seed used a tokio task-local; here a ``ContextVar`` holds a per-scope
+*mutable cell*. ``fallback_scope()`` installs a fresh cell; recording writes
+into whatever cell is current; ``take_last_provider_fallback()`` empties it.
+
+Why a cell and not the value itself: trio copies the context into every task
+it spawns, so a child that *set* the variable would change only its own copy.
+Mutating a shared cell instead makes a fallback recorded by the streaming
+bridge task (a child of the caller's nursery) visible to the caller, which
+the seed's design cannot do. Concurrent requests each open their own scope,
+get their own cell, and never see each other's information. Outside any
+scope recording is a no-op and taking returns None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+__all__ = [
+    "ProviderFallbackInfo",
+    "fallback_scope",
+    "record_provider_fallback",
+    "take_last_provider_fallback",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFallbackInfo:
+    """Which provider and model actually served a request, versus what was asked.
+
+    Attributes:
+        requested_provider: The first (primary) provider of the chain.
+        requested_model: The model the caller asked for.
+        actual_provider: The provider that served the answer.
+        actual_model: The model that served it (as the caller named it in the
+            fallback chain, before provider alias mapping).
+    """
+
+    requested_provider: str
+    requested_model: str
+    actual_provider: str
+    actual_model: str
+
+
+class _Cell:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: ProviderFallbackInfo | None = None
+
+
+_CURRENT: ContextVar[_Cell | None] = ContextVar("reliant_fallback_cell", default=None)
+
+
+@contextmanager
+def fallback_scope() -> Iterator[None]:
+    """Collect fallback information for the calls made inside this block.
+
+    Scopes nest; the innermost one receives the records. Tasks spawned inside
+    the block share its cell.
+    """
+    token = _CURRENT.set(_Cell())
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def take_last_provider_fallback() -> ProviderFallbackInfo | None:
+    """Return and clear the last fallback recorded in the current scope."""
+    cell = _CURRENT.get()
+    if cell is None:
+        return None
+    value, cell.value = cell.value, None
+    return value
+
+
+def record_provider_fallback(info: ProviderFallbackInfo) -> None:
+    """Store ``info`` in the current scope's cell; a no-op outside any scope."""
+    cell = _CURRENT.get()
+    if cell is not None:
+        cell.value = info

@@ -1,0 +1,201 @@
+"""Records that cross the provider boundary.
+
+Every type here is a frozen, slotted dataclass: requests are shared between
+retries and failover candidates, so nothing may mutate them in flight, and
+streams create many chunks, so they should be small.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResponse",
+    "Final",
+    "StreamChunk",
+    "StreamEvent",
+    "StreamOptions",
+    "TextDelta",
+    "TokenUsage",
+    "ToolCall",
+    "ToolCallEvent",
+    "ToolSpec",
+    "UsageEvent",
+]
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation.
+
+    Attributes:
+        role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
+        content: The message text.
+    """
+
+    role: str
+    content: str
+
+    @classmethod
+    def system(cls, text: str) -> ChatMessage:
+        """A system message."""
+        return cls("system", text)
+
+    @classmethod
+    def user(cls, text: str) -> ChatMessage:
+        """A user message."""
+        return cls("user", text)
+
+    @classmethod
+    def assistant(cls, text: str) -> ChatMessage:
+        """An assistant message."""
+        return cls("assistant", text)
+
+    @classmethod
+    def tool(cls, text: str) -> ChatMessage:
+        """A tool-result message."""
+        return cls("tool", text)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool invocation requested by the model.
+
+    Attributes:
+        id: Provider-assigned call id, echoed back with the tool result.
+        name: Tool name.
+        arguments: The arguments as a JSON string, exactly as the model produced them.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool offered to the model.
+
+    Attributes:
+        name: Tool name.
+        description: What the tool does, for the model.
+        parameters: JSON schema of the arguments.
+    """
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token accounting reported by the provider (each figure optional)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A conversation plus, optionally, the tools the model may call."""
+
+    messages: Sequence[ChatMessage]
+    tools: Sequence[ToolSpec] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """The answer of a non-streaming call."""
+
+    text: str | None = None
+    tool_calls: Sequence[ToolCall] = ()
+    usage: TokenUsage | None = None
+    reasoning_content: str | None = None
+
+    @property
+    def has_tool_calls(self) -> bool:
+        """True when the model asked for at least one tool call."""
+        return bool(self.tool_calls)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One piece of a streamed text answer.
+
+    The last chunk of a stream has ``is_final`` set and an empty delta.
+    ``token_count`` is an estimate (ceil(len(delta) / 4)) filled in only when
+    ``StreamOptions.count_tokens`` asked for it.
+    """
+
+    delta: str = ""
+    reasoning: str | None = None
+    is_final: bool = False
+    token_count: int = 0
+
+    @classmethod
+    def final(cls) -> StreamChunk:
+        """The terminating chunk."""
+        return _FINAL_CHUNK
+
+    def with_token_estimate(self) -> StreamChunk:
+        """This chunk with ``token_count`` set to ceil(len(delta) / 4)."""
+        return StreamChunk(self.delta, self.reasoning, self.is_final, estimate_tokens(self.delta))
+
+
+_FINAL_CHUNK = StreamChunk(is_final=True)
+
+
+def estimate_tokens(text: str) -> int:
+    """The seed's cheap token estimate: ceil(len(text) / 4)."""
+    return math.ceil(len(text) / 4)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Stream event: a piece of answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEvent:
+    """Stream event: a complete tool call."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """Stream event: token usage, usually just before the end."""
+
+    usage: TokenUsage
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """Stream event: the stream ended normally."""
+
+
+StreamEvent: TypeAlias = TextDelta | ToolCallEvent | UsageEvent | Final
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How a stream is requested.
+
+    Attributes:
+        enabled: False makes every stream method fail with
+            ``NoStreamingProviderError`` without calling anyone.
+        count_tokens: Fill ``StreamChunk.token_count`` with an estimate.
+    """
+
+    enabled: bool = True
+    count_tokens: bool = False
