@@ -1,1 +1,73 @@
-"""reliant: trio-native reliability for LLM provider calls."""
+"""reliant: trio-native reliability for calls to LLM providers.
+
+Retries with backoff and jitter, Retry-After, provider and model fallback
+chains, context-window recovery and streaming failover, with strict
+structured-concurrency guarantees. Start with :class:`ReliableProvider`.
+
+``import reliant`` stays light: HTTP providers (``reliant.providers``), the
+testing kit (``reliant.testing``) and the CLI load only when used.
+"""
+
+from __future__ import annotations
+
+from ._bridge import ReliableStream as ReliableStream
+from ._exceptions import Attempt as Attempt
+from ._exceptions import ContextWindowExceededError as ContextWindowExceededError
+from ._exceptions import FailoverError as FailoverError
+from ._exceptions import NoStreamingProviderError as NoStreamingProviderError
+from ._exceptions import ProviderError as ProviderError
+from ._exceptions import ReliantError as ReliantError
+from ._exceptions import StreamError as StreamError
+from ._fallback_info import ProviderFallbackInfo as ProviderFallbackInfo
+from ._fallback_info import fallback_scope as fallback_scope
+from ._fallback_info import take_last_provider_fallback as take_last_provider_fallback
+from ._provider import Provider as Provider
+from ._provider import stream_from_generator as stream_from_generator
+from ._reliable import ReliableProvider as ReliableProvider
+from ._sanitize import sanitize_api_error as sanitize_api_error
+from ._types import ChatMessage as ChatMessage
+from ._types import ChatRequest as ChatRequest
+from ._types import ChatResponse as ChatResponse
+from ._types import Final as Final
+from ._types import StreamChunk as StreamChunk
+from ._types import StreamEvent as StreamEvent
+from ._types import StreamOptions as StreamOptions
+from ._types import TextDelta as TextDelta
+from ._types import TokenUsage as TokenUsage
+from ._types import ToolCall as ToolCall
+from ._types import ToolCallEvent as ToolCallEvent
+from ._types import ToolSpec as ToolSpec
+from ._types import UsageEvent as UsageEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResponse",
+    "ContextWindowExceededError",
+    "FailoverError",
+    "Final",
+    "NoStreamingProviderError",
+    "Provider",
+    "ProviderError",
+    "ProviderFallbackInfo",
+    "ReliableProvider",
+    "ReliableStream",
+    "ReliantError",
+    "StreamChunk",
+    "StreamError",
+    "StreamEvent",
+    "StreamOptions",
+    "TextDelta",
+    "TokenUsage",
+    "ToolCall",
+    "ToolCallEvent",
+    "ToolSpec",
+    "UsageEvent",
+    "fallback_scope",
+    "sanitize_api_error",
+    "stream_from_generator",
+    "take_last_provider_fallback",
+]

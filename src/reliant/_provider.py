@@ -65,7 +65,7 @@ _S = TypeVar("_S")
 
 def stream_from_generator(
     method: Callable[Concatenate[_S, _P], AsyncGenerator[_T, None]],
-) -> Callable[Concatenate[_S, _P], AbstractAsyncContextManager[AsyncGenerator[_T, None]]]:
+) -> Callable[Concatenate[_S, _P], AbstractAsyncContextManager[AsyncIterator[_T]]]:
     """Turn an async-generator method into a stream method.
 
     The generator is wrapped in ``contextlib.aclosing`` so that leaving the
@@ -76,7 +76,7 @@ def stream_from_generator(
     @functools.wraps(method)
     def wrapper(
         self: _S, /, *args: _P.args, **kwargs: _P.kwargs
-    ) -> AbstractAsyncContextManager[AsyncGenerator[_T, None]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[_T]]:
         return aclosing(method(self, *args, **kwargs))
 
     return wrapper

@@ -1,0 +1,472 @@
+"""The failover planner: one state machine that every call kind drives.
+
+The seed copied its retry loop five times (one per call kind) and the copies
+drifted. Here there is exactly one loop, :meth:`Planner.run`, parameterised by
+an *attempt function* that performs one call on one (provider, model) pair:
+``chat_with_system``, ``chat_with_history``, ``chat_with_tools``, ``chat`` and
+the streaming bridge's "open the stream and read its first item" all go
+through it.
+
+Algorithm
+---------
+::
+
+    for model in [requested] + model_fallbacks[requested]:        # model chain
+        for name, provider in candidates:                          # provider chain
+            backoff = base_backoff
+            for attempt in 1 .. max_retries + 1:                   # retries
+                try: value = attempt_fn(provider, alias(name, model), messages)
+                success  -> record fallback info if anything differed from the
+                            request (retry, other model, other provider,
+                            truncated history); return value
+                failure  -> classify(err):
+                  context window:
+                     no history (system-prompt calls) -> raise ContextWindowExceededError now
+                     history not truncated yet -> drop the oldest half of the
+                        non-system messages; if something was dropped, retry at
+                        once (this counts as an attempt, no backoff), else raise
+                        ContextWindowExceededError ("cannot be reduced further")
+                     already truncated -> record, next candidate
+                  empty stream   -> record, next candidate
+                  non-retryable  -> record, next candidate (no retry budget spent)
+                  retryable      -> record; if attempts remain, sleep
+                                    next_backoff(backoff, err) (Retry-After wins,
+                                    else equal jitter) and double backoff (<= 10 s)
+    raise FailoverError(header + one line per recorded attempt)
+          with __cause__ = ExceptionGroup(every attempt's error)
+
+Two deliberate departures from the seed, both about not wasting calls: a
+context-window failure on history that was already truncated moves on to the
+next candidate (which may have a bigger window) instead of retrying the same
+pair with the same too-long input; and when every recorded failure was a
+context-window failure the error raised is ``ContextWindowExceededError``.
+
+Only ``Exception`` is caught. ``trio.Cancelled`` and every other
+``BaseException`` leave the loop at once, unrecorded and unretried; backoff
+sleeps are plain ``trio.sleep`` calls, so cancellation interrupts them too and
+all timing follows trio's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from . import backoff as _backoff
+from ._exceptions import (
+    Attempt,
+    ContextWindowExceededError,
+    FailoverError,
+    FailureReason,
+)
+from ._fallback_info import ProviderFallbackInfo, record_provider_fallback
+from ._provider import Provider
+from ._sanitize import collapse_whitespace, sanitize_api_error
+from ._types import ChatMessage
+from .classify import classify
+
+__all__ = [
+    "EmptyStream",
+    "FailoverRun",
+    "OnlyEmptyStreams",
+    "Planner",
+    "Slot",
+    "truncate_for_context",
+]
+
+logger = logging.getLogger("reliant")
+
+T = TypeVar("T")
+
+FAILOVER_HEADER = "All providers/models failed. Attempts:"
+STREAM_FAILOVER_HEADER = "All streaming providers/models failed. Attempts:"
+CONTEXT_WINDOW_HEADER = "Request exceeds model context window. Attempts:"
+CANNOT_REDUCE_HEADER = (
+    "Request exceeds model context window and cannot be reduced further. "
+    "Try a model with a larger context window or send fewer messages or tools. Attempts:"
+)
+
+
+class EmptyStream(Exception):
+    """Raised by a streaming attempt whose upstream ended without any item."""
+
+    def __str__(self) -> str:
+        return "stream produced no events"
+
+
+class OnlyEmptyStreams(Exception):
+    """Every candidate produced an empty stream and none failed: a clean, empty answer."""
+
+
+def truncate_for_context(messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], int]:
+    """Drop the oldest half of the non-system messages.
+
+    System messages and the most recent non-system message always survive,
+    so the request still says who the model is and what was asked.
+
+    Returns:
+        The shortened list and how many messages were dropped (0 when there
+        is at most one non-system message, i.e. nothing can be dropped).
+    """
+    non_system = [i for i, m in enumerate(messages) if m.role != "system"]
+    if len(non_system) <= 1:
+        return list(messages), 0
+    drop = set(non_system[: len(non_system) // 2])
+    return [m for i, m in enumerate(messages) if i not in drop], len(drop)
+
+
+class Planner:
+    """Model chain x provider chain x retries, shared by every call kind.
+
+    Args:
+        providers: ``(name, provider)`` pairs in priority order.
+        max_retries: Retries per (provider, model) pair; attempts = retries + 1.
+        base_backoff: First backoff in seconds, floored at 50 ms.
+        model_fallbacks: model -> models to try after it.
+        model_aliases: provider name -> {requested model: that provider's id}.
+        rng: Source of jitter; injectable so tests can pin it.
+    """
+
+    __slots__ = (
+        "_aliases",
+        "_fallbacks",
+        "base_backoff",
+        "max_retries",
+        "primary",
+        "providers",
+        "rng",
+    )
+
+    def __init__(
+        self,
+        providers: Sequence[tuple[str, Provider]],
+        max_retries: int,
+        base_backoff: float,
+        model_fallbacks: Mapping[str, Sequence[str]],
+        model_aliases: Mapping[str, Mapping[str, str]],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.providers = tuple(providers)
+        self.max_retries = max_retries
+        self.base_backoff = max(base_backoff, _backoff.MIN_BASE_BACKOFF)
+        self._fallbacks = {k: tuple(v) for k, v in model_fallbacks.items()}
+        self._aliases = {k: dict(v) for k, v in model_aliases.items()}
+        self.rng = rng
+        self.primary = self.providers[0][0] if self.providers else ""
+
+    def model_chain(self, model: str) -> list[str]:
+        """The requested model followed by its configured fallbacks."""
+        return [model, *self._fallbacks.get(model, ())]
+
+    def model_id(self, provider_name: str, model: str) -> str:
+        """The model id ``provider_name`` expects for ``model``."""
+        aliases = self._aliases.get(provider_name)
+        return aliases.get(model, model) if aliases else model
+
+    def attempts(
+        self,
+        *,
+        model: str,
+        messages: Sequence[ChatMessage] | None,
+        candidates: Sequence[tuple[str, Provider]] | None = None,
+        header: str = FAILOVER_HEADER,
+    ) -> FailoverRun:
+        """Start one run of the state machine; iterate it with ``async for``.
+
+        Args:
+            model: The requested model.
+            messages: The conversation, or None for calls without history
+                (a context-window failure then cannot be recovered).
+            candidates: Providers to try (default: all).
+            header: First line of the ``FailoverError`` message.
+        """
+        pool = self.providers if candidates is None else tuple(candidates)
+        return FailoverRun(self, model, messages, pool, header)
+
+    async def call(
+        self,
+        fn: Callable[[Provider, str, Sequence[ChatMessage] | None], Awaitable[T]],
+        *,
+        model: str,
+        messages: Sequence[ChatMessage] | None,
+    ) -> T:
+        """Run ``fn(provider, model_id, messages)`` under failover: the non-streaming driver."""
+        run = self.attempts(model=model, messages=messages)
+        async for slot in run:
+            try:
+                value = await fn(slot.provider, slot.model_id, slot.messages)
+            except Exception as err:
+                slot.failed(err)
+            else:
+                slot.succeeded()
+                return value
+        raise run.failure()
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One attempt handed out by :class:`FailoverRun`; report its outcome exactly once."""
+
+    run: FailoverRun
+    name: str
+    provider: Provider
+    model_id: str
+    messages: Sequence[ChatMessage] | None
+    attempt: int
+
+    def failed(self, err: Exception) -> None:
+        """Classify ``err`` and decide the next step (may raise ``ContextWindowExceededError``)."""
+        self.run._failed(self, err)
+
+    def succeeded(self) -> None:
+        """Commit to this attempt: the run ends, fallback info is recorded if anything differed."""
+        self.run._succeeded(self)
+
+
+class FailoverRun:
+    """The state machine of one request (see the module comment for the algorithm).
+
+    ``async for slot in run`` yields one :class:`Slot` per attempt, sleeping
+    the backoff before a retry. The iteration stops after a success or when
+    every candidate is used up; then :meth:`failure` gives the error to raise.
+    """
+
+    __slots__ = (
+        "_all_context",
+        "_errors",
+        "_header",
+        "_max_attempts",
+        "_mi",
+        "_models",
+        "_n",
+        "_pi",
+        "_planner",
+        "_pool",
+        "_requested",
+        "_saw_error",
+        "_sleep",
+        "_state",
+        "_trail",
+        "_truncated",
+        "_wait",
+        "messages",
+    )
+
+    def __init__(
+        self,
+        planner: Planner,
+        model: str,
+        messages: Sequence[ChatMessage] | None,
+        pool: tuple[tuple[str, Provider], ...],
+        header: str,
+    ) -> None:
+        self._planner = planner
+        self._requested = model
+        self._models = planner.model_chain(model)
+        self._pool = pool
+        self._header = header
+        self._max_attempts = planner.max_retries + 1
+        self.messages = messages
+        self._mi = 0
+        self._pi = 0
+        self._n = 1
+        self._wait = planner.base_backoff
+        self._sleep = 0.0
+        self._state = _READY if pool else _EXHAUSTED
+        self._trail: list[Attempt] = []
+        self._errors: list[Exception] = []
+        self._truncated = False
+        self._saw_error = False
+        self._all_context = True
+
+    def __aiter__(self) -> FailoverRun:
+        return self
+
+    async def __anext__(self) -> Slot:
+        if self._state is _PENDING:
+            raise RuntimeError("report the previous attempt's outcome before asking for the next")
+        if self._state is not _READY:
+            raise StopAsyncIteration
+        if self._sleep:
+            delay, self._sleep = self._sleep, 0.0
+            await trio.sleep(delay)
+        name, provider = self._pool[self._pi]
+        model_id = self._planner.model_id(name, self._models[self._mi])
+        self._state = _PENDING
+        return Slot(self, name, provider, model_id, self.messages, self._n)
+
+    @property
+    def trail(self) -> list[Attempt]:
+        """The failed attempts so far."""
+        return list(self._trail)
+
+    def failure(self) -> Exception:
+        """The error that ends an exhausted run."""
+        if not self._saw_error and self._trail:
+            return OnlyEmptyStreams()
+        if self._saw_error and self._all_context:
+            return _error(
+                ContextWindowExceededError, CANNOT_REDUCE_HEADER, self._trail, self._errors
+            )
+        return _error(FailoverError, self._header, self._trail, self._errors)
+
+    # -- transitions -------------------------------------------------------
+
+    def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
+        detail = collapse_whitespace(sanitize_api_error(_describe(err)))
+        self._trail.append(
+            Attempt(slot.name, slot.model_id, slot.attempt, self._max_attempts, reason, detail)
+        )
+        if not isinstance(err, EmptyStream):
+            self._errors.append(err)
+        return detail
+
+    def _next_candidate(self) -> None:
+        self._n = 1
+        self._wait = self._planner.base_backoff
+        self._pi += 1
+        if self._pi == len(self._pool):
+            self._pi = 0
+            self._mi += 1
+        self._state = _READY if self._mi < len(self._models) else _EXHAUSTED
+
+    def _retry(self, delay: float) -> None:
+        if self._n >= self._max_attempts:
+            self._next_candidate()
+            return
+        self._n += 1
+        self._sleep = delay
+        self._state = _READY
+
+    def _failed(self, slot: Slot, err: Exception) -> None:
+        if self._state is not _PENDING:
+            raise RuntimeError("an attempt's outcome was reported twice")
+        log_extra = {"provider": slot.name, "model": slot.model_id, "attempt": slot.attempt}
+        if isinstance(err, EmptyStream):
+            self._record(slot, "non_retryable", err)
+            self._all_context = False
+            logger.warning("stream produced no events, moving on", extra=log_extra)
+            self._next_candidate()
+            return
+        self._saw_error = True
+        verdict = _verdict(err)
+        if verdict.context_window:
+            if self.messages is None:
+                self._record(slot, "non_retryable", err)
+                self._state = _DONE
+                raise _error(
+                    ContextWindowExceededError, CONTEXT_WINDOW_HEADER, self._trail, self._errors
+                )
+            if not self._truncated:
+                shorter, dropped = truncate_for_context(self.messages)
+                if not dropped:
+                    self._record(slot, "non_retryable", err)
+                    self._state = _DONE
+                    raise _error(
+                        ContextWindowExceededError, CANNOT_REDUCE_HEADER, self._trail, self._errors
+                    )
+                self._truncated, self.messages = True, shorter
+                logger.warning(
+                    "context window exceeded; truncated history and retrying",
+                    extra={**log_extra, "dropped": dropped, "remaining": len(shorter)},
+                )
+                self._retry(0.0)
+                return
+            self._record(slot, "non_retryable", err)
+            self._next_candidate()
+            return
+        self._all_context = False
+        detail = self._record(slot, verdict.reason, err)
+        if not verdict.retryable:
+            logger.warning("non-retryable error, moving on", extra={**log_extra, "error": detail})
+            self._next_candidate()
+            return
+        if self._n >= self._max_attempts:
+            logger.warning("retries exhausted, moving on", extra={**log_extra, "error": detail})
+            self._next_candidate()
+            return
+        delay = _backoff.next_backoff(self._wait, err, rng=self._planner.rng)
+        self._wait = _backoff.double_backoff(self._wait)
+        logger.warning(
+            "provider call failed, retrying",
+            extra={**log_extra, "backoff": delay, "reason": verdict.reason, "error": detail},
+        )
+        self._retry(delay)
+
+    def _succeeded(self, slot: Slot) -> None:
+        if self._state is not _PENDING:
+            raise RuntimeError("an attempt's outcome was reported twice")
+        self._state = _DONE
+        chain_model = self._models[self._mi]
+        if (
+            slot.attempt > 1
+            or self._truncated
+            or chain_model != self._requested
+            or slot.name != self._planner.primary
+        ):
+            logger.info(
+                "provider recovered (failover/retry)",
+                extra={
+                    "provider": slot.name,
+                    "model": slot.model_id,
+                    "attempt": slot.attempt,
+                    "original_model": self._requested,
+                    "context_truncated": self._truncated,
+                },
+            )
+            record_provider_fallback(
+                ProviderFallbackInfo(
+                    self._planner.primary, self._requested, slot.name, slot.model_id
+                )
+            )
+
+
+_READY = "ready"
+_PENDING = "pending"
+_DONE = "done"
+_EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    reason: FailureReason
+    retryable: bool
+    context_window: bool
+
+
+def _verdict(err: Exception) -> _Verdict:
+    # A nested ReliableProvider already walked its whole chain: retrying it
+    # would repeat every one of its attempts, so it is final for this pair.
+    if isinstance(err, ContextWindowExceededError):
+        return _Verdict("non_retryable", False, True)
+    if isinstance(err, FailoverError):
+        return _Verdict("non_retryable", False, False)
+    c = classify(err)
+    return _Verdict(c.reason, c.retryable, c.context_window)
+
+
+def _describe(err: BaseException) -> str:
+    # Include the cause chain, as the seed's `{:#}` did, so the trail shows
+    # the root cause and not just the outermost wrapper.
+    parts = [str(err) or type(err).__name__]
+    seen = {id(err)}
+    cause = err.__cause__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        parts.append(str(cause) or type(cause).__name__)
+        cause = cause.__cause__
+    return ": ".join(parts)
+
+
+def _error(
+    cls: type[FailoverError], header: str, trail: list[Attempt], errors: list[Exception]
+) -> FailoverError:
+    exc = cls(header, trail)
+    if errors:
+        exc.__cause__ = ExceptionGroup("errors of the failed attempts", errors)
+    return exc

@@ -1,0 +1,415 @@
+"""``ReliableProvider``: retries, fallback chains and streaming failover around providers.
+
+Every call kind is a few lines here: it says how to make *one* attempt and
+hands that to the failover planner (``_failover``), which owns the model
+chain, the provider chain, retries, classification, backoff, truncation, the
+failure trail and fallback notification. Streams do the same through the
+bridge (``_bridge``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import trio
+
+from ._bridge import BridgeSpec, StreamContext
+from ._failover import Planner
+from ._provider import Provider
+from ._types import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    Final,
+    StreamChunk,
+    StreamEvent,
+    StreamOptions,
+    TextDelta,
+    ToolCallEvent,
+    ToolSpec,
+    UsageEvent,
+)
+
+__all__ = ["DEFAULT_FIRST_CHUNK_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "ReliableProvider"]
+
+logger = logging.getLogger("reliant")
+
+T = TypeVar("T")
+
+DEFAULT_FIRST_CHUNK_TIMEOUT = 60.0
+"""Seconds for connect + response headers + first item of a stream.
+
+Long enough for reasoning models that think before their first token, short
+enough that a hung upstream fails over within a minute instead of the two
+minutes a total timeout would take.
+"""
+
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds allowed between two items of a committed stream (never a total cap)."""
+
+_DEFAULT_OPTIONS = StreamOptions()
+
+
+class ReliableProvider(Provider):
+    """A provider that retries, falls back and fails over across other providers.
+
+    Args:
+        providers: ``(name, provider)`` pairs in priority order; names must be unique.
+        max_retries: Retries per (provider, model) pair (so ``max_retries + 1`` attempts).
+        base_backoff: First backoff in seconds; floored at 0.05, doubled per
+            retry up to 10 s; a Retry-After (capped at 30 s) replaces it.
+        model_fallbacks: model -> models to try, in order, after it failed
+            on every provider.
+        model_aliases: provider name -> {requested model: the id that
+            provider expects}, for fallback providers that spell models
+            differently.
+        first_chunk_timeout: Seconds a stream attempt may take to deliver its
+            first item, connecting and waiting for headers included; hitting
+            it fails over like a retryable error. None disables it.
+        idle_timeout: Longest gap between items after a stream committed;
+            hitting it ends the stream with ``StreamError``. None disables it.
+        stream_fallback_to_non_streaming: When every streaming candidate
+            failed before its first item (or none can stream), serve the
+            request through the non-streaming path and deliver it as one
+            chunk plus the final one.
+        rng: Random source for backoff jitter (tests pin it).
+
+    Raises:
+        ValueError: For an empty provider list, duplicate names, negative
+            retries or backoff, non-positive timeouts, or aliases naming an
+            unknown provider.
+        TypeError: When a provider is not a ``Provider``.
+    """
+
+    def __init__(
+        self,
+        providers: Sequence[tuple[str, Provider]],
+        max_retries: int = 2,
+        base_backoff: float = 0.5,
+        *,
+        model_fallbacks: Mapping[str, Sequence[str]] | None = None,
+        model_aliases: Mapping[str, Mapping[str, str]] | None = None,
+        first_chunk_timeout: float | None = DEFAULT_FIRST_CHUNK_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        stream_fallback_to_non_streaming: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        providers = tuple(providers)
+        _validate(providers, max_retries, base_backoff, model_fallbacks, model_aliases)
+        for label, value in (
+            ("first_chunk_timeout", first_chunk_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{label} must be a positive number of seconds or None")
+        self._planner = Planner(
+            providers,
+            max_retries,
+            base_backoff,
+            model_fallbacks or {},
+            model_aliases or {},
+            rng,
+        )
+        self._fallbacks = {k: tuple(v) for k, v in (model_fallbacks or {}).items()}
+        self._aliases = {k: dict(v) for k, v in (model_aliases or {}).items()}
+        self._base_backoff = base_backoff
+        self._rng = rng
+        self.first_chunk_timeout = first_chunk_timeout
+        self.idle_timeout = idle_timeout
+        self.stream_fallback_to_non_streaming = stream_fallback_to_non_streaming
+
+    # -- configuration -----------------------------------------------------
+
+    @property
+    def providers(self) -> tuple[tuple[str, Provider], ...]:
+        """The ``(name, provider)`` chain in priority order."""
+        return self._planner.providers
+
+    @property
+    def max_retries(self) -> int:
+        """Retries per (provider, model) pair."""
+        return self._planner.max_retries
+
+    @property
+    def base_backoff(self) -> float:
+        """The effective first backoff in seconds (after the 50 ms floor)."""
+        return self._planner.base_backoff
+
+    def model_chain(self, model: str) -> list[str]:
+        """The models tried for ``model``, in order."""
+        return self._planner.model_chain(model)
+
+    def with_model_fallbacks(
+        self, model_fallbacks: Mapping[str, Sequence[str]]
+    ) -> ReliableProvider:
+        """A copy of this provider using ``model_fallbacks`` as its model chains."""
+        return ReliableProvider(
+            self.providers,
+            self.max_retries,
+            self._base_backoff,
+            model_fallbacks=model_fallbacks,
+            model_aliases=self._aliases,
+            first_chunk_timeout=self.first_chunk_timeout,
+            idle_timeout=self.idle_timeout,
+            stream_fallback_to_non_streaming=self.stream_fallback_to_non_streaming,
+            rng=self._rng,
+        )
+
+    def __repr__(self) -> str:
+        names = ", ".join(name for name, _ in self.providers)
+        return f"ReliableProvider([{names}], max_retries={self.max_retries})"
+
+    # -- capabilities ------------------------------------------------------
+
+    @property
+    def supports_native_tools(self) -> bool:
+        """Native tools as the primary provider has them (requests are shaped for it)."""
+        return self.providers[0][1].supports_native_tools
+
+    @property
+    def supports_vision(self) -> bool:
+        """True if any provider accepts images."""
+        return any(p.supports_vision for _, p in self.providers)
+
+    @property
+    def supports_streaming(self) -> bool:
+        """True if any provider streams."""
+        return any(p.supports_streaming for _, p in self.providers)
+
+    @property
+    def supports_streaming_tool_events(self) -> bool:
+        """True if any provider streams tool-call events."""
+        return any(p.supports_streaming_tool_events for _, p in self.providers)
+
+    # -- non-streaming -----------------------------------------------------
+
+    async def warmup(self) -> None:
+        """Warm every provider concurrently; failures are logged, never raised."""
+
+        async def one(name: str, provider: Provider) -> None:
+            try:
+                await provider.warmup()
+            except Exception as err:
+                logger.warning(
+                    "warmup failed (non-fatal)",
+                    extra={"provider": name, "error": type(err).__name__},
+                )
+
+        async with trio.open_nursery() as nursery:
+            for name, provider in self.providers:
+                nursery.start_soon(one, name, provider)
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        """Answer one message with failover; a context-window failure raises at once."""
+        return await self._planner.call(
+            lambda p, m, _: p.chat_with_system(system_prompt, message, m, temperature),
+            model=model,
+            messages=None,
+        )
+
+    async def chat_with_history(
+        self, messages: Sequence[ChatMessage], model: str, temperature: float
+    ) -> str:
+        """Answer a conversation with failover; history is halved once on context overflow."""
+        return await self._planner.call(
+            lambda p, m, msgs: p.chat_with_history(_history(msgs), m, temperature),
+            model=model,
+            messages=tuple(messages),
+        )
+
+    async def chat_with_tools(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        model: str,
+        temperature: float,
+    ) -> ChatResponse:
+        """Answer with tools on offer, with failover and context recovery."""
+        return await self._planner.call(
+            lambda p, m, msgs: p.chat_with_tools(_history(msgs), tools, m, temperature),
+            model=model,
+            messages=tuple(messages),
+        )
+
+    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
+        """Answer a request with failover and context recovery."""
+        tools = request.tools
+        return await self._planner.call(
+            lambda p, m, msgs: p.chat(ChatRequest(_history(msgs), tools), m, temperature),
+            model=model,
+            messages=tuple(request.messages),
+        )
+
+    # -- streaming ---------------------------------------------------------
+
+    def stream_chat_with_system(
+        self,
+        system_prompt: str | None,
+        message: str,
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> StreamContext[StreamChunk]:
+        """Stream one answer with failover before the first chunk."""
+
+        async def fallback() -> list[StreamChunk]:
+            text = await self.chat_with_system(system_prompt, message, model, temperature)
+            return _as_chunks(text, options)
+
+        return self._stream(
+            model,
+            None,
+            lambda p, m, _: p.stream_chat_with_system(
+                system_prompt, message, m, temperature, options
+            ),
+            options,
+            tools=False,
+            fallback=fallback,
+        )
+
+    def stream_chat_with_history(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> StreamContext[StreamChunk]:
+        """Stream the answer to a conversation with failover before the first chunk."""
+        history = tuple(messages)
+
+        async def fallback() -> list[StreamChunk]:
+            text = await self.chat_with_history(history, model, temperature)
+            return _as_chunks(text, options)
+
+        return self._stream(
+            model,
+            history,
+            lambda p, m, msgs: p.stream_chat_with_history(_history(msgs), m, temperature, options),
+            options,
+            tools=False,
+            fallback=fallback,
+        )
+
+    def stream_chat(
+        self,
+        request: ChatRequest,
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> StreamContext[StreamEvent]:
+        """Stream events (text, tool calls, usage, final) with failover before the first."""
+        tools = request.tools
+
+        async def fallback() -> list[StreamEvent]:
+            response = await self.chat(request, model, temperature)
+            events: list[StreamEvent] = []
+            if response.text:
+                events.append(TextDelta(response.text))
+            events.extend(ToolCallEvent(call) for call in response.tool_calls)
+            if response.usage is not None:
+                events.append(UsageEvent(response.usage))
+            events.append(Final())
+            return events
+
+        return self._stream(
+            model,
+            tuple(request.messages),
+            lambda p, m, msgs: p.stream_chat(
+                ChatRequest(_history(msgs), tools), m, temperature, options
+            ),
+            options,
+            tools=bool(tools),
+            fallback=fallback,
+        )
+
+    def _stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage] | None,
+        open_upstream: object,
+        options: StreamOptions,
+        *,
+        tools: bool,
+        fallback: object,
+    ) -> StreamContext[T]:
+        candidates = [
+            (name, p)
+            for name, p in self.providers
+            if p.supports_streaming and (not tools or p.supports_streaming_tool_events)
+        ]
+        spec: BridgeSpec[T] = BridgeSpec(
+            planner=self._planner,
+            candidates=candidates,
+            model=model,
+            messages=messages,
+            open_upstream=open_upstream,  # type: ignore[arg-type]
+            no_provider_message=(
+                "No provider supports streaming tool events"
+                if tools
+                else "No provider supports streaming"
+            ),
+            enabled=options.enabled,
+            first_chunk_timeout=self.first_chunk_timeout,
+            idle_timeout=self.idle_timeout,
+            fallback=fallback if self.stream_fallback_to_non_streaming else None,  # type: ignore[arg-type]
+        )
+        return StreamContext(spec)
+
+
+def _history(messages: Sequence[ChatMessage] | None) -> Sequence[ChatMessage]:
+    assert messages is not None
+    return messages
+
+
+def _as_chunks(text: str, options: StreamOptions) -> list[StreamChunk]:
+    chunks = []
+    if text:
+        chunk = StreamChunk(delta=text)
+        chunks.append(chunk.with_token_estimate() if options.count_tokens else chunk)
+    chunks.append(StreamChunk.final())
+    return chunks
+
+
+def _validate(
+    providers: tuple[tuple[str, Provider], ...],
+    max_retries: int,
+    base_backoff: float,
+    model_fallbacks: Mapping[str, Sequence[str]] | None,
+    model_aliases: Mapping[str, Mapping[str, str]] | None,
+) -> None:
+    if not providers:
+        raise ValueError("ReliableProvider needs at least one (name, provider) pair")
+    names: set[str] = set()
+    for entry in providers:
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise TypeError(f"providers must be (name, provider) pairs, got {entry!r}")
+        name, provider = entry
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"provider names must be non-empty strings, got {name!r}")
+        if not isinstance(provider, Provider):
+            raise TypeError(f"provider {name!r} is a {type(provider).__name__}, not a Provider")
+        if name in names:
+            raise ValueError(f"duplicate provider name {name!r}")
+        names.add(name)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if not (base_backoff >= 0 and math.isfinite(base_backoff)):
+        raise ValueError(
+            f"base_backoff must be a non-negative number of seconds, got {base_backoff!r}"
+        )
+    for model, chain in (model_fallbacks or {}).items():
+        if isinstance(chain, str):
+            raise TypeError(
+                f"model_fallbacks[{model!r}] must be a list of models, not the string {chain!r}"
+            )
+    unknown = sorted(set(model_aliases or {}) - names)
+    if unknown:
+        raise ValueError(
+            f"model_aliases names unknown provider(s) {unknown}; known: {sorted(names)}"
+        )

@@ -1,0 +1,30 @@
+"""Test tools for reliant users: a scripted in-process provider and a fault-injecting fake LLM server.
+
+``ScriptedProvider`` makes failover tests run in milliseconds under pytest-trio's
+``autojump_clock``; the fake server speaks the OpenAI and Anthropic wire
+protocols on loopback and injects the failures real APIs produce.
+"""
+
+from __future__ import annotations
+
+from ._scripted import Empty as Empty
+from ._scripted import Fail as Fail
+from ._scripted import Hang as Hang
+from ._scripted import Outcome as Outcome
+from ._scripted import Reply as Reply
+from ._scripted import Script as Script
+from ._scripted import ScriptedCall as ScriptedCall
+from ._scripted import ScriptedProvider as ScriptedProvider
+from ._scripted import Stream as Stream
+
+__all__ = [
+    "Empty",
+    "Fail",
+    "Hang",
+    "Outcome",
+    "Reply",
+    "Script",
+    "ScriptedCall",
+    "ScriptedProvider",
+    "Stream",
+]
