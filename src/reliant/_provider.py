@@ -203,6 +203,7 @@ class Provider(ABC):
 
     async def warmup(self) -> None:
         """Open connections ahead of the first request; the default does nothing."""
+        return None
 
     @property
     def supports_native_tools(self) -> bool:

@@ -1,0 +1,1028 @@
+"""A fault-injecting fake LLM server on loopback, built on trio and h11.
+
+It speaks just enough of two wire protocols to drive real HTTP clients:
+
+- ``POST /v1/chat/completions``: OpenAI-compatible, JSON or SSE (``data: {...}``
+  chunks ending with ``data: [DONE]``; a usage chunk when
+  ``stream_options.include_usage`` is set);
+- ``POST /v1/messages``: Anthropic-compatible, JSON or SSE (``message_start``,
+  ``ping``, ``content_block_start``/``_delta``/``_stop``, ``message_delta``,
+  ``message_stop``; ``error`` for in-band errors);
+- ``GET /v1/models``: a small model list (for warm-ups).
+
+Only trio time is used (``trio.sleep``, ``trio.current_time``), so tests can
+run it under ``autojump_clock`` with real loopback sockets: nothing
+busy-waits, every wait is a sleep or a socket read.
+
+Choosing a behaviour
+--------------------
+Each request gets a :class:`Behavior`. Programmatic scripts win:
+``server.script("m", [...])`` for requests naming model ``"m"``, then
+``server.script(None, [...])`` for every other model; a script is consumed
+one behaviour per request and its last entry repeats. Without a script, the
+model name itself is the behaviour, written ``kind[:arg]...`` with
+``key=value`` arguments; a model name that does not start with a known kind
+(``gpt-4o``) behaves as ``ok``, and a known kind with bad arguments gets a 400.
+
+==================================  ==========================================================
+model name                          behaviour
+==================================  ==========================================================
+``ok``                              answer normally: ``chunks`` pieces ``"tok0 "``,
+                                    ``"tok1 "``, ... (default 5)
+``ok:chunks=200:ttft=0.05:gap=0.001``  200 pieces, 50 ms before the first, 1 ms between
+``ok:reasoning=2``                  two reasoning pieces ``"think0 "``, ``"think1 "`` first
+``ok:delay=2``                      wait 2 s before sending the response headers
+``status:429:retry_after=3``        HTTP 429 with ``retry-after: 3`` and a provider-shaped
+                                    JSON error body (also ``retry_after_ms=1500``,
+                                    ``message=...``); any status: ``status:401``,
+                                    ``status:500``, ``status:503``, ``status:529``, ...
+``inband_error``                    HTTP 200 and then an in-band error: an SSE
+                                    ``{"error": ...}`` chunk (OpenAI) or ``event: error``
+                                    (Anthropic), after ``after`` pieces (default 0); the error
+                                    carries ``status`` (default 500; Anthropic types map
+                                    429 -> ``rate_limit_error``, 529 -> ``overloaded_error``,
+                                    ...). Non-streaming: a 200 whose JSON body is the error
+``cut:after=3``                     send 3 pieces, then close the connection cleanly (FIN)
+                                    in the middle of the chunked body
+``reset:after=3``                   send 3 pieces, then reset the connection (SO_LINGER 0)
+``hang_headers``                    read the request and never answer
+``hang_body``                       send the headers (and ``after`` pieces), then stall
+``malformed``                       after ``after`` pieces, an SSE data line that is not
+                                    JSON (then the rest, so lenient clients are caught);
+                                    non-streaming: a 200 with a broken JSON body
+``empty``                           an SSE stream with only the terminator (``data: [DONE]`` /
+                                    ``message_stop``); non-streaming: an empty answer
+``no_terminator``                   the whole stream, cleanly ended, without the terminator
+``not_sse``                         a JSON answer even when a stream was asked for
+``tools``                           answer with ``calls`` (default 1) tool calls: the
+                                    request's tools in order (``get_weather`` if it offers
+                                    none), arguments ``{"location": "Paris", "unit":
+                                    "celsius"}`` streamed in three fragments
+==================================  ==========================================================
+
+``after=N`` counts content pieces (text, reasoning and tool-argument
+fragments), not the protocol preamble (the OpenAI role chunk, Anthropic's
+``message_start``, ``ping`` and block starts), which is sent with the headers.
+With ``gap=0`` pieces are coalesced into one write.
+
+Usage is deterministic: ``input_tokens`` (default 10), ``cached_tokens``
+(default 0) and output tokens = number of text + reasoning pieces.
+
+Records
+-------
+``server.requests`` lists every request as a :class:`FakeRequest` (in
+arrival order; ``received_at`` is the trio time the request was complete).
+``server.disconnects`` lists ``(request_index, trio_time)`` whenever a client
+closed a connection, with the index of the last request on it; the close is
+seen at once, even while the server sleeps between chunks, because a watcher
+task reads the socket for EOF during every response. ``server.aborted`` lists
+the indices of requests whose response the client abandoned before it ended.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import json
+import logging
+import re
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, NamedTuple, TypeAlias, get_args
+
+import h11
+import trio
+
+__all__ = [
+    "Behavior",
+    "BehaviorKind",
+    "Disconnect",
+    "FakeLLMServer",
+    "FakeRequest",
+    "serve_fake_llm",
+]
+
+logger = logging.getLogger("reliant.testing.fake_server")
+
+BehaviorKind: TypeAlias = Literal[
+    "ok",
+    "status",
+    "inband_error",
+    "cut",
+    "reset",
+    "hang_headers",
+    "hang_body",
+    "malformed",
+    "empty",
+    "no_terminator",
+    "not_sse",
+    "tools",
+]
+_KINDS: frozenset[str] = frozenset(get_args(BehaviorKind))
+
+_DEFAULT_ARGUMENTS = '{"location": "Paris", "unit": "celsius"}'
+_WORD_RE = re.compile(r"\s*\S+\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class Behavior:
+    """What the fake server does with one request.
+
+    Attributes:
+        kind: The behaviour (see the module docstring).
+        chunks: Number of text pieces ``"tok{i} "``; None means 5 (0 for ``tools``).
+        text: Answer text instead of ``tok`` pieces, streamed word by word.
+        reasoning: Number of reasoning pieces ``"think{i} "`` before the text.
+        ttft: Seconds between the response headers and the first piece.
+        gap: Seconds between pieces.
+        delay: Seconds before the response headers.
+        after: Pieces sent before the fault of ``cut``, ``reset``, ``hang_body``,
+            ``inband_error`` and ``malformed``.
+        status: HTTP status of ``status``; error status carried by ``inband_error``.
+        retry_after: Value of a ``retry-after`` header (seconds or an HTTP date).
+        retry_after_ms: Value of a ``retry-after-ms`` header.
+        headers: Extra response headers.
+        message: Error message text of ``status`` and ``inband_error``.
+        body: Raw response body of ``status``, replacing the JSON error.
+        calls: Number of tool calls of ``tools``.
+        tool_name: Name of every tool call; None takes the request's tools.
+        tool_arguments: Arguments JSON of every tool call.
+        input_tokens: Reported input tokens.
+        cached_tokens: Reported cached input tokens.
+    """
+
+    kind: BehaviorKind = "ok"
+    chunks: int | None = None
+    text: str | None = None
+    reasoning: int = 0
+    ttft: float = 0.0
+    gap: float = 0.0
+    delay: float = 0.0
+    after: int = 0
+    status: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    message: str | None = None
+    body: str | None = None
+    calls: int = 1
+    tool_name: str | None = None
+    tool_arguments: str = _DEFAULT_ARGUMENTS
+    input_tokens: int = 10
+    cached_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown behaviour kind {self.kind!r}")
+
+    @classmethod
+    def parse(cls, spec: str) -> Behavior:
+        """Parse a model-name behaviour such as ``"status:429:retry_after=3"``.
+
+        Raises:
+            ValueError: ``spec`` names no known kind or has a bad argument.
+        """
+        head, *tokens = spec.split(":")
+        if head not in _KINDS:
+            raise ValueError(f"unknown behaviour kind {head!r}")
+        kwargs: dict[str, Any] = {}
+        for position, token in enumerate(tokens):
+            key, sep, value = token.partition("=")
+            if not sep:
+                if head == "status" and position == 0 and token.isdigit():
+                    kwargs["status"] = int(token)
+                    continue
+                raise ValueError(f"bad behaviour argument {token!r} in {spec!r}")
+            converter = _PARSERS.get(key)
+            if converter is None:
+                raise ValueError(f"unknown behaviour argument {key!r} in {spec!r}")
+            try:
+                kwargs[key] = converter(value)
+            except ValueError:
+                raise ValueError(f"bad value for {key!r} in {spec!r}") from None
+        return cls(kind=head, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_model(cls, model: str | None) -> Behavior:
+        """The behaviour a model name asks for; ``ok`` for ordinary model names."""
+        if not model or model.split(":", 1)[0] not in _KINDS:
+            return cls()
+        return cls.parse(model)
+
+    def text_pieces(self) -> list[str]:
+        """The text pieces of a full answer, in order."""
+        if self.text is not None:
+            return _WORD_RE.findall(self.text) or ([self.text] if self.text else [])
+        count = self.chunks if self.chunks is not None else (0 if self.kind == "tools" else 5)
+        return [f"tok{i} " for i in range(count)]
+
+    def reasoning_pieces(self) -> list[str]:
+        """The reasoning pieces sent before the text."""
+        return [f"think{i} " for i in range(self.reasoning)]
+
+    @property
+    def full_text(self) -> str:
+        """The whole answer text of a complete response."""
+        return "".join(self.text_pieces())
+
+    def text_before_fault(self) -> str:
+        """The text a client sees before the fault (``after`` pieces, reasoning first)."""
+        return "".join(self.text_pieces()[: max(0, self.after - self.reasoning)])
+
+
+_PARSERS: dict[str, Any] = {}
+for _f in fields(Behavior):
+    if _f.name in ("kind", "headers"):
+        continue
+    _type = str(_f.type)
+    if "int" in _type:
+        _PARSERS[_f.name] = int
+    elif "float" in _type:
+        _PARSERS[_f.name] = float
+    else:
+        _PARSERS[_f.name] = str
+del _f, _type
+
+
+@dataclass(frozen=True, slots=True)
+class FakeRequest:
+    """One request the fake server received.
+
+    Attributes:
+        index: Position in ``server.requests``.
+        method: HTTP method.
+        path: Request target (path and query).
+        headers: Request headers, names lower-case (repeated ones joined by ``", "``).
+        json: The parsed JSON body, or None when it was not JSON.
+        received_at: ``trio.current_time()`` when the request was complete.
+        model: The body's ``model`` field, if any.
+    """
+
+    index: int
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    json: Any
+    received_at: float
+    model: str | None
+
+    @property
+    def stream(self) -> bool:
+        """The request asked for a streamed answer."""
+        return isinstance(self.json, dict) and self.json.get("stream") is True
+
+
+class Disconnect(NamedTuple):
+    """A client closed its connection (``request_index``, ``at`` trio time)."""
+
+    request_index: int
+    at: float
+
+
+_Action: TypeAlias = Literal["keep", "close", "reset", "hang"]
+
+
+class FakeLLMServer:
+    """A running fake server; get one from :func:`serve_fake_llm`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.requests: list[FakeRequest] = []
+        self.disconnects: list[Disconnect] = []
+        self.aborted: list[int] = []
+        self._scripts: dict[str | None, list[Behavior]] = {}
+        self._changed = trio.Event()
+
+    # -- addresses -----------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """Base URL for OpenAI-compatible clients (``base_url + "/v1"``)."""
+        return self.base_url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """Base URL for Anthropic clients (the server root)."""
+        return self.base_url
+
+    def __repr__(self) -> str:
+        return f"<FakeLLMServer {self.base_url} requests={len(self.requests)}>"
+
+    # -- scripting -------------------------------------------------------------
+
+    def script(self, model: str | None, behaviors: Iterable[Behavior | str]) -> None:
+        """Script the next responses.
+
+        Args:
+            model: Requests naming this model use the script; None scripts every
+                model that has no script of its own.
+            behaviors: Consumed one per request; the last one repeats. Strings
+                are parsed as model-name behaviours.
+        """
+        items = [b if isinstance(b, Behavior) else Behavior.parse(b) for b in behaviors]
+        if not items:
+            self._scripts.pop(model, None)
+        else:
+            self._scripts[model] = items
+
+    def clear(self) -> None:
+        """Forget scripts and records."""
+        self._scripts.clear()
+        self.requests.clear()
+        self.disconnects.clear()
+        self.aborted.clear()
+
+    def behavior_for(self, model: str | None) -> Behavior:
+        """Consume the behaviour for the next request naming ``model``."""
+        key: str | None = model if model in self._scripts else None
+        queue = self._scripts.get(key)
+        if queue:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+        return Behavior.for_model(model)
+
+    # -- waiting ----------------------------------------------------------------
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Wait until at least ``count`` requests have been received."""
+        while len(self.requests) < count:
+            await self._changed.wait()
+
+    async def wait_for_disconnect(self, request_index: int) -> float:
+        """Wait until the connection that carried ``request_index`` is closed; its time."""
+        while True:
+            for d in self.disconnects:
+                if d.request_index == request_index:
+                    return d.at
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _record_disconnect(self, index: int, *, mid_response: bool) -> None:
+        self.disconnects.append(Disconnect(index, trio.current_time()))
+        if mid_response:
+            self.aborted.append(index)
+        self._notify()
+
+    # -- connections ------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._serve_connection(stream)
+        except Exception:  # one broken connection must not stop the server
+            logger.exception("fake server connection failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        last_index: int | None = None
+        while True:
+            request = await self._receive_request(conn, stream)
+            if request is None:
+                if last_index is not None:
+                    self._record_disconnect(last_index, mid_response=False)
+                return
+            last_index = request.index
+            action = await self._respond_watching(conn, stream, request)
+            if action == "reset":
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            if action != "keep" or conn.our_state is not h11.DONE:
+                return
+            if conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _receive_request(
+        self, conn: h11.Connection, stream: trio.SocketStream
+    ) -> FakeRequest | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return None
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                conn.receive_data(data)
+                if not data and head is None and conn.their_state is h11.IDLE:
+                    return None
+                continue
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage) and head is not None:
+                break
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+        headers: dict[str, str] = {}
+        for name, value in head.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        try:
+            payload: Any = json.loads(body) if body else None
+        except ValueError:
+            payload = None
+        model = payload.get("model") if isinstance(payload, dict) else None
+        request = FakeRequest(
+            index=len(self.requests),
+            method=head.method.decode("ascii"),
+            path=head.target.decode("latin-1"),
+            headers=headers,
+            json=payload,
+            received_at=trio.current_time(),
+            model=model if isinstance(model, str) else None,
+        )
+        self.requests.append(request)
+        self._notify()
+        return request
+
+    async def _respond_watching(
+        self, conn: h11.Connection, stream: trio.SocketStream, request: FakeRequest
+    ) -> _Action:
+        """Respond while a watcher task reads the socket, so a client close is seen at once."""
+        gone = False
+        action: _Action = "close"
+
+        async def watch(scope: trio.CancelScope) -> None:
+            nonlocal gone
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    gone = True
+                    self._record_disconnect(request.index, mid_response=True)
+                    scope.cancel()
+                    return
+                # Bytes of a pipelined next request: keep them for the next cycle.
+                conn.receive_data(data)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            try:
+                action = await _respond(conn, stream, request, self)
+                if action == "hang":
+                    await trio.sleep_forever()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if not gone:
+                    gone = True
+                    self._record_disconnect(request.index, mid_response=True)
+            nursery.cancel_scope.cancel()
+        return "close" if gone else action
+
+    async def _serve(self, listeners: list[trio.SocketListener]) -> None:
+        async with trio.open_nursery() as handlers:
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=handlers)
+
+
+@asynccontextmanager
+async def serve_fake_llm(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    script: Mapping[str | None, Sequence[Behavior | str]] | None = None,
+) -> AsyncIterator[FakeLLMServer]:
+    """Run a fake LLM server for the duration of the ``async with`` block.
+
+    Args:
+        host: Address to listen on.
+        port: Port to listen on; 0 picks a free one (see ``server.port``).
+        script: Initial scripts, ``{model or None: [Behavior or spec, ...]}``.
+
+    Yields:
+        The running :class:`FakeLLMServer`.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    if port == 0:
+        # Several addresses (IPv4 and IPv6) would each get a different free port.
+        for extra in listeners[1:]:
+            await extra.aclose()
+        listeners = listeners[:1]
+    sockname = listeners[0].socket.getsockname()
+    server = FakeLLMServer(host, sockname[1])
+    for model, behaviors in (script or {}).items():
+        server.script(model, behaviors)
+    raised: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server._serve, listeners)
+        try:
+            yield server
+        except BaseException as exc:
+            # Re-raised outside the nursery so the caller's exception is not
+            # wrapped in an ExceptionGroup.
+            raised = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
+
+
+# -- responses --------------------------------------------------------------------
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Overloaded" if status == 529 else b""
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _split3(text: str) -> list[str]:
+    if len(text) < 3:
+        return [text]
+    a, b = len(text) // 3, 2 * len(text) // 3
+    return [text[:a], text[a:b], text[b:]]
+
+
+class _Piece(NamedTuple):
+    data: bytes
+    counts: bool  # a content piece (subject to ttft/gap/after) or protocol framing
+
+
+class _Protocol:
+    """Rendering of one wire protocol."""
+
+    sse_terminator: bytes
+
+    def __init__(self, request: FakeRequest, behavior: Behavior) -> None:
+        self.request = request
+        self.behavior = behavior
+        body = request.json if isinstance(request.json, dict) else {}
+        self.body: dict[str, Any] = body
+        self.model = request.model or "fake-model"
+        tools = body.get("tools")
+        self.tool_names: list[str] = []
+        if isinstance(tools, list):
+            for tool in tools:
+                name = self._tool_name(tool) if isinstance(tool, dict) else None
+                if isinstance(name, str):
+                    self.tool_names.append(name)
+
+    def _tool_name(self, tool: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def tool_calls(self) -> list[tuple[str, str, str]]:
+        """(id, name, arguments) of each tool call of a ``tools`` answer."""
+        if self.behavior.kind != "tools":
+            return []
+        calls = []
+        for i in range(self.behavior.calls):
+            if self.behavior.tool_name is not None:
+                name = self.behavior.tool_name
+            elif self.tool_names:
+                name = self.tool_names[i % len(self.tool_names)]
+            else:
+                name = "get_weather"
+            calls.append((f"call_{self.request.index}_{i}", name, self.behavior.tool_arguments))
+        return calls
+
+    def usage_numbers(self) -> tuple[int, int, int]:
+        b = self.behavior
+        return b.input_tokens, len(b.text_pieces()) + b.reasoning, b.cached_tokens
+
+    def error_payload(self, status: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error_message(self, status: int) -> str:
+        return self.behavior.message or f"fake error {status}"
+
+    def json_answer(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def sse_pieces(self) -> list[_Piece]:
+        raise NotImplementedError
+
+    def sse_error(self, status: int) -> bytes:
+        raise NotImplementedError
+
+    def sse_malformed(self) -> bytes:
+        raise NotImplementedError
+
+
+class _OpenAI(_Protocol):
+    sse_terminator = b"data: [DONE]\n\n"
+
+    def _tool_name(self, tool: dict[str, Any]) -> Any:
+        function = tool.get("function")
+        return function.get("name") if isinstance(function, dict) else None
+
+    def error_payload(self, status: int) -> dict[str, Any]:
+        kind = _OPENAI_ERROR_TYPES.get(status, "server_error")
+        return {
+            "error": {
+                "message": self.error_message(status),
+                "type": kind,
+                "param": None,
+                "code": status,
+            }
+        }
+
+    def _usage(self) -> dict[str, Any]:
+        prompt, completion, cached = self.usage_numbers()
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+
+    def json_answer(self) -> dict[str, Any]:
+        b = self.behavior
+        message: dict[str, Any] = {"role": "assistant", "content": b.full_text}
+        if b.kind == "empty":
+            message["content"] = ""
+        if b.reasoning:
+            message["reasoning_content"] = "".join(b.reasoning_pieces())
+        calls = self.tool_calls()
+        if calls:
+            message["content"] = b.full_text or None
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                for cid, name, args in calls
+            ]
+        return {
+            "id": f"chatcmpl-fake-{self.request.index}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if calls else "stop",
+                }
+            ],
+            "usage": self._usage(),
+        }
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        prefix = self._prefix
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return prefix + _dumps([choice]) + b"}\n\n"
+
+    @property
+    def _prefix(self) -> bytes:
+        return (
+            b'data: {"id":"chatcmpl-fake-'
+            + str(self.request.index).encode()
+            + b'","object":"chat.completion.chunk","created":0,"model":'
+            + _dumps(self.model)
+            + b',"choices":'
+        )
+
+    def sse_pieces(self) -> list[_Piece]:
+        b = self.behavior
+        pieces = [_Piece(self._chunk({"role": "assistant", "content": ""}), False)]
+        pieces += [
+            _Piece(self._chunk({"reasoning_content": r}), True) for r in b.reasoning_pieces()
+        ]
+        pieces += [_Piece(self._chunk({"content": t}), True) for t in b.text_pieces()]
+        calls = self.tool_calls()
+        for i, (cid, name, args) in enumerate(calls):
+            head = {
+                "index": i,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            pieces.append(_Piece(self._chunk({"tool_calls": [head]}), False))
+            for fragment in _split3(args):
+                delta = {"tool_calls": [{"index": i, "function": {"arguments": fragment}}]}
+                pieces.append(_Piece(self._chunk(delta), True))
+        pieces.append(_Piece(self._chunk({}, "tool_calls" if calls else "stop"), False))
+        stream_options = self.body.get("stream_options")
+        if isinstance(stream_options, dict) and stream_options.get("include_usage"):
+            usage = (
+                b'data: {"id":"chatcmpl-fake-'
+                + str(self.request.index).encode()
+                + b'","object":"chat.completion.chunk","created":0,"model":'
+                + _dumps(self.model)
+                + b',"choices":[],"usage":'
+                + _dumps(self._usage())
+                + b"}\n\n"
+            )
+            pieces.append(_Piece(usage, False))
+        return pieces
+
+    def sse_error(self, status: int) -> bytes:
+        return b"data: " + _dumps(self.error_payload(status)) + b"\n\n"
+
+    def sse_malformed(self) -> bytes:
+        return self._prefix + b'[{"index":0,"delta":{"content":"tok\n\n'
+
+
+class _Anthropic(_Protocol):
+    sse_terminator = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+    def _tool_name(self, tool: dict[str, Any]) -> Any:
+        return tool.get("name")
+
+    def error_payload(self, status: int) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {
+                "type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"),
+                "message": self.error_message(status),
+            },
+        }
+
+    def _usage(self) -> dict[str, Any]:
+        prompt, completion, cached = self.usage_numbers()
+        return {
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cached,
+        }
+
+    def json_answer(self) -> dict[str, Any]:
+        b = self.behavior
+        content: list[dict[str, Any]] = []
+        if b.reasoning:
+            thinking = "".join(b.reasoning_pieces())
+            content.append({"type": "thinking", "thinking": thinking, "signature": "sig"})
+        text = "" if b.kind == "empty" else b.full_text
+        if text or b.kind != "tools":
+            content.append({"type": "text", "text": text})
+        calls = self.tool_calls()
+        for cid, name, args in calls:
+            content.append({"type": "tool_use", "id": cid, "name": name, "input": json.loads(args)})
+        return {
+            "id": f"msg_fake_{self.request.index}",
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": "tool_use" if calls else "end_turn",
+            "stop_sequence": None,
+            "usage": self._usage(),
+        }
+
+    @staticmethod
+    def _event(name: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return self._event(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    def sse_pieces(self) -> list[_Piece]:
+        b = self.behavior
+        prompt, completion, cached = self.usage_numbers()
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": f"msg_fake_{self.request.index}",
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": prompt,
+                    "output_tokens": 1,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": cached,
+                },
+            },
+        }
+        pieces = [
+            _Piece(self._event("message_start", start), False),
+            _Piece(self._event("ping", {"type": "ping"}), False),
+        ]
+        index = 0
+
+        def block(kind: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
+            nonlocal index
+            begin = {"type": "content_block_start", "index": index, "content_block": kind}
+            pieces.append(_Piece(self._event("content_block_start", begin), False))
+            pieces.extend(_Piece(self._delta(index, d), True) for d in deltas)
+            stop = {"type": "content_block_stop", "index": index}
+            pieces.append(_Piece(self._event("content_block_stop", stop), False))
+            index += 1
+
+        if b.reasoning:
+            block(
+                {"type": "thinking", "thinking": ""},
+                [{"type": "thinking_delta", "thinking": r} for r in b.reasoning_pieces()],
+            )
+            pieces.insert(
+                len(pieces) - 1,
+                _Piece(self._delta(0, {"type": "signature_delta", "signature": "sig"}), False),
+            )
+        texts = b.text_pieces()
+        if texts or b.kind != "tools":
+            block({"type": "text", "text": ""}, [{"type": "text_delta", "text": t} for t in texts])
+        calls = self.tool_calls()
+        for cid, name, args in calls:
+            block(
+                {"type": "tool_use", "id": cid, "name": name, "input": {}},
+                [{"type": "input_json_delta", "partial_json": f} for f in _split3(args)],
+            )
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": completion},
+        }
+        pieces.append(_Piece(self._event("message_delta", delta), False))
+        return pieces
+
+    def sse_error(self, status: int) -> bytes:
+        return self._event("error", self.error_payload(status))
+
+    def sse_malformed(self) -> bytes:
+        return (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"tok\n\n'
+        )
+
+
+async def _send(conn: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
+    data = conn.send(event)
+    if data:
+        await stream.send_all(data)
+
+
+async def _send_json(
+    conn: h11.Connection,
+    stream: trio.SocketStream,
+    status: int,
+    payload: bytes,
+    extra: Iterable[tuple[str, str]] = (),
+    content_type: str = "application/json",
+) -> None:
+    headers = [
+        ("content-type", content_type),
+        ("content-length", str(len(payload))),
+        ("date", email.utils.formatdate(usegmt=True)),
+        *extra,
+    ]
+    await _send(
+        conn, stream, h11.Response(status_code=status, headers=headers, reason=_reason(status))
+    )
+    await _send(conn, stream, h11.Data(data=payload))
+    await _send(conn, stream, h11.EndOfMessage())
+
+
+async def _respond(
+    conn: h11.Connection, stream: trio.SocketStream, request: FakeRequest, server: FakeLLMServer
+) -> _Action:
+    if request.method == "GET" and request.path.split("?")[0] == "/v1/models":
+        models = {"object": "list", "data": [{"id": "ok", "object": "model", "owned_by": "fake"}]}
+        await _send_json(conn, stream, 200, _dumps(models))
+        return "keep"
+    path = request.path.split("?")[0]
+    protocol_cls: type[_Protocol]
+    if request.method == "POST" and path == "/v1/chat/completions":
+        protocol_cls = _OpenAI
+    elif request.method == "POST" and path == "/v1/messages":
+        protocol_cls = _Anthropic
+    else:
+        error: dict[str, Any] = {
+            "error": {"message": f"no route for {request.method} {path}", "type": "not_found"}
+        }
+        await _send_json(conn, stream, 404, _dumps(error))
+        return "keep"
+
+    try:
+        behavior = server.behavior_for(request.model)
+    except ValueError as exc:
+        error = {"error": {"message": str(exc), "type": "invalid_request_error", "code": 400}}
+        await _send_json(conn, stream, 400, _dumps(error))
+        return "keep"
+    proto = protocol_cls(request, behavior)
+    b = behavior
+    extra = list(b.headers.items())
+
+    if b.kind == "hang_headers":
+        return "hang"
+    if b.delay > 0:
+        await trio.sleep(b.delay)
+
+    if b.kind == "status":
+        status = b.status if b.status is not None else 500
+        if b.retry_after is not None:
+            extra.append(("retry-after", b.retry_after))
+        if b.retry_after_ms is not None:
+            extra.append(("retry-after-ms", str(b.retry_after_ms)))
+        payload = b.body.encode() if b.body is not None else _dumps(proto.error_payload(status))
+        await _send_json(conn, stream, status, payload, extra)
+        return "keep"
+
+    error_status = b.status if b.status is not None else 500
+    if not request.stream or b.kind == "not_sse":
+        if b.kind == "inband_error":
+            await _send_json(conn, stream, 200, _dumps(proto.error_payload(error_status)), extra)
+            return "keep"
+        if b.kind == "malformed":
+            await _send_json(conn, stream, 200, b'{"id": "broken", "choices": [', extra)
+            return "keep"
+        payload = _dumps(proto.json_answer())
+        if b.kind in ("cut", "reset", "hang_body"):
+            headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+            await _send(conn, stream, h11.Response(status_code=200, headers=headers + extra))
+            if b.ttft > 0:
+                await trio.sleep(b.ttft)
+            await _send(conn, stream, h11.Data(data=payload[: len(payload) // 2]))
+            return {"cut": "close", "reset": "reset"}.get(b.kind, "hang")  # type: ignore[return-value]
+        if b.ttft > 0:
+            await trio.sleep(b.ttft)
+        await _send_json(conn, stream, 200, payload, extra)
+        return "keep"
+
+    headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *extra]
+    await _send(conn, stream, h11.Response(status_code=200, headers=headers, reason=b"OK"))
+    if b.kind == "empty":
+        if b.ttft > 0:
+            await trio.sleep(b.ttft)
+        await _send(conn, stream, h11.Data(data=proto.sse_terminator))
+        await _send(conn, stream, h11.EndOfMessage())
+        return "keep"
+
+    faulty = b.kind in ("cut", "reset", "hang_body", "inband_error", "malformed")
+    pending: list[bytes] = []
+    sent = 0
+
+    async def flush() -> None:
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            await _send(conn, stream, h11.Data(data=data))
+
+    pieces = proto.sse_pieces()
+    position = 0
+    for piece in pieces:
+        if piece.counts:
+            if faulty and sent == b.after:
+                break
+            wait = b.ttft if sent == 0 else b.gap
+            if wait > 0:
+                await flush()
+                await trio.sleep(wait)
+            sent += 1
+        pending.append(piece.data)
+        position += 1
+
+    if b.kind == "malformed":
+        pending.append(proto.sse_malformed())
+        pending.extend(p.data for p in pieces[position:])
+        pending.append(proto.sse_terminator)
+    elif b.kind == "inband_error":
+        pending.append(proto.sse_error(error_status))
+    elif b.kind not in ("no_terminator", "cut", "reset", "hang_body"):
+        pending.append(proto.sse_terminator)
+    await flush()
+    if b.kind == "cut":
+        return "close"
+    if b.kind == "reset":
+        return "reset"
+    if b.kind == "hang_body":
+        return "hang"
+    await _send(conn, stream, h11.EndOfMessage())
+    return "keep"

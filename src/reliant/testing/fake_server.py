@@ -1,0 +1,69 @@
+"""The fault-injecting fake LLM server, importable and runnable on its own.
+
+In tests::
+
+    from reliant.testing.fake_server import Behavior, serve_fake_llm
+
+    async with serve_fake_llm() as server:
+        server.script(None, [Behavior(kind="status", status=503), "ok"])
+        ...  # point a provider at server.openai_base_url or server.anthropic_base_url
+
+As its own process (prints its base URL, serves until Ctrl-C)::
+
+    python -m reliant.testing.fake_server --port 8080 [--host 127.0.0.1]
+
+The behaviour of each request is chosen by its model name (``ok``,
+``status:429:retry_after=3``, ``cut:after=3``, ...); the full convention is
+in :mod:`reliant.testing._fake_server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._fake_server import Behavior as Behavior
+from ._fake_server import BehaviorKind as BehaviorKind
+from ._fake_server import Disconnect as Disconnect
+from ._fake_server import FakeLLMServer as FakeLLMServer
+from ._fake_server import FakeRequest as FakeRequest
+from ._fake_server import serve_fake_llm as serve_fake_llm
+
+__all__ = [
+    "Behavior",
+    "BehaviorKind",
+    "Disconnect",
+    "FakeLLMServer",
+    "FakeRequest",
+    "main",
+    "serve_fake_llm",
+]
+
+
+async def _serve_forever(host: str, port: int) -> None:
+    async with serve_fake_llm(host=host, port=port) as server:
+        print(server.base_url, flush=True)
+        await trio.sleep_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fake server until interrupted; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m reliant.testing.fake_server",
+        description="Fault-injecting fake LLM server (OpenAI and Anthropic wire protocols).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any)")
+    args = parser.parse_args(argv)
+    try:
+        trio.run(_serve_forever, args.host, args.port)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""Streaming failover through the bridge: the seed's stream tests plus cancellation and timing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from reliant import (
+    ChatMessage,
+    ChatRequest,
+    FailoverError,
+    Final,
+    NoStreamingProviderError,
+    Provider,
+    ProviderError,
+    ReliableProvider,
+    StreamChunk,
+    StreamError,
+    StreamOptions,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    fallback_scope,
+    take_last_provider_fallback,
+)
+from reliant._bridge import BUFFER_SIZE
+from reliant.testing import Empty, Fail, Hang, Reply, ScriptedProvider, Stream
+
+HI = [ChatMessage.user("hi")]
+TOOL = ToolSpec(
+    "shell", "run shell", {"type": "object", "properties": {"command": {"type": "string"}}}
+)
+CALL = ToolCall("call_1", "shell", '{"command":"date"}')
+
+
+def ok(label: str, **kw: bool) -> ScriptedProvider:
+    return ScriptedProvider([Stream([label])], **kw)
+
+
+def rp(
+    *providers: tuple[str, Provider], retries: int = 0, backoff: float = 0.001, **kw: object
+) -> ReliableProvider:
+    return ReliableProvider(list(providers), retries, backoff, **kw)  # type: ignore[arg-type]
+
+
+async def collect(
+    provider: Provider, messages: list[ChatMessage] = HI, model: str = "m"
+) -> list[str]:
+    async with provider.stream_chat_with_history(messages, model, 0.0) as chunks:
+        return [c.delta if not c.is_final else "<final>" async for c in chunks]
+
+
+class SlowConnect(Provider):
+    """A streaming provider whose upstream context takes `delay` to open (a slow TCP/TLS connect)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.entered = 0
+        self.closed = 0
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        return "unused"
+
+    def stream_chat_with_history(
+        self,
+        messages: object,
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),
+    ) -> object:
+        @asynccontextmanager
+        async def connect() -> AsyncIterator[AsyncIterator[StreamChunk]]:
+            self.entered += 1
+            try:
+                await trio.sleep(self.delay)
+
+                async def items() -> AsyncIterator[StreamChunk]:
+                    yield StreamChunk("slow")
+                    yield StreamChunk.final()
+
+                yield items()
+            finally:
+                self.closed += 1
+
+        return connect()
+
+
+# -- ported from the seed --------------------------------------------------
+
+
+async def test_stream_chat_prefers_provider_with_tool_event_support() -> None:
+    """With tools, only providers that stream tool events are candidates."""
+    primary = ScriptedProvider([Reply("", tool_calls=[CALL])], tool_events=False)
+    fallback = ScriptedProvider([Reply("", tool_calls=[CALL])], tool_events=True)
+    p = rp(("primary", primary), ("fallback", fallback))
+    async with p.stream_chat(ChatRequest(HI, [TOOL]), "model", 0.0) as events:
+        got = [e async for e in events]
+    assert got == [ToolCallEvent(CALL), Final()]
+    assert (primary.call_count, fallback.call_count) == (0, 1)
+
+
+async def test_stream_chat_errors_when_no_provider_supports_tool_events() -> None:
+    """No tool-event streamer: NoStreamingProviderError on first iteration, no call, then finished."""
+    primary = ScriptedProvider([Reply()], tool_events=False)
+    async with rp(("primary", primary)).stream_chat(
+        ChatRequest(HI, [TOOL]), "model", 0.0
+    ) as events:
+        with pytest.raises(
+            NoStreamingProviderError, match="^No provider supports streaming tool events$"
+        ):
+            await events.__anext__()
+        with pytest.raises(StopAsyncIteration):
+            await events.__anext__()
+    assert primary.call_count == 0
+
+
+async def test_stream_chat_with_history_delegates_to_streaming_provider() -> None:
+    """The whole history reaches the streaming provider."""
+    p = ok("4")
+    msgs = [
+        ChatMessage.system("system"),
+        ChatMessage.user("msg1"),
+        ChatMessage.assistant("resp1"),
+        ChatMessage.user("msg2"),
+    ]
+    assert await collect(rp(("primary", p)), msgs) == ["4", "<final>"]
+    assert p.calls[0].messages == tuple(msgs) and p.call_count == 1
+
+
+async def test_stream_chat_with_history_skips_non_streaming_providers() -> None:
+    """Providers that cannot stream are not candidates."""
+    non = ok("no", streaming=False)
+    yes = ok("1")
+    assert await collect(rp(("non-streaming", non), ("streaming", yes))) == ["1", "<final>"]
+    assert (non.call_count, yes.call_count) == (0, 1)
+
+
+async def test_stream_chat_with_history_errors_when_no_provider_supports_streaming() -> None:
+    """No streaming candidate: the seed's message, raised from the iteration."""
+    p = rp(("non-streaming", ok("x", streaming=False)))
+    with pytest.raises(NoStreamingProviderError, match="^No provider supports streaming$"):
+        await collect(p)
+
+
+async def test_stream_failover_advances_to_next_provider_on_connect_error() -> None:
+    """An error before the first chunk fails over to the next provider."""
+    broken = ScriptedProvider([Fail(RuntimeError("503 Service Unavailable"))])
+    healthy = ok("healthy")
+    assert await collect(rp(("broken", broken), ("healthy", healthy))) == ["healthy", "<final>"]
+    assert (broken.call_count, healthy.call_count) == (1, 1)
+
+
+async def test_stream_failover_retries_same_provider_then_succeeds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A retryable first-chunk error retries the same provider."""
+    p = ScriptedProvider([Fail(RuntimeError("503 Service Unavailable")), Stream(["recovered"])])
+    assert await collect(rp(("p", p), retries=1)) == ["recovered", "<final>"]
+    assert p.call_count == 2
+
+
+async def test_stream_failover_skips_retries_on_non_retryable_error() -> None:
+    """A 401 before the first chunk spends no retries."""
+    broken = ScriptedProvider([Fail(RuntimeError("401 Unauthorized"))])
+    healthy = ok("healthy")
+    assert await collect(rp(("broken", broken), ("healthy", healthy), retries=3)) == [
+        "healthy",
+        "<final>",
+    ]
+    assert (broken.call_count, healthy.call_count) == (1, 1)
+
+
+async def test_stream_failover_walks_model_fallback_chain() -> None:
+    """Streams walk the model chain, not just the primary model."""
+    p = ScriptedProvider(
+        {
+            "primary-model": [Fail(RuntimeError("503"))],
+            "fallback-model": [Stream(["fallback-served"])],
+        }
+    )
+    r = rp(("p", p)).with_model_fallbacks({"primary-model": ["fallback-model"]})
+    assert await collect(r, model="primary-model") == ["fallback-served", "<final>"]
+    assert p.models == ["primary-model", "fallback-model"]
+
+
+async def test_stream_failover_forwards_midstream_error_without_failover() -> None:
+    """After the first chunk an upstream error ends the stream as StreamError; no failover."""
+    boom = RuntimeError("mid-stream boom")
+    primary = ScriptedProvider([Stream(["primary"], error=boom)])
+    secondary = ok("secondary")
+    async with rp(
+        ("primary", primary), ("secondary", secondary), retries=2
+    ).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert (await chunks.__anext__()).delta == "primary"
+        with pytest.raises(StreamError, match="broke after it started: mid-stream boom") as info:
+            await chunks.__anext__()
+        assert info.value.__cause__ is boom
+        with pytest.raises(StopAsyncIteration):
+            await chunks.__anext__()
+    assert (primary.call_count, secondary.call_count) == (1, 0)
+
+
+async def test_stream_failover_empty_stream_closes_cleanly_without_error() -> None:
+    """All-empty upstreams give a clean, empty stream."""
+    p = ScriptedProvider([Empty()])
+    assert await collect(rp(("p", p))) == []
+    assert p.call_count == 1
+
+
+async def test_stream_failover_stops_after_receiver_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Closing during a slow first chunk stops the bridge; the fallback is never called."""
+    slow = ScriptedProvider([Fail(RuntimeError("503 Service Unavailable"), delay=0.03)])
+    fallback = ok("fallback")
+    async with rp(("slow", slow), ("fallback", fallback)).stream_chat_with_history(
+        HI, "m", 0.0
+    ) as chunks:
+        await trio.sleep(0)
+        await chunks.aclose()
+        assert slow.open_streams == 0
+    await trio.sleep(0.2)
+    assert fallback.call_count == 0
+    assert slow.calls[0].cancelled
+
+
+# -- cancellation at every await point ----------------------------------------
+
+
+async def test_aclose_during_connect_closes_upstream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """aclose() during a slow connect returns at once with the upstream closed; nothing else opens."""
+    slow = SlowConnect(10.0)
+    spare = ok("spare")
+    async with rp(("slow", slow), ("spare", spare)).stream_chat_with_history(
+        HI, "m", 0.0
+    ) as chunks:
+        await trio.sleep(1)
+        await chunks.aclose()
+        assert trio.current_time() == 1.0
+        assert (slow.entered, slow.closed) == (1, 1)
+    assert spare.call_count == 0
+
+
+async def test_leaving_context_during_first_chunk_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Leaving the block while the first chunk is awaited cancels it at that instant."""
+    hang = ScriptedProvider([Hang()])
+    spare = ok("spare")
+    async with rp(("hang", hang), ("spare", spare)).stream_chat_with_history(HI, "m", 0.0):
+        await trio.sleep(2)
+    assert trio.current_time() == 2.0
+    assert hang.calls[0].finished_at == 2.0 and hang.calls[0].cancelled
+    assert hang.open_streams == 0 and spare.call_count == 0
+
+
+async def test_cancel_during_backoff_sleep(autojump_clock: trio.testing.MockClock) -> None:
+    """Closing during the backoff sleep opens no new upstream."""
+    err = ProviderError("429", status_code=429, retry_after=10.0)
+    p = ScriptedProvider([Fail(err), Stream(["late"])])
+    async with rp(("p", p), retries=2).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        await trio.sleep(5)
+        await chunks.aclose()
+    await trio.sleep(20)
+    assert p.call_count == 1
+
+
+async def test_cancel_while_forwarding_to_slow_consumer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A consumer that stops reading and leaves closes the upstream while the bridge is blocked on send."""
+    p = ScriptedProvider([Stream([f"t{i}" for i in range(1000)])])
+    async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert (await chunks.__anext__()).delta == "t0"
+        await trio.sleep(3)
+    assert p.open_streams == 0 and p.calls[0].cancelled
+    assert p.calls[0].finished_at == 3.0
+
+
+async def test_callers_cancel_scope_expiring(autojump_clock: trio.testing.MockClock) -> None:
+    """The caller's own deadline cancels the bridge and the upstream; no failover follows."""
+    hang = ScriptedProvider([Hang()])
+    spare = ok("spare")
+    r = rp(("hang", hang), ("spare", spare))
+    with trio.move_on_after(7) as scope:
+        await collect(r)
+    assert scope.cancelled_caught
+    assert trio.current_time() == 7.0
+    assert hang.open_streams == 0 and spare.call_count == 0
+
+
+async def test_caller_exception_comes_out_unchanged() -> None:
+    """An exception raised inside `async with` is the very same object outside, not a group."""
+    boom = ValueError("consumer bug")
+    with pytest.raises(ValueError) as info:
+        async with rp(("p", ok("x"))).stream_chat_with_history(HI, "m", 0.0) as chunks:
+            await chunks.__anext__()
+            raise boom
+    assert info.value is boom
+
+
+async def test_break_out_of_loop_closes_upstream() -> None:
+    """`break` then leaving the block closes the upstream."""
+    p = ScriptedProvider([Stream(["a", "b", "c"])])
+    async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        async for _ in chunks:
+            break
+    assert p.open_streams == 0
+
+
+async def test_iterating_without_entering_is_a_clear_error() -> None:
+    """Forgetting `async with` raises a TypeError that shows the right usage."""
+    with pytest.raises(TypeError, match="async with"):
+        async for _ in rp(("p", ok("x"))).stream_chat_with_history(HI, "m", 0.0):  # type: ignore[attr-defined]
+            pass
+
+
+# -- timeouts -----------------------------------------------------------------
+
+
+async def test_first_chunk_timeout_fails_over_at_exact_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A hung first chunk is abandoned at first_chunk_timeout and the next provider serves."""
+    hang = ScriptedProvider([Hang()])
+    spare = ok("spare")
+    r = rp(("hang", hang), ("spare", spare), first_chunk_timeout=2.5)
+    assert await collect(r) == ["spare", "<final>"]
+    assert hang.calls[0].finished_at == 2.5
+    assert spare.calls[0].started_at == 2.5
+
+
+async def test_first_chunk_timeout_covers_connect(autojump_clock: trio.testing.MockClock) -> None:
+    """The first-chunk deadline includes opening the upstream."""
+    slow = SlowConnect(100.0)
+    spare = ok("spare")
+    assert await collect(rp(("slow", slow), ("spare", spare), first_chunk_timeout=4)) == [
+        "spare",
+        "<final>",
+    ]
+    assert spare.calls[0].started_at == 4.0 and slow.closed == 1
+
+
+async def test_first_chunk_timeout_is_retryable(autojump_clock: trio.testing.MockClock) -> None:
+    """Hitting the first-chunk timeout retries the same provider after backoff."""
+    p = ScriptedProvider([Hang(), Stream(["second try"])])
+    r = rp(("p", p), retries=1, backoff=1.0, first_chunk_timeout=3)
+    assert await collect(r) == ["second try", "<final>"]
+    assert 3.5 <= p.calls[1].started_at <= 4.0
+
+
+async def test_all_timeouts_give_failover_error(autojump_clock: trio.testing.MockClock) -> None:
+    """When every candidate times out, the streaming FailoverError lists each timeout."""
+    r = rp(
+        ("a", ScriptedProvider([Hang()])), ("b", ScriptedProvider([Hang()])), first_chunk_timeout=1
+    )
+    with pytest.raises(FailoverError) as info:
+        await collect(r)
+    assert str(info.value).startswith("All streaming providers/models failed. Attempts:\n")
+    assert [a.provider for a in info.value.attempts] == ["a", "b"]
+    assert "no first chunk within 1 s" in info.value.attempts[0].error
+    assert trio.current_time() == 2.0
+
+
+async def test_idle_timeout_ends_stream_at_exact_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A gap longer than idle_timeout after commit ends the stream with StreamError."""
+    p = ScriptedProvider([Stream(["a", "b"], gap=100.0)])
+    spare = ok("spare")
+    async with rp(("p", p), ("spare", spare), idle_timeout=5).stream_chat_with_history(
+        HI, "m", 0.0
+    ) as chunks:
+        assert (await chunks.__anext__()).delta == "a"
+        with pytest.raises(StreamError, match="stalled: no data for 5 s"):
+            await chunks.__anext__()
+    assert trio.current_time() == 5.0
+    assert spare.call_count == 0
+
+
+async def test_idle_timeout_does_not_count_consumer_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A consumer slower than idle_timeout does not trip it."""
+    p = ScriptedProvider([Stream([f"t{i}" for i in range(BUFFER_SIZE * 3)], gap=0.1)])
+    got = []
+    async with rp(("p", p), idle_timeout=1).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        async for c in chunks:
+            got.append(c.delta)
+            await trio.sleep(2)
+    assert len(got) == BUFFER_SIZE * 3 + 1
+
+
+async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    """A fast producer runs at most BUFFER_SIZE (+1 in hand) items ahead of a slow consumer."""
+    produced = 0
+
+    class Counting(ScriptedProvider):
+        pass
+
+    p = Counting([Stream([f"t{i}" for i in range(10_000)])])
+    async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        first = await chunks.__anext__()
+        await trio.sleep(10)
+        produced = chunks._recv.statistics().current_buffer_used  # type: ignore[attr-defined]
+    assert first.delta == "t0"
+    assert produced == BUFFER_SIZE
+
+
+# -- fallback info, non-streaming fallback, nesting --------------------------------
+
+
+async def test_stream_records_fallback_info() -> None:
+    """A stream served by a fallback provider reports it through the scope (the seed cannot)."""
+    r = rp(
+        ("broken", ScriptedProvider([Fail(RuntimeError("401 Unauthorized"))])), ("working", ok("w"))
+    )
+    with fallback_scope():
+        async with r.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            await chunks.__anext__()
+            info = take_last_provider_fallback()
+    assert info is not None
+    assert (info.requested_provider, info.actual_provider, info.actual_model) == (
+        "broken",
+        "working",
+        "m",
+    )
+
+
+async def test_stream_fallback_to_non_streaming() -> None:
+    """With the option on, a request whose streams all failed is served by the non-streaming path."""
+    streamer = ScriptedProvider([Fail(RuntimeError("503"))])
+    plain = ScriptedProvider([Reply("whole answer")], streaming=False)
+    r = rp(("streamer", streamer), ("plain", plain), stream_fallback_to_non_streaming=True)
+    assert await collect(r) == ["whole answer", "<final>"]
+    assert plain.calls[0].method == "chat_with_history"
+
+
+async def test_stream_fallback_to_non_streaming_without_candidates() -> None:
+    """With the option on and no streaming provider, the answer comes as one chunk."""
+    plain = ScriptedProvider([Reply("whole")], streaming=False)
+    assert await collect(rp(("plain", plain), stream_fallback_to_non_streaming=True)) == [
+        "whole",
+        "<final>",
+    ]
+
+
+async def test_stream_options_disabled_calls_nobody() -> None:
+    """StreamOptions(enabled=False) raises NoStreamingProviderError without calling anyone."""
+    p = ok("x")
+    async with rp(("p", p)).stream_chat_with_history(
+        HI, "m", 0.0, StreamOptions(enabled=False)
+    ) as chunks:
+        with pytest.raises(NoStreamingProviderError):
+            await chunks.__anext__()
+    assert p.call_count == 0
+
+
+async def test_nested_reliable_providers_stream(autojump_clock: trio.testing.MockClock) -> None:
+    """A ReliableProvider of ReliableProviders streams, failing over at both levels."""
+    inner_a = rp(
+        ("a1", ScriptedProvider([Fail(RuntimeError("503"))])),
+        ("a2", ScriptedProvider([Fail(RuntimeError("401"))])),
+    )
+    inner_b = rp(("b1", ScriptedProvider([Hang()])), ("b2", ok("deep")), first_chunk_timeout=1)
+    outer = rp(("A", inner_a), ("B", inner_b), retries=1)
+    assert await collect(outer) == ["deep", "<final>"]
+
+
+async def test_stream_with_system_prompt_and_events() -> None:
+    """stream_chat_with_system and stream_chat without tools deliver text and final."""
+    r = rp(("p", ScriptedProvider([Stream(["a", "b"])])))
+    async with r.stream_chat_with_system("sys", "hi", "m", 0.0) as chunks:
+        assert [c.delta async for c in chunks] == ["a", "b", ""]
+    r2 = rp(("p", ScriptedProvider([Stream(["a"])])))
+    async with r2.stream_chat(ChatRequest(HI), "m", 0.0) as events:
+        assert [e async for e in events] == [TextDelta("a"), Final()]
+
+
+async def test_aclose_after_end_is_harmless() -> None:
+    """aclose() after the stream ended returns and further iteration stops."""
+    async with rp(("p", ok("x"))).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert [c async for c in chunks][0].delta == "x"
+        await chunks.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await chunks.__anext__()
