@@ -1,7 +1,8 @@
-"""ReliableProvider, non-streaming: the seed's tests ported, plus timing, cancellation and isolation."""
+"""ReliableProvider, non-streaming: the seed's tests, plus timing, cancellation, isolation."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 
@@ -318,7 +319,7 @@ async def test_retry_after_is_waited_exactly(autojump_clock: trio.testing.MockCl
 
 
 async def test_backoff_doubles_with_pinned_jitter(autojump_clock: trio.testing.MockClock) -> None:
-    """Without Retry-After the waits are jittered in [b/2, b] and b doubles: exact times with a pinned rng."""
+    """Without Retry-After waits are jittered in [b/2, b] and b doubles (rng pinned to the top)."""
 
     class Top(random.Random):
         def random(self) -> float:
@@ -328,7 +329,7 @@ async def test_backoff_doubles_with_pinned_jitter(autojump_clock: trio.testing.M
     rp = ReliableProvider([("p", p)], 3, 1.0, rng=Top())
     assert await rp.simple_chat("x", "m", 0.0) == "ok"
     starts = [c.started_at for c in p.calls]
-    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)] == [1.0, 2.0, 4.0]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [1.0, 2.0, 4.0]
 
 
 async def test_backoff_is_capped_at_ten_seconds(autojump_clock: trio.testing.MockClock) -> None:
@@ -341,7 +342,7 @@ async def test_backoff_is_capped_at_ten_seconds(autojump_clock: trio.testing.Moc
     p = ScriptedProvider([Fail(RuntimeError("503"))] * 4 + [Reply("ok")])
     await ReliableProvider([("p", p)], 4, 6.0, rng=Top()).simple_chat("x", "m", 0.0)
     starts = [c.started_at for c in p.calls]
-    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)] == [
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [
         6.0,
         10.0,
         10.0,

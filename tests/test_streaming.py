@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from reliant import (
@@ -32,6 +33,7 @@ from reliant._bridge import BUFFER_SIZE
 from reliant.testing import Empty, Fail, Hang, Reply, ScriptedProvider, Stream
 
 HI = [ChatMessage.user("hi")]
+DEFAULT = StreamOptions()
 TOOL = ToolSpec(
     "shell", "run shell", {"type": "object", "properties": {"command": {"type": "string"}}}
 )
@@ -56,7 +58,7 @@ async def collect(
 
 
 class SlowConnect(Provider):
-    """A streaming provider whose upstream context takes `delay` to open (a slow TCP/TLS connect)."""
+    """A streaming provider whose upstream takes `delay` to open (a slow TCP/TLS connect)."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
@@ -77,7 +79,7 @@ class SlowConnect(Provider):
         messages: object,
         model: str,
         temperature: float,
-        options: StreamOptions = StreamOptions(),
+        options: StreamOptions = DEFAULT,
     ) -> object:
         @asynccontextmanager
         async def connect() -> AsyncIterator[AsyncIterator[StreamChunk]]:
@@ -111,13 +113,13 @@ async def test_stream_chat_prefers_provider_with_tool_event_support() -> None:
 
 
 async def test_stream_chat_errors_when_no_provider_supports_tool_events() -> None:
-    """No tool-event streamer: NoStreamingProviderError on first iteration, no call, then finished."""
+    """No tool-event streamer: the error comes on first iteration, nobody is called."""
     primary = ScriptedProvider([Reply()], tool_events=False)
     async with rp(("primary", primary)).stream_chat(
         ChatRequest(HI, [TOOL]), "model", 0.0
     ) as events:
         with pytest.raises(
-            NoStreamingProviderError, match="^No provider supports streaming tool events$"
+            NoStreamingProviderError, match=r"^No provider supports streaming tool events$"
         ):
             await events.__anext__()
         with pytest.raises(StopAsyncIteration):
@@ -149,7 +151,7 @@ async def test_stream_chat_with_history_skips_non_streaming_providers() -> None:
 async def test_stream_chat_with_history_errors_when_no_provider_supports_streaming() -> None:
     """No streaming candidate: the seed's message, raised from the iteration."""
     p = rp(("non-streaming", ok("x", streaming=False)))
-    with pytest.raises(NoStreamingProviderError, match="^No provider supports streaming$"):
+    with pytest.raises(NoStreamingProviderError, match=r"^No provider supports streaming$"):
         await collect(p)
 
 
@@ -227,7 +229,7 @@ async def test_stream_failover_stops_after_receiver_dropped(
     async with rp(("slow", slow), ("fallback", fallback)).stream_chat_with_history(
         HI, "m", 0.0
     ) as chunks:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         await chunks.aclose()
         assert slow.open_streams == 0
     await trio.sleep(0.2)
@@ -241,7 +243,7 @@ async def test_stream_failover_stops_after_receiver_dropped(
 async def test_aclose_during_connect_closes_upstream(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """aclose() during a slow connect returns at once with the upstream closed; nothing else opens."""
+    """aclose() during a slow connect returns at once, upstream closed; nothing else opens."""
     slow = SlowConnect(10.0)
     spare = ok("spare")
     async with rp(("slow", slow), ("spare", spare)).stream_chat_with_history(
@@ -281,7 +283,7 @@ async def test_cancel_during_backoff_sleep(autojump_clock: trio.testing.MockCloc
 async def test_cancel_while_forwarding_to_slow_consumer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A consumer that stops reading and leaves closes the upstream while the bridge is blocked on send."""
+    """Leaving while the bridge is blocked on send to a slow consumer closes the upstream."""
     p = ScriptedProvider([Stream([f"t{i}" for i in range(1000)])])
     async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
         assert (await chunks.__anext__()).delta == "t0"
@@ -441,7 +443,7 @@ async def test_stream_records_fallback_info() -> None:
 
 
 async def test_stream_fallback_to_non_streaming() -> None:
-    """With the option on, a request whose streams all failed is served by the non-streaming path."""
+    """With the option on, a request whose streams all failed is served without streaming."""
     streamer = ScriptedProvider([Fail(RuntimeError("503"))])
     plain = ScriptedProvider([Reply("whole answer")], streaming=False)
     r = rp(("streamer", streamer), ("plain", plain), stream_fallback_to_non_streaming=True)
@@ -493,7 +495,8 @@ async def test_stream_with_system_prompt_and_events() -> None:
 async def test_aclose_after_end_is_harmless() -> None:
     """aclose() after the stream ended returns and further iteration stops."""
     async with rp(("p", ok("x"))).stream_chat_with_history(HI, "m", 0.0) as chunks:
-        assert [c async for c in chunks][0].delta == "x"
+        got = [c.delta async for c in chunks]
+        assert got == ["x", ""]
         await chunks.aclose()
         with pytest.raises(StopAsyncIteration):
             await chunks.__anext__()
