@@ -51,7 +51,9 @@ def main() -> int:
     print(f"import reliant adds  : {added:7.1f} ms  (budget {BUDGET_MS:.0f} ms)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"trio_httpx2_ms": base, "reliant_added_ms": added, "budget_ms": BUDGET_MS}, f)
+            json.dump(
+                {"trio_httpx2_ms": base, "reliant_added_ms": added, "budget_ms": BUDGET_MS}, f
+            )
     return 0
 
 

@@ -49,7 +49,6 @@ all timing follows trio's clock.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from ._exceptions import (
     FailureReason,
 )
 from ._fallback_info import ProviderFallbackInfo, record_provider_fallback
+from ._log import logger
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import ChatMessage
@@ -79,7 +79,6 @@ __all__ = [
     "truncate_for_context",
 ]
 
-logger = logging.getLogger("reliant")
 
 T = TypeVar("T")
 

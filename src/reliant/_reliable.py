@@ -9,7 +9,6 @@ bridge (``_bridge``).
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ import trio
 
 from ._bridge import BridgeSpec, StreamContext
 from ._failover import Planner
+from ._log import logger
 from ._provider import Provider
 from ._types import (
     ChatMessage,
@@ -36,7 +36,6 @@ from ._types import (
 
 __all__ = ["DEFAULT_FIRST_CHUNK_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "ReliableProvider"]
 
-logger = logging.getLogger("reliant")
 
 T = TypeVar("T")
 
