@@ -1,11 +1,15 @@
 """The failover planner: one state machine that every call kind drives.
 
 The seed copied its retry loop five times (one per call kind) and the copies
-drifted. Here there is exactly one loop, :meth:`Planner.run`, parameterised by
-an *attempt function* that performs one call on one (provider, model) pair:
-``chat_with_system``, ``chat_with_history``, ``chat_with_tools``, ``chat`` and
-the streaming bridge's "open the stream and read its first item" all go
-through it.
+drifted. Here the loop exists once, as the explicit state machine
+:class:`FailoverRun`. A caller iterates it (``async for slot in run``), makes
+one attempt with ``slot.provider``/``slot.model_id``/``slot.messages`` and
+reports ``slot.succeeded()`` or ``slot.failed(err)``; the run decides what
+comes next and sleeps any backoff before handing out the next slot. Two
+drivers exist: :meth:`Planner.call` for every non-streaming call kind, and
+the streaming bridge (``_bridge``), which keeps its per-attempt cancel scope
+and the upstream context open across the committed stream and therefore
+cannot be a callback inside someone else's loop.
 
 Algorithm
 ---------
@@ -39,7 +43,9 @@ Two deliberate departures from the seed, both about not wasting calls: a
 context-window failure on history that was already truncated moves on to the
 next candidate (which may have a bigger window) instead of retrying the same
 pair with the same too-long input; and when every recorded failure was a
-context-window failure the error raised is ``ContextWindowExceededError``.
+context-window failure the error raised is ``ContextWindowExceededError``. A
+``FailoverError`` from a nested ``ReliableProvider`` is final for that pair
+too: it already walked its own whole chain, retrying it would repeat all of it.
 
 Only ``Exception`` is caught. ``trio.Cancelled`` and every other
 ``BaseException`` leave the loop at once, unrecorded and unretried; backoff

@@ -36,8 +36,8 @@ class ProviderFallbackInfo:
         requested_provider: The first (primary) provider of the chain.
         requested_model: The model the caller asked for.
         actual_provider: The provider that served the answer.
-        actual_model: The model that served it (as the caller named it in the
-            fallback chain, before provider alias mapping).
+        actual_model: The model id that served it, as sent to that provider
+            (after ``model_aliases`` mapping).
     """
 
     requested_provider: str

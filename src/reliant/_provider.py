@@ -110,7 +110,7 @@ def tool_use_protocol(tools: Sequence[ToolSpec]) -> str:
     return "\n".join(lines)
 
 
-_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{(?:(?!</tool_call>).)*?\})\s*</tool_call>", re.DOTALL)
 
 
 def _parse_prompt_guided(text: str) -> tuple[str | None, tuple[ToolCall, ...]]:

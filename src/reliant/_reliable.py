@@ -113,7 +113,6 @@ class ReliableProvider(Provider):
             model_aliases or {},
             rng,
         )
-        self._fallbacks = {k: tuple(v) for k, v in (model_fallbacks or {}).items()}
         self._aliases = {k: dict(v) for k, v in (model_aliases or {}).items()}
         self._base_backoff = base_backoff
         self._rng = rng

@@ -8,10 +8,13 @@ or a failure trail.
 Algorithm: a token is a known secret prefix (``sk-``, ``xoxb-``, ``xoxp-``,
 ``ghp_``, ``gho_``, ``ghu_``, ``github_pat_``, ``AIza``) that does not sit
 inside a longer word, followed by at least one character of
-``[A-Za-z0-9-_.:]``; the whole token becomes ``[REDACTED]``. A bare prefix
+``[A-Za-z0-9-_.:]``; the whole token becomes ``[REDACTED]``. "Inside a longer
+word" means glued to a letter or digit on the left (``task-123`` is no key);
+a key right after a percent-escape (``key%3Dsk-...``) is still redacted. A bare prefix
 (nothing after it) is left alone, as in the seed, because it is not a secret.
-``Bearer <token>`` and ``key=``/``api_key=``/``access_token=`` query values
-are redacted too. Finally the text is cut to 500 characters and ``...`` is
+``Bearer <token>``, ``key=``/``api_key=``/``access_token=`` query values and
+JSON string fields named like credentials (``"api_key": "..."``) are
+redacted too, since those carry keys of any shape. Finally the text is cut to 500 characters and ``...`` is
 appended when something was cut, so one huge HTML error page cannot flood a
 log.
 """
@@ -26,10 +29,16 @@ MAX_ERROR_CHARS = 500
 
 _PREFIXES = ("sk-", "xoxb-", "xoxp-", "ghp_", "gho_", "ghu_", "github_pat_", "AIza")
 _TOKEN_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(p) for p in _PREFIXES) + r")[A-Za-z0-9\-_.:]+"
+    r"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{2}))(?:"
+    + "|".join(re.escape(p) for p in _PREFIXES)
+    + r")[A-Za-z0-9\-_.:]+"
 )
-_BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-_.:~+/=]+")
+_BEARER_RE = re.compile(r"(?i)\b(bearer)(?:\s+|%20)[A-Za-z0-9\-_.:~+/=]+")
 _QUERY_RE = re.compile(r"(?i)([?&](?:key|api[_-]?key|access_token|token)=)[^&\s\"']+")
+_JSON_FIELD_RE = re.compile(
+    r"(?i)(\"(?:api[_-]?key|apikey|access_token|secret|password|authorization|x-api-key)\""
+    r"\s*:\s*\")[^\"]+"
+)
 _WS_RE = re.compile(r"\s+")
 
 
@@ -48,6 +57,7 @@ def sanitize_api_error(text: str) -> str:
     text = _TOKEN_RE.sub("[REDACTED]", text)
     text = _BEARER_RE.sub(r"\1 [REDACTED]", text)
     text = _QUERY_RE.sub(r"\1[REDACTED]", text)
+    text = _JSON_FIELD_RE.sub(r"\1[REDACTED]", text)
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS] + "..."
     return text

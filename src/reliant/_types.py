@@ -110,6 +110,14 @@ class ChatRequest:
     messages: Sequence[ChatMessage]
     tools: Sequence[ToolSpec] | None = None
 
+    def __post_init__(self) -> None:
+        # Freeze the sequences too: a request is shared by every retry and
+        # failover candidate, so a caller's later list mutation must not leak in.
+        if not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(self.messages))
+        if self.tools is not None and not isinstance(self.tools, tuple):
+            object.__setattr__(self, "tools", tuple(self.tools))
+
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
@@ -119,6 +127,10 @@ class ChatResponse:
     tool_calls: Sequence[ToolCall] = ()
     usage: TokenUsage | None = None
     reasoning_content: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tool_calls, tuple):
+            object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
 
     @property
     def has_tool_calls(self) -> bool:
