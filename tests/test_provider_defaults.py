@@ -433,7 +433,7 @@ def test_type_defaults() -> None:
 
 
 def test_request_and_response_freeze_their_sequences() -> None:
-    """Lists given to ChatRequest/ChatResponse are copied to tuples, so later mutation cannot leak in."""
+    """ChatRequest/ChatResponse copy lists to tuples, so later mutation cannot leak in."""
     messages = [ChatMessage.user("a")]
     request = ChatRequest(messages, tools=[])
     messages.append(ChatMessage.user("b"))

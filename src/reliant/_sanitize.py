@@ -14,9 +14,9 @@ a key right after a percent-escape (``key%3Dsk-...``) is still redacted. A bare 
 (nothing after it) is left alone, as in the seed, because it is not a secret.
 ``Bearer <token>``, ``key=``/``api_key=``/``access_token=`` query values and
 JSON string fields named like credentials (``"api_key": "..."``) are
-redacted too, since those carry keys of any shape. Finally the text is cut to 500 characters and ``...`` is
-appended when something was cut, so one huge HTML error page cannot flood a
-log.
+redacted too, since those carry keys of any shape. Finally the text is cut
+to 500 characters and ``...`` is appended when something was cut, so one huge
+HTML error page cannot flood a log.
 """
 
 from __future__ import annotations
