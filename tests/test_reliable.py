@@ -558,3 +558,19 @@ def test_non_provider_is_rejected() -> None:
     """Passing something that is not a Provider is a TypeError naming it."""
     with pytest.raises(TypeError, match="not a Provider"):
         ReliableProvider([("a", object())])  # type: ignore[list-item]
+
+
+async def test_trail_includes_the_cause_chain_once(autojump_clock: trio.testing.MockClock) -> None:
+    """The trail shows a wrapped root cause, but not twice when the message already quotes it."""
+    root = OSError("connection refused")
+    wrapped = ProviderError("p transport error: connection refused", provider="p")
+    wrapped.__cause__ = root
+    other = RuntimeError("gateway said no")
+    other.__cause__ = OSError("socket closed")
+    p = ScriptedProvider([Fail(wrapped), Fail(other)])
+    with pytest.raises(FailoverError) as info:
+        await reliable(("p", p), retries=1, backoff=0.0).simple_chat("x", "m", 0.0)
+    assert [a.error for a in info.value.attempts] == [
+        "p transport error: connection refused",
+        "gateway said no: socket closed",
+    ]

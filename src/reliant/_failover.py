@@ -463,7 +463,10 @@ def _describe(err: BaseException) -> str:
     cause = err.__cause__
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        parts.append(str(cause) or type(cause).__name__)
+        text = str(cause) or type(cause).__name__
+        # Providers often quote their cause already; do not say it twice.
+        if not any(text in part for part in parts):
+            parts.append(text)
         cause = cause.__cause__
     return ": ".join(parts)
 

@@ -1,0 +1,517 @@
+"""The ``reliant.toml`` file: loading, full validation, and building providers from it.
+
+Validation is hand-written (no schema library) so every message can say
+exactly what is wrong: the key's path (``providers[1].base_url``), the type
+expected and the type found, the closest valid key for a typo. Values are
+never echoed back: a misplaced API key (``api_key = "sk-..."``, or a key
+pasted into ``api_key_env``) must not end up on the terminal or in a CI log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from reliant import Provider, ReliableProvider
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "Config",
+    "ConfigError",
+    "ProviderConfig",
+    "api_key_for",
+    "build_providers",
+    "build_reliable",
+    "load_config",
+    "parse_config",
+    "resolve_config_path",
+]
+
+DEFAULT_CONFIG_NAME = "reliant.toml"
+CONFIG_ENV = "RELIANT_CONFIG"
+
+ProviderKind = Literal["openai", "anthropic"]
+KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic")
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+DEFAULT_KEY_ENVS: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the user (never contains secret values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One ``[[providers]]`` entry, validated."""
+
+    name: str
+    kind: ProviderKind
+    base_url: str
+    api_key_env: str | None
+    models: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole ``reliant.toml``, validated, with every default filled in."""
+
+    providers: tuple[ProviderConfig, ...]
+    default_model: str | None = None
+    temperature: float = 0.7
+    max_retries: int = 2
+    base_backoff: float = 0.5
+    request_timeout: float | None = None
+    first_chunk_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    stream_fallback_to_non_streaming: bool = False
+    model_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = DEFAULT_CONFIG_NAME
+
+    @property
+    def model_aliases(self) -> dict[str, dict[str, str]]:
+        """provider name -> {requested model: that provider's id}, for ReliableProvider."""
+        return {p.name: dict(p.models) for p in self.providers if p.models}
+
+
+# -- type names -----------------------------------------------------------------
+
+
+def _found(value: object) -> str:
+    """The TOML type of ``value`` for messages (the value itself is never shown)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, datetime.datetime):
+        return "a date-time"
+    if isinstance(value, datetime.date):
+        return "a date"
+    if isinstance(value, datetime.time):
+        return "a time"
+    return type(value).__name__
+
+
+def _wrong_type(path: str, expected: str, value: object) -> ConfigError:
+    return ConfigError(f"{path}: expected {expected}, found {_found(value)}")
+
+
+def _unknown_keys(table: Mapping[str, object], valid: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listing = ", ".join(valid)
+        raise ConfigError(
+            f"{where}: unknown key {key!r}{hint}; valid keys: {listing}"
+            if where
+            else f"unknown top-level key {key!r}{hint}; valid keys: {listing}"
+        )
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+# -- field readers ----------------------------------------------------------------------
+
+
+def _string(
+    table: Mapping[str, Any], key: str, where: str, *, required: bool = False
+) -> str | None:
+    path = _join(where, key)
+    if key not in table:
+        if required:
+            raise ConfigError(f"{path}: missing required key (expected a string)")
+        return None
+    value = table[key]
+    if not isinstance(value, str):
+        raise _wrong_type(path, "a string", value)
+    if not value.strip():
+        raise ConfigError(f"{path}: must not be empty")
+    return value
+
+
+def _number(
+    table: Mapping[str, Any],
+    key: str,
+    where: str,
+    default: float,
+    *,
+    positive: bool,
+) -> float:
+    path = _join(where, key)
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(path, "a number of seconds", value)
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(f"{path}: must be a finite number")
+    if positive and number <= 0:
+        raise ConfigError(f"{path}: must be greater than 0")
+    if not positive and number < 0:
+        raise ConfigError(f"{path}: must not be negative")
+    return number
+
+
+def _integer(
+    table: Mapping[str, Any], key: str, where: str, default: int | None, *, minimum: int
+) -> int | None:
+    path = _join(where, key)
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(path, "an integer", value)
+    if value < minimum:
+        raise ConfigError(f"{path}: must be at least {minimum}")
+    return value
+
+
+def _boolean(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    path = _join(where, key)
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, bool):
+        raise _wrong_type(path, "a boolean (true or false)", value)
+    return value
+
+
+def _string_table(
+    table: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    check_key: Callable[[str, str], None] | None = None,
+    secret_values: bool = False,
+) -> dict[str, str]:
+    path = _join(where, key)
+    if key not in table:
+        return {}
+    value = table[key]
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of strings", value)
+    result: dict[str, str] = {}
+    for name, item in value.items():
+        item_path = f"{path}.{_quote_key(name)}"
+        if check_key is not None:
+            check_key(name, item_path)
+        if not isinstance(item, str):
+            raise _wrong_type(item_path, "a string", item)
+        if not secret_values and not item.strip():
+            raise ConfigError(f"{item_path}: must not be empty")
+        if secret_values and ("\n" in item or "\r" in item):
+            raise ConfigError(f"{item_path}: header values must not contain line breaks")
+        result[name] = item
+    return result
+
+
+def _quote_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _check_header_name(name: str, path: str) -> None:
+    if not _HEADER_NAME_RE.match(name):
+        raise ConfigError(f"{path}: {name!r} is not a valid HTTP header name")
+
+
+# -- sections ---------------------------------------------------------------------------
+
+TOP_KEYS: tuple[str, ...] = (
+    "default_model",
+    "temperature",
+    "max_retries",
+    "base_backoff",
+    "request_timeout",
+    "first_chunk_timeout",
+    "idle_timeout",
+    "stream_fallback_to_non_streaming",
+    "model_fallbacks",
+    "providers",
+)
+PROVIDER_KEYS: tuple[str, ...] = (
+    "name",
+    "kind",
+    "base_url",
+    "api_key_env",
+    "models",
+    "headers",
+    "max_tokens",
+)
+
+
+def _provider(entry: object, index: int, seen: set[str]) -> ProviderConfig:
+    where = f"providers[{index}]"
+    if not isinstance(entry, dict):
+        raise _wrong_type(where, "a table ([[providers]])", entry)
+    name = entry.get("name")
+    try:
+        return _provider_fields(entry, where, seen)
+    except ConfigError as err:
+        if isinstance(name, str) and name.strip():
+            # The index locates the table; the name makes it recognisable.
+            raise ConfigError(f"{err} [provider {name!r}]") from None
+        raise
+
+
+def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> ProviderConfig:
+    _unknown_keys(entry, PROVIDER_KEYS, where)
+    name = _string(entry, "name", where, required=True)
+    assert name is not None
+    if name in seen:
+        raise ConfigError(f"{where}.name: duplicate provider name")
+    seen.add(name)
+    kind = _string(entry, "kind", where, required=True)
+    if kind not in KINDS:
+        close = difflib.get_close_matches(kind or "", KINDS, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where}.kind: unknown provider kind {kind!r}{hint}; expected one of "
+            + ", ".join(repr(k) for k in KINDS)
+        )
+    base_url = _string(entry, "base_url", where) or DEFAULT_BASE_URLS[kind]
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+    key_env: str | None
+    if "api_key_env" in entry and entry["api_key_env"] == "":
+        key_env = None  # explicitly keyless (a local server)
+    else:
+        key_env = _string(entry, "api_key_env", where) or DEFAULT_KEY_ENVS[kind]
+        if not _ENV_NAME_RE.match(key_env):
+            # Deliberately not echoed: this is where people paste the key itself.
+            raise ConfigError(
+                f"{where}.api_key_env: must be the NAME of an environment variable "
+                "(letters, digits and _, e.g. OPENAI_API_KEY), not the key itself"
+            )
+    models = _string_table(entry, "models", where)
+    headers = _string_table(
+        entry, "headers", where, check_key=_check_header_name, secret_values=True
+    )
+    max_tokens = _integer(entry, "max_tokens", where, None, minimum=1)
+    if max_tokens is not None and kind != "anthropic":
+        raise ConfigError(f'{where}.max_tokens: only applies to kind = "anthropic"')
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key_env=key_env,
+        models=models,
+        headers=headers,
+        max_tokens=max_tokens,
+    )
+
+
+def _model_fallbacks(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    if "model_fallbacks" not in table:
+        return {}
+    value = table["model_fallbacks"]
+    if not isinstance(value, dict):
+        raise _wrong_type("model_fallbacks", "a table of model -> array of models", value)
+    chains: dict[str, tuple[str, ...]] = {}
+    for model, chain in value.items():
+        path = f"model_fallbacks.{_quote_key(model)}"
+        if not isinstance(chain, list):
+            raise _wrong_type(path, "an array of strings", chain)
+        for i, item in enumerate(chain):
+            if not isinstance(item, str):
+                raise _wrong_type(f"{path}[{i}]", "a string", item)
+            if not item.strip():
+                raise ConfigError(f"{path}[{i}]: must not be empty")
+        chains[model] = tuple(chain)
+    return chains
+
+
+def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> Config:
+    """Validate a parsed TOML document and fill in the defaults.
+
+    Raises:
+        ConfigError: With a message naming the key and what is wrong with it.
+    """
+    _unknown_keys(data, TOP_KEYS, "")
+    if "providers" not in data:
+        raise ConfigError(
+            "providers: missing required key: declare at least one [[providers]] table"
+        )
+    providers_value = data["providers"]
+    if not isinstance(providers_value, list):
+        raise _wrong_type("providers", "an array of tables ([[providers]])", providers_value)
+    if not providers_value:
+        raise ConfigError("providers: declare at least one [[providers]] table")
+    seen: set[str] = set()
+    providers = tuple(_provider(entry, i, seen) for i, entry in enumerate(providers_value))
+    temperature = _number(data, "temperature", "", 0.7, positive=False)
+    if temperature > 2.0:
+        raise ConfigError("temperature: must be between 0 and 2")
+    max_retries = _integer(data, "max_retries", "", 2, minimum=0)
+    assert max_retries is not None
+    return Config(
+        providers=providers,
+        default_model=_string(data, "default_model", ""),
+        temperature=temperature,
+        max_retries=max_retries,
+        base_backoff=_number(data, "base_backoff", "", 0.5, positive=False),
+        request_timeout=(
+            _number(data, "request_timeout", "", 0.0, positive=True)
+            if "request_timeout" in data
+            else None
+        ),
+        first_chunk_timeout=_number(data, "first_chunk_timeout", "", 60.0, positive=True),
+        idle_timeout=_number(data, "idle_timeout", "", 60.0, positive=True),
+        stream_fallback_to_non_streaming=_boolean(
+            data, "stream_fallback_to_non_streaming", "", False
+        ),
+        model_fallbacks=_model_fallbacks(data),
+        source=source,
+    )
+
+
+def resolve_config_path(explicit: str | None) -> Path:
+    """``--config``, else ``$RELIANT_CONFIG``, else ``./reliant.toml``."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_config(explicit: str | None) -> Config:
+    """Find, read, parse and validate the configuration file.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not TOML, or invalid.
+    """
+    path = resolve_config_path(explicit)
+    if not path.exists():
+        how = (
+            "given by --config"
+            if explicit
+            else f"from ${CONFIG_ENV}"
+            if os.environ.get(CONFIG_ENV)
+            else "in the current directory"
+        )
+        raise ConfigError(
+            f"config file not found: {path} ({how}); pass --config FILE or set ${CONFIG_ENV}. "
+            "See docs/configuration.md for the format."
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8 text") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    try:
+        return parse_config(data, source=str(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+# -- building providers ---------------------------------------------------------------------
+
+
+def api_key_for(provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The provider's key from its environment variable (None for keyless providers).
+
+    Raises:
+        ConfigError: The variable is unset or empty (named; its value never shown).
+    """
+    if provider.api_key_env is None:
+        return None
+    env = os.environ if environ is None else environ
+    key = env.get(provider.api_key_env, "")
+    if not key.strip():
+        raise ConfigError(
+            f"provider {provider.name!r}: environment variable {provider.api_key_env} is not set "
+            f'(named by api_key_env); export it, or set api_key_env = "" for a keyless server'
+        )
+    return key
+
+
+def build_providers(
+    config: Config, environ: Mapping[str, str] | None = None
+) -> list[tuple[str, Provider]]:
+    """Leaf providers in priority order; the caller closes them (``aclose``).
+
+    Every API key is looked up before any client is created, so a missing
+    variable is reported without leaving half-built clients behind.
+    """
+    from reliant.providers import Anthropic, OpenAICompatible
+
+    keys = {p.name: api_key_for(p, environ) for p in config.providers}
+    built: list[tuple[str, Provider]] = []
+    for p in config.providers:
+        headers = dict(p.headers) or None
+        # Keyless providers get an empty key so the provider does not fall
+        # back to its own environment default.
+        key = keys[p.name] if keys[p.name] is not None else ""
+        if p.kind == "openai":
+            provider: Provider = OpenAICompatible(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                timeout=config.request_timeout,
+                extra_headers=headers,
+            )
+        else:
+            provider = Anthropic(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                timeout=config.request_timeout,
+                extra_headers=headers,
+                max_tokens=p.max_tokens if p.max_tokens is not None else 4096,
+            )
+        built.append((p.name, provider))
+    return built
+
+
+def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> ReliableProvider:
+    """The ``ReliableProvider`` the configuration describes."""
+    from reliant import ReliableProvider
+
+    return ReliableProvider(
+        providers,
+        max_retries=config.max_retries,
+        base_backoff=config.base_backoff,
+        model_fallbacks=config.model_fallbacks,
+        model_aliases=config.model_aliases,
+        first_chunk_timeout=config.first_chunk_timeout,
+        idle_timeout=config.idle_timeout,
+        stream_fallback_to_non_streaming=config.stream_fallback_to_non_streaming,
+    )

@@ -1,0 +1,286 @@
+"""`reliant.toml` validation through the `reliant chat` entry point: every bad input is exit 2."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from reliant._cli import main
+from reliant._cli._config import Config, ConfigError, parse_config
+
+SECRET = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
+
+PROVIDER = """
+[[providers]]
+name = "primary"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "RELIANT_TEST_KEY"
+"""
+GOOD = 'default_model = "m"\n' + PROVIDER
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "reliant.toml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def _chat(
+    capsys: pytest.CaptureFixture[str], config: Path | None, *extra: str
+) -> tuple[int, str, str]:
+    argv = ["chat", "hello", *extra]
+    if config is not None:
+        argv += ["--config", str(config)]
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _parse(text: str) -> Config:
+    return parse_config(tomllib.loads(textwrap.dedent(text)))
+
+
+def _problem(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _parse(text)
+    return str(caught.value)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELIANT_CONFIG", raising=False)
+    monkeypatch.delenv("RELIANT_TEST_KEY", raising=False)
+
+
+# -- the documented schema ----------------------------------------------------------------
+
+
+def test_defaults_are_filled_in() -> None:
+    """A minimal file gets the documented defaults and the kind's default base URL and key."""
+    config = _parse('[[providers]]\nname = "a"\nkind = "anthropic"\n')
+    assert config.max_retries == 2 and config.base_backoff == 0.5
+    assert config.first_chunk_timeout == 60.0 and config.idle_timeout == 60.0
+    assert config.request_timeout is None and config.temperature == 0.7
+    (provider,) = config.providers
+    assert provider.base_url == "https://api.anthropic.com"
+    assert provider.api_key_env == "ANTHROPIC_API_KEY"
+
+
+def test_documented_example_is_valid() -> None:
+    """The complete example in docs/configuration.md parses and means what the text says."""
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text("utf-8")
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(tomllib.loads(example))
+    assert [p.name for p in config.providers] == ["openai", "anthropic", "local"]
+    assert config.model_fallbacks == {"smart": ("fast",)}
+    assert config.model_aliases["anthropic"]["smart"] == "claude-sonnet-4-5"
+    assert config.providers[2].api_key_env is None
+
+
+def test_unknown_top_level_key_suggests_the_closest() -> None:
+    """A misspelt top-level key names the closest valid key."""
+    message = _problem("max_retires = 1\n" + GOOD)
+    assert "unknown top-level key 'max_retires'" in message
+    assert "did you mean 'max_retries'?" in message
+
+
+def test_unknown_provider_key_suggests_the_closest_and_hides_the_value() -> None:
+    """A misplaced `api_key = "sk-..."` is named with a suggestion, its value never shown."""
+    message = _problem(GOOD + f'api_key = "{SECRET}"\n')
+    assert "providers[0]: unknown key 'api_key'" in message
+    assert "did you mean 'api_key_env'?" in message
+    assert "[provider 'primary']" in message
+    assert SECRET not in message
+
+
+def test_key_pasted_into_api_key_env_is_rejected_without_echo() -> None:
+    """api_key_env must be a variable name; a pasted key is refused and not printed."""
+    message = _problem(GOOD.replace('"RELIANT_TEST_KEY"', f'"{SECRET}"'))
+    assert "NAME of an environment variable" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ('max_retries = "3"', "max_retries: expected an integer, found a string"),
+        ("max_retries = true", "max_retries: expected an integer, found a boolean"),
+        ("base_backoff = [1]", "base_backoff: expected a number of seconds, found an array"),
+        ('idle_timeout = "60"', "idle_timeout: expected a number of seconds, found a string"),
+        (
+            "stream_fallback_to_non_streaming = 1",
+            "stream_fallback_to_non_streaming: expected a boolean (true or false), found an",
+        ),
+        ("default_model = 4", "default_model: expected a string, found an integer"),
+        (
+            'model_fallbacks = { m = "x" }',
+            "model_fallbacks.m: expected an array of strings, found a string",
+        ),
+        ("model_fallbacks = { m = [1] }", "model_fallbacks.m[0]: expected a string, found an"),
+    ],
+)
+def test_wrong_top_level_types_name_key_expected_and_found(snippet: str, expected: str) -> None:
+    """A wrong type says which key, the type expected and the type found."""
+    assert expected in _problem(snippet + "\n" + PROVIDER)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("models = 3", "providers[0].models: expected a table of strings, found an integer"),
+        ("models = { m = 3 }", "providers[0].models.m: expected a string, found an integer"),
+        ("headers = { X-A = 1 }", "providers[0].headers.X-A: expected a string, found an integer"),
+        ("max_tokens = 10", 'providers[0].max_tokens: only applies to kind = "anthropic"'),
+        (
+            'base_url = "ftp://x"',
+            "providers[0].base_url: must start with http:// or https://",
+        ),
+        ("base_url = 1", "providers[0].base_url: expected a string, found an integer"),
+    ],
+)
+def test_wrong_provider_fields_are_named(snippet: str, expected: str) -> None:
+    """Provider fields are checked one by one, with the table's index and name."""
+    message = _problem(f'[[providers]]\nname = "primary"\nkind = "openai"\n{snippet}\n')
+    assert expected in message
+    assert "[provider 'primary']" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('default_model = "m"', "providers: missing required key"),
+        ("providers = []", "providers: declare at least one [[providers]] table"),
+        ("providers = 3", "providers: expected an array of tables ([[providers]]), found an"),
+        ('[[providers]]\nkind = "openai"', "providers[0].name: missing required key"),
+        ('[[providers]]\nname = "a"', "providers[0].kind: missing required key"),
+        (
+            '[[providers]]\nname = "a"\nkind = "opnai"',
+            "unknown provider kind 'opnai' (did you mean 'openai'?)",
+        ),
+        (
+            '[[providers]]\nname = "a"\nkind = "openai"\n' * 2,
+            "providers[1].name: duplicate provider name",
+        ),
+        ("max_retries = -1\n" + GOOD, "max_retries: must be at least 0"),
+        ("first_chunk_timeout = 0\n" + GOOD, "first_chunk_timeout: must be greater than 0"),
+        ("temperature = 3\n" + GOOD, "temperature: must be between 0 and 2"),
+    ],
+)
+def test_missing_and_invalid_values(text: str, expected: str) -> None:
+    """Missing required keys and out-of-range values are reported by key."""
+    assert expected in _problem(text)
+
+
+# -- through the command line ---------------------------------------------------------------
+
+
+def test_unknown_key_exits_2_with_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reliant chat` with a typo in the config prints the suggestion and exits 2."""
+    config = _write(tmp_path, "tempreature = 0.2\n" + GOOD)
+    code, out, err = _chat(capsys, config)
+    assert code == 2 and out == ""
+    assert "did you mean 'temperature'?" in err
+    assert str(config) in err
+    assert "Traceback" not in err
+
+
+def test_wrong_type_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong type is reported with key, expected and found type, exit 2."""
+    code, _, err = _chat(capsys, _write(tmp_path, 'max_retries = "2"\n' + GOOD))
+    assert code == 2
+    assert "max_retries: expected an integer, found a string" in err
+
+
+def test_missing_env_var_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unset key variable is named (never a value) and nothing is sent; exit 2."""
+    code, _, err = _chat(capsys, _write(tmp_path, GOOD))
+    assert code == 2
+    assert "environment variable RELIANT_TEST_KEY is not set" in err
+    assert "provider 'primary'" in err
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing file is named with how to point at one; exit 2."""
+    code, _, err = _chat(capsys, tmp_path / "nope.toml")
+    assert code == 2
+    assert "config file not found" in err and "nope.toml" in err
+
+
+def test_default_config_in_cwd_and_env_override(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --config, $RELIANT_CONFIG is used, else ./reliant.toml."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _chat(capsys, None)
+    assert code == 2 and "reliant.toml (in the current directory)" in err
+    other = tmp_path / "elsewhere.toml"
+    other.write_text("bogus = 1\n" + GOOD, encoding="utf-8")
+    monkeypatch.setenv("RELIANT_CONFIG", str(other))
+    code, _, err = _chat(capsys, None)
+    assert code == 2 and "elsewhere.toml" in err and "unknown top-level key 'bogus'" in err
+
+
+def test_invalid_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A TOML syntax error is reported with its position; exit 2."""
+    code, _, err = _chat(capsys, _write(tmp_path, "max_retries = = 2\n"))
+    assert code == 2 and "invalid TOML" in err and "line" in err
+
+
+def test_no_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --model and default_model the command says what to do; exit 2."""
+    code, _, err = _chat(capsys, _write(tmp_path, PROVIDER))
+    assert code == 2 and "no model" in err and "--model" in err
+
+
+def test_unreachable_provider_prints_trail_without_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed port fails over to nothing: the sanitized trail, no traceback, no key; exit 2."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RELIANT_TEST_KEY", SECRET)
+    config = _write(
+        tmp_path,
+        GOOD.replace("127.0.0.1:9", f"127.0.0.1:{port}")
+        + f'\n[[providers]]\nname = "second"\nkind = "anthropic"\n'
+        f'base_url = "http://127.0.0.1:{port}"\napi_key_env = "RELIANT_TEST_KEY"\n',
+    )
+    config.write_text("max_retries = 0\n" + config.read_text("utf-8"), encoding="utf-8")
+    for extra in ((), ("--no-stream",)):
+        code, out, err = _chat(capsys, config, *extra)
+        assert code == 2 and out == ""
+        assert "providers/models failed" in err
+        assert "provider=primary model=m attempt 1/1" in err
+        assert "provider=second model=m attempt 1/1" in err
+        assert SECRET not in err and "Traceback" not in err
+
+
+def test_bad_temperature_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--temperature outside 0..2 is refused before anything is sent; exit 2."""
+    code, _, err = _chat(capsys, _write(tmp_path, GOOD), "--temperature", "5")
+    assert code == 2 and "--temperature" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown commands and a missing command are usage errors (exit 2)."""
+    assert main(["frobnicate"]) == 2
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_missing_rich_asks_for_the_cli_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without rich the command explains how to install the cli extra and exits 2."""
+    monkeypatch.setitem(sys.modules, "rich", None)
+    assert main(["demo"]) == 2
+    assert "needs the cli extra: pip install 'reliant[cli]'" in capsys.readouterr().err

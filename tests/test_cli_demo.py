@@ -1,0 +1,99 @@
+"""`reliant demo` end to end, in-process and as a real `python -m reliant` subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reliant._cli import _demo, main
+
+STEP_MARKERS = (
+    "[1/6] 429 with Retry-After",
+    "[2/6] 500 on the primary",
+    "[3/6] model fallback",
+    "[4/6] context window overflow",
+    "[5/6] stream: the primary hangs",
+    "[6/6] stream cancelled mid-flight",
+)
+
+
+def _plain_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    env["PYTHONWARNINGS"] = "error"
+    return env
+
+
+def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
+    """`python -m reliant demo` piped: every step ok, exit 0, no ANSI escape codes, < 30 s."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "reliant", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_plain_env(),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\x1b[" not in proc.stdout and "\x1b[" not in proc.stderr
+    for marker in STEP_MARKERS:
+        assert marker in proc.stdout
+    assert proc.stdout.count("\n  ok ") == 6
+    assert "All 6 steps behaved as expected" in proc.stdout
+    # The timeline shows reliant's own structured log records (lines wrap at 80 columns).
+    text = " ".join(proc.stdout.split())
+    assert "rate_limited (429 Too Many Requests) -> retry in 1.00 s" in text
+    assert "context window exceeded -> dropped the 6 oldest messages" in text
+    assert "served by backup (model claude-demo-stream)" in text
+    assert proc.stderr == ""
+
+
+def test_demo_in_process_uses_colour_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through `main(["demo"])` with a (forced) colour terminal: styled output, exit 0."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" in out
+    assert "All 6 steps behaved as expected" in out
+
+
+def test_demo_reports_a_misbehaving_step(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step whose check fails makes the demo exit 1 and say which step and why."""
+
+    async def broken(demo: object) -> None:
+        raise _demo.StepFailed("the server saw 3 requests, expected 2")
+
+    async def crashing(demo: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(
+        _demo,
+        "_STEPS",
+        [("broken step", "a step that fails", "it fails", broken), ("crash", "c", "c", crashing)],
+    )
+    assert main(["demo"]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.out
+    assert (
+        "step 1 (broken step) did not behave as expected: the server saw 3 requests" in captured.err
+    )
+    assert "step 2 (crash) did not behave as expected: RuntimeError: boom" in captured.err
+
+
+def test_import_reliant_loads_neither_rich_nor_the_cli() -> None:
+    """`import reliant` stays free of the CLI and its terminal dependency."""
+    code = (
+        "import sys, reliant; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'rich' or m.startswith(('reliant._cli', 'reliant._bench'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert out.strip() == "[]"
