@@ -1,4 +1,4 @@
-"""Test tools for reliant users: a scripted in-process provider and a fault-injecting fake LLM server.
+"""Test tools for reliant users: a scripted provider and a fault-injecting fake LLM server.
 
 ``ScriptedProvider`` makes failover tests run in milliseconds under pytest-trio's
 ``autojump_clock``; the fake server speaks the OpenAI and Anthropic wire
