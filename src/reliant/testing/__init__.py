@@ -7,6 +7,12 @@ protocols on loopback and injects the failures real APIs produce.
 
 from __future__ import annotations
 
+from ._fake_server import Behavior as Behavior
+from ._fake_server import BehaviorKind as BehaviorKind
+from ._fake_server import Disconnect as Disconnect
+from ._fake_server import FakeLLMServer as FakeLLMServer
+from ._fake_server import FakeRequest as FakeRequest
+from ._fake_server import serve_fake_llm as serve_fake_llm
 from ._scripted import Empty as Empty
 from ._scripted import Fail as Fail
 from ._scripted import Hang as Hang
@@ -18,8 +24,13 @@ from ._scripted import ScriptedProvider as ScriptedProvider
 from ._scripted import Stream as Stream
 
 __all__ = [
+    "Behavior",
+    "BehaviorKind",
+    "Disconnect",
     "Empty",
     "Fail",
+    "FakeLLMServer",
+    "FakeRequest",
     "Hang",
     "Outcome",
     "Reply",
@@ -27,4 +38,5 @@ __all__ = [
     "ScriptedCall",
     "ScriptedProvider",
     "Stream",
+    "serve_fake_llm",
 ]

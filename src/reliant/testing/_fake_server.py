@@ -24,41 +24,51 @@ model name itself is the behaviour, written ``kind[:arg]...`` with
 ``key=value`` arguments; a model name that does not start with a known kind
 (``gpt-4o``) behaves as ``ok``, and a known kind with bad arguments gets a 400.
 
-==================================  ==========================================================
-model name                          behaviour
-==================================  ==========================================================
-``ok``                              answer normally: ``chunks`` pieces ``"tok0 "``,
-                                    ``"tok1 "``, ... (default 5)
-``ok:chunks=200:ttft=0.05:gap=0.001``  200 pieces, 50 ms before the first, 1 ms between
-``ok:reasoning=2``                  two reasoning pieces ``"think0 "``, ``"think1 "`` first
-``ok:delay=2``                      wait 2 s before sending the response headers
-``status:429:retry_after=3``        HTTP 429 with ``retry-after: 3`` and a provider-shaped
-                                    JSON error body (also ``retry_after_ms=1500``,
-                                    ``message=...``); any status: ``status:401``,
-                                    ``status:500``, ``status:503``, ``status:529``, ...
-``inband_error``                    HTTP 200 and then an in-band error: an SSE
-                                    ``{"error": ...}`` chunk (OpenAI) or ``event: error``
-                                    (Anthropic), after ``after`` pieces (default 0); the error
-                                    carries ``status`` (default 500; Anthropic types map
-                                    429 -> ``rate_limit_error``, 529 -> ``overloaded_error``,
-                                    ...). Non-streaming: a 200 whose JSON body is the error
-``cut:after=3``                     send 3 pieces, then close the connection cleanly (FIN)
-                                    in the middle of the chunked body
-``reset:after=3``                   send 3 pieces, then reset the connection (SO_LINGER 0)
-``hang_headers``                    read the request and never answer
-``hang_body``                       send the headers (and ``after`` pieces), then stall
-``malformed``                       after ``after`` pieces, an SSE data line that is not
-                                    JSON (then the rest, so lenient clients are caught);
-                                    non-streaming: a 200 with a broken JSON body
-``empty``                           an SSE stream with only the terminator (``data: [DONE]`` /
-                                    ``message_stop``); non-streaming: an empty answer
-``no_terminator``                   the whole stream, cleanly ended, without the terminator
-``not_sse``                         a JSON answer even when a stream was asked for
-``tools``                           answer with ``calls`` (default 1) tool calls: the
-                                    request's tools in order (``get_weather`` if it offers
-                                    none), arguments ``{"location": "Paris", "unit":
-                                    "celsius"}`` streamed in three fragments
-==================================  ==========================================================
+``ok``
+    Answer normally: ``chunks`` pieces ``"tok0 "``, ``"tok1 "``, ... (default
+    5). ``ok:chunks=200:ttft=0.05:gap=0.001`` sends 200 pieces, the first 50 ms
+    after the headers, then one every 1 ms; ``ok:reasoning=2`` sends reasoning
+    pieces ``"think0 "``, ``"think1 "`` first; ``ok:delay=2`` waits 2 s before
+    the response headers.
+``status:429:retry_after=3``
+    HTTP 429 with ``retry-after: 3`` and a JSON error body shaped like the
+    provider's (also ``retry_after_ms=1500``, ``message=...``). Any status
+    works: ``status:401``, ``status:500``, ``status:503``, ``status:529``, ...
+``inband_error``
+    HTTP 200, ``after`` pieces (default 0), then an in-band error: a
+    ``{"error": ...}`` data chunk (OpenAI) or ``event: error`` (Anthropic),
+    carrying ``status`` (default 500; Anthropic error types follow it: 429
+    ``rate_limit_error``, 529 ``overloaded_error``, ...). Non-streaming: a 200
+    whose JSON body is the error.
+``cut:after=3``
+    Send 3 pieces, then close the connection cleanly (FIN) in the middle of
+    the chunked body. Non-streaming: half the JSON body, then close.
+``reset:after=3``
+    Send 3 pieces, then reset the connection (``SO_LINGER`` 0).
+``hang_headers``
+    Read the request and never answer.
+``hang_body``
+    Send the headers (and ``after`` pieces), then stall.
+``malformed``
+    After ``after`` pieces, a data line that is not JSON, then the rest and
+    the terminator (so a lenient client is caught). Non-streaming: a 200 with
+    a broken JSON body.
+``empty``
+    An SSE stream with only the terminator (``data: [DONE]`` /
+    ``message_stop``); non-streaming: an empty answer.
+``no_terminator``
+    The whole stream, cleanly ended, but without the terminator.
+``not_sse``
+    A JSON answer even when a stream was asked for.
+``tools``
+    Answer with ``calls`` (default 1) tool calls: the request's tools in turn
+    (``get_weather`` if it offers none), arguments ``{"location": "Paris",
+    "unit": "celsius"}`` streamed in three fragments.
+
+Arguments combine freely (``inband_error:after=2:status=529``); every field
+of :class:`Behavior` except ``kind`` and ``headers`` can be given this way.
+The ``status`` behaviour with status 200, a ``body`` and a ``content-type``
+header sends any raw body, for wire-level tests.
 
 ``after=N`` counts content pieces (text, reasoning and tool-argument
 fragments), not the protocol preamble (the OpenAI role chunk, Anthropic's
@@ -253,6 +263,8 @@ class FakeRequest:
 
     Attributes:
         index: Position in ``server.requests``.
+        connection: Number of the connection that carried it (0, 1, ... in
+            accept order), to check keep-alive.
         method: HTTP method.
         path: Request target (path and query).
         headers: Request headers, names lower-case (repeated ones joined by ``", "``).
@@ -262,6 +274,7 @@ class FakeRequest:
     """
 
     index: int
+    connection: int
     method: str
     path: str
     headers: Mapping[str, str]
@@ -295,6 +308,7 @@ class FakeLLMServer:
         self.disconnects: list[Disconnect] = []
         self.aborted: list[int] = []
         self._scripts: dict[str | None, list[Behavior]] = {}
+        self._connections = 0
         self._changed = trio.Event()
 
     # -- addresses -----------------------------------------------------------
@@ -387,9 +401,11 @@ class FakeLLMServer:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
+        connection = self._connections
+        self._connections += 1
         last_index: int | None = None
         while True:
-            request = await self._receive_request(conn, stream)
+            request = await self._receive_request(conn, stream, connection)
             if request is None:
                 if last_index is not None:
                     self._record_disconnect(last_index, mid_response=False)
@@ -406,7 +422,7 @@ class FakeLLMServer:
             conn.start_next_cycle()
 
     async def _receive_request(
-        self, conn: h11.Connection, stream: trio.SocketStream
+        self, conn: h11.Connection, stream: trio.SocketStream, connection: int
     ) -> FakeRequest | None:
         head: h11.Request | None = None
         body = bytearray()
@@ -444,6 +460,7 @@ class FakeLLMServer:
         model = payload.get("model") if isinstance(payload, dict) else None
         request = FakeRequest(
             index=len(self.requests),
+            connection=connection,
             method=head.method.decode("ascii"),
             path=head.target.decode("latin-1"),
             headers=headers,
@@ -897,17 +914,17 @@ async def _send_json(
     extra: Iterable[tuple[str, str]] = (),
     content_type: str = "application/json",
 ) -> None:
-    headers = [
-        ("content-type", content_type),
-        ("content-length", str(len(payload))),
-        ("date", email.utils.formatdate(usegmt=True)),
-        *extra,
-    ]
-    await _send(
-        conn, stream, h11.Response(status_code=status, headers=headers, reason=_reason(status))
-    )
-    await _send(conn, stream, h11.Data(data=payload))
-    await _send(conn, stream, h11.EndOfMessage())
+    extra = list(extra)
+    given = {name.lower() for name, _ in extra}
+    headers = [("content-type", content_type), ("content-length", str(len(payload)))]
+    if "date" not in given:
+        headers.append(("date", email.utils.formatdate(usegmt=True)))
+    headers = [h for h in headers if h[0] not in given] + extra
+    response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
+    data = conn.send(response) or b""
+    data += conn.send(h11.Data(data=payload)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
 
 
 async def _respond(
@@ -981,8 +998,8 @@ async def _respond(
     if b.kind == "empty":
         if b.ttft > 0:
             await trio.sleep(b.ttft)
-        await _send(conn, stream, h11.Data(data=proto.sse_terminator))
-        await _send(conn, stream, h11.EndOfMessage())
+        data = conn.send(h11.Data(data=proto.sse_terminator)) or b""
+        await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
         return "keep"
 
     faulty = b.kind in ("cut", "reset", "hang_body", "inband_error", "malformed")
@@ -1017,12 +1034,17 @@ async def _respond(
         pending.append(proto.sse_error(error_status))
     elif b.kind not in ("no_terminator", "cut", "reset", "hang_body"):
         pending.append(proto.sse_terminator)
-    await flush()
     if b.kind == "cut":
+        await flush()
         return "close"
     if b.kind == "reset":
+        await flush()
         return "reset"
     if b.kind == "hang_body":
+        await flush()
         return "hang"
-    await _send(conn, stream, h11.EndOfMessage())
+    # The last events and the end of the chunked body go out in one write, so
+    # a client that stops at the terminator still finds the body complete.
+    data = conn.send(h11.Data(data=b"".join(pending))) if pending else b""
+    await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
     return "keep"

@@ -8,7 +8,7 @@ In tests::
         server.script(None, [Behavior(kind="status", status=503), "ok"])
         ...  # point a provider at server.openai_base_url or server.anthropic_base_url
 
-As its own process (prints its base URL, serves until Ctrl-C)::
+As its own process (prints its base URL, serves until Ctrl-C or SIGTERM)::
 
     python -m reliant.testing.fake_server --port 8080 [--host 127.0.0.1]
 
@@ -20,6 +20,7 @@ in :mod:`reliant.testing._fake_server`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -44,9 +45,13 @@ __all__ = [
 
 
 async def _serve_forever(host: str, port: int) -> None:
-    async with serve_fake_llm(host=host, port=port) as server:
-        print(server.base_url, flush=True)
-        await trio.sleep_forever()
+    # SIGTERM ends the server cleanly too (background jobs, CI); Ctrl-C is
+    # KeyboardInterrupt as usual.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with serve_fake_llm(host=host, port=port) as server:
+            print(server.base_url, flush=True)
+            async for _ in signals:
+                return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,56 @@
+"""Leaf providers over HTTP: OpenAI-compatible endpoints and Anthropic.
+
+Importing this package is cheap: the provider modules (and httpx2) load on
+first attribute access.
+
+- :class:`OpenAICompatible` — any ``/chat/completions`` endpoint (OpenAI,
+  Groq, Together, vLLM, Ollama, ...), streaming over SSE.
+- :class:`Anthropic` — the Messages API, streaming over SSE.
+- :func:`create_client` — an ``httpx2.AsyncClient`` set up for LLM traffic,
+  to share between providers; ``DEFAULT_TIMEOUT`` and ``DEFAULT_LIMITS`` are
+  its defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._anthropic import Anthropic as Anthropic
+    from ._http import DEFAULT_LIMITS as DEFAULT_LIMITS
+    from ._http import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+    from ._http import create_client as create_client
+    from ._http import parse_retry_after as parse_retry_after
+    from ._openai import OpenAICompatible as OpenAICompatible
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_TIMEOUT",
+    "Anthropic",
+    "OpenAICompatible",
+    "create_client",
+    "parse_retry_after",
+]
+
+_LAZY = {
+    "Anthropic": "._anthropic",
+    "OpenAICompatible": "._openai",
+    "DEFAULT_LIMITS": "._http",
+    "DEFAULT_TIMEOUT": "._http",
+    "create_client": "._http",
+    "parse_retry_after": "._http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,432 @@
+"""Anthropic Messages API over httpx2.
+
+``POST {base_url}/v1/messages`` with ``x-api-key`` and ``anthropic-version``
+headers; the system prompt travels in its own ``system`` field. Streams are
+SSE events: ``message_start`` (input usage), ``content_block_start`` /
+``content_block_delta`` (``text_delta``, ``thinking_delta``,
+``input_json_delta``) / ``content_block_stop``, ``message_delta`` (output
+usage, stop reason), ``message_stop`` (the terminator), plus ``ping`` and
+``error``. ``tool_use`` blocks become tool calls once their block stops;
+their ``input_json_delta`` pieces are concatenated into the arguments.
+Event types we do not know are ignored, as Anthropic asks clients to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import httpx2
+
+from .._provider import ChunkStream, EventStream
+from .._types import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    Final,
+    StreamChunk,
+    StreamOptions,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    UsageEvent,
+    estimate_tokens,
+)
+from ._http import (
+    DEFAULT_TIMEOUT,
+    HTTPProvider,
+    SSELineDecoder,
+    TimeoutArg,
+    drain,
+)
+from ._http import (
+    pending_data as _pending_data,
+)
+
+__all__ = ["Anthropic"]
+
+_DEFAULT_OPTIONS = StreamOptions()
+
+
+def _split_system(messages: Sequence[ChatMessage]) -> tuple[str | None, list[dict[str, str]]]:
+    """System messages joined into the ``system`` field; the rest as Messages API turns."""
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for m in messages:
+        if m.role == "system":
+            system.append(m.content)
+        else:
+            # The Messages API knows only user and assistant turns; a tool
+            # result without its tool_use id can only travel as user text.
+            role = "assistant" if m.role == "assistant" else "user"
+            turns.append({"role": role, "content": m.content})
+    return ("\n\n".join(system) if system else None), turns
+
+
+def _tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
+        for t in tools
+    ]
+
+
+def _usage(usage: Any, base: TokenUsage | None = None) -> TokenUsage:
+    """TokenUsage from an Anthropic ``usage`` object, over what ``base`` already knew."""
+    base = base or TokenUsage()
+    if not isinstance(usage, Mapping):
+        return base
+    input_tokens = usage.get("input_tokens")
+    output_tokens = usage.get("output_tokens")
+    cached = usage.get("cache_read_input_tokens")
+    return TokenUsage(
+        input_tokens=input_tokens if input_tokens is not None else base.input_tokens,
+        output_tokens=output_tokens if output_tokens is not None else base.output_tokens,
+        cached_input_tokens=cached if cached is not None else base.cached_input_tokens,
+    )
+
+
+def _response(content: list[Any], usage: Any) -> ChatResponse:
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[ToolCall] = []
+    for block in content:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            arguments = block.get("input")
+            calls.append(
+                ToolCall(
+                    id=block.get("id", f"toolu_{len(calls)}"),
+                    name=block.get("name", ""),
+                    arguments=json.dumps(arguments if arguments is not None else {}),
+                )
+            )
+    return ChatResponse(
+        text="".join(texts) if texts else None,
+        tool_calls=tuple(calls),
+        usage=_usage(usage) if usage is not None else None,
+        reasoning_content="".join(thinking) if thinking else None,
+    )
+
+
+class Anthropic(HTTPProvider):
+    """A provider for the Anthropic Messages API.
+
+    Args:
+        name: Provider name used in errors and failure trails.
+        base_url: API root (``/v1/messages`` is appended).
+        api_key: API key; None reads ``ANTHROPIC_API_KEY`` now.
+        client: A shared ``httpx2.AsyncClient`` (the caller closes it); None
+            makes the provider create one on first use and own it (close it
+            with :meth:`aclose` or ``async with provider:``).
+        timeout: Seconds (every phase) or an ``httpx2.Timeout``, applied to
+            every request, also on a shared client (default ``DEFAULT_TIMEOUT``:
+            connect 10, read 300, write 30, pool 30, no total limit). None
+            defers to the client's own configuration.
+        max_tokens: ``max_tokens`` of every request (the API requires it).
+        anthropic_version: Value of the ``anthropic-version`` header.
+        extra_headers: Headers added to every request (``anthropic-beta``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "anthropic",
+        base_url: str = "https://api.anthropic.com",
+        api_key: str | None = None,
+        client: httpx2.AsyncClient | None = None,
+        timeout: TimeoutArg = DEFAULT_TIMEOUT,
+        max_tokens: int = 4096,
+        anthropic_version: str = "2023-06-01",
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("ANTHROPIC_API_KEY")
+        super().__init__(
+            name=name, base_url=base_url, api_key=api_key, client=client, timeout=timeout
+        )
+        self._max_tokens = max_tokens
+        self._url = f"{self._base_url}/v1/messages"
+        headers = {"content-type": "application/json", "anthropic-version": anthropic_version}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        headers.update(extra_headers or {})
+        self._headers = headers
+
+    # -- capabilities --------------------------------------------------------------
+
+    @property
+    def supports_native_tools(self) -> bool:
+        return True
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    @property
+    def supports_streaming_tool_events(self) -> bool:
+        return True
+
+    # -- payloads ------------------------------------------------------------------
+
+    def _payload(
+        self,
+        system: str | None,
+        turns: list[dict[str, str]],
+        tools: Sequence[ToolSpec] | None,
+        model: str,
+        temperature: float,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": model,
+            "max_tokens": self._max_tokens,
+            "messages": turns,
+            "temperature": temperature,
+        }
+        if system is not None:
+            payload["system"] = system
+        if stream:
+            payload["stream"] = True
+        if tools:
+            payload["tools"] = _tools(tools)
+        return payload
+
+    def _history_payload(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
+        model: str,
+        temperature: float,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        system, turns = _split_system(messages)
+        return self._payload(system, turns, tools, model, temperature, stream=stream)
+
+    # -- non-streaming -------------------------------------------------------------
+
+    async def _complete(self, payload: dict[str, Any]) -> ChatResponse:
+        data = await self._post_json(self._url, payload)
+        content = data.get("content")
+        if not isinstance(content, list):
+            error = data.get("error")
+            if error is not None:
+                raise self._payload_error(error, json.dumps(data))
+            raise self._invalid_response(f"response without content: {json.dumps(data)}")
+        try:
+            return _response(content, data.get("usage"))
+        except (AttributeError, TypeError) as exc:
+            raise self._invalid_response(f"unexpected response: {json.dumps(data)}") from exc
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        """Answer one message under an optional system prompt."""
+        turns = [{"role": "user", "content": message}]
+        payload = self._payload(system_prompt, turns, None, model, temperature, stream=False)
+        return (await self._complete(payload)).text or ""
+
+    async def chat_with_history(
+        self, messages: Sequence[ChatMessage], model: str, temperature: float
+    ) -> str:
+        """Answer a conversation; system messages go to the ``system`` field."""
+        payload = self._history_payload(messages, None, model, temperature, stream=False)
+        return (await self._complete(payload)).text or ""
+
+    async def chat_with_tools(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        model: str,
+        temperature: float,
+    ) -> ChatResponse:
+        """Answer a conversation with tools on offer."""
+        payload = self._history_payload(messages, tools, model, temperature, stream=False)
+        return await self._complete(payload)
+
+    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
+        """Answer a request (tools are native)."""
+        payload = self._history_payload(
+            request.messages, request.tools, model, temperature, stream=False
+        )
+        return await self._complete(payload)
+
+    async def warmup(self) -> None:
+        """Open a pooled connection (``GET {base_url}/v1/models``); never raises."""
+        await self._warmup_get(f"{self._base_url}/v1/models")
+
+    # -- streaming -----------------------------------------------------------------
+
+    def stream_chat_with_system(
+        self,
+        system_prompt: str | None,
+        message: str,
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> ChunkStream:
+        """Stream the answer to one message as ``StreamChunk``s."""
+        turns = [{"role": "user", "content": message}]
+        payload = self._payload(system_prompt, turns, None, model, temperature, stream=True)
+        return aclosing(self._stream(payload, False, options.count_tokens))
+
+    def stream_chat_with_history(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> ChunkStream:
+        """Stream the answer to a conversation as ``StreamChunk``s."""
+        payload = self._history_payload(messages, None, model, temperature, stream=True)
+        return aclosing(self._stream(payload, False, options.count_tokens))
+
+    def stream_chat(
+        self,
+        request: ChatRequest,
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> EventStream:
+        """Stream the answer to a request as events (text, tool calls, usage, final)."""
+        payload = self._history_payload(
+            request.messages, request.tools, model, temperature, stream=True
+        )
+        return aclosing(self._stream(payload, True, options.count_tokens))
+
+    async def _stream(
+        self, payload: dict[str, Any], events: bool, count_tokens: bool
+    ) -> AsyncGenerator[Any, None]:
+        """The SSE loop behind every stream kind: chunks, or events when ``events``."""
+        committed = False
+        done = False
+        usage: TokenUsage | None = None
+        # content block index -> [id, name, argument parts, input given at start]
+        calls: dict[int, list[Any]] = {}
+        try:
+            async with self._get_client().stream(
+                "POST",
+                self._url,
+                json=payload,
+                headers=self._headers,
+                timeout=self._request_timeout,
+            ) as response:
+                await self._check_event_stream(response)
+                decoder = SSELineDecoder()
+                data: str | None = None
+                async with aclosing(response.aiter_bytes()) as body:
+                    async for raw in body:
+                        for line in decoder.decode(raw):
+                            if line:
+                                if line.startswith("data:"):
+                                    value = line[6:] if line[5:6] == " " else line[5:]
+                                    data = value if data is None else f"{data}\n{value}"
+                                continue
+                            if data is None:
+                                continue
+                            text, data = data, None
+                            try:
+                                event = json.loads(text)
+                            except ValueError as exc:
+                                raise self._broken(
+                                    f"invalid JSON in SSE data: {text[:200]}", committed
+                                ) from exc
+                            if not isinstance(event, dict):
+                                raise self._broken(f"unexpected SSE data: {text[:200]}", committed)
+                            kind = event.get("type")
+                            if kind == "content_block_delta":
+                                delta = event.get("delta") or {}
+                                delta_kind = delta.get("type")
+                                if delta_kind == "text_delta":
+                                    piece = delta.get("text")
+                                    if piece:
+                                        committed = True
+                                        if events:
+                                            yield TextDelta(piece)
+                                        elif count_tokens:
+                                            yield StreamChunk(
+                                                piece, None, False, estimate_tokens(piece)
+                                            )
+                                        else:
+                                            yield StreamChunk(piece)
+                                elif delta_kind == "input_json_delta":
+                                    slot = calls.get(event.get("index", -1))
+                                    partial = delta.get("partial_json")
+                                    if slot is not None and partial:
+                                        slot[2].append(partial)
+                                elif delta_kind == "thinking_delta" and not events:
+                                    thought = delta.get("thinking")
+                                    if thought:
+                                        committed = True
+                                        yield StreamChunk("", thought)
+                            elif kind == "content_block_start":
+                                block = event.get("content_block") or {}
+                                block_kind = block.get("type")
+                                if block_kind == "tool_use":
+                                    calls[event.get("index", -1)] = [
+                                        block.get("id", ""),
+                                        block.get("name", ""),
+                                        [],
+                                        block.get("input"),
+                                    ]
+                                elif block_kind == "text" and block.get("text"):
+                                    committed = True
+                                    piece = block["text"]
+                                    yield TextDelta(piece) if events else StreamChunk(piece)
+                            elif kind == "content_block_stop":
+                                slot = calls.pop(event.get("index", -1), None)
+                                if slot is not None and events:
+                                    committed = True
+                                    yield ToolCallEvent(_tool_call(slot))
+                            elif kind == "message_start":
+                                message = event.get("message") or {}
+                                usage = _usage(message.get("usage"))
+                            elif kind == "message_delta":
+                                if "usage" in event:
+                                    usage = _usage(event.get("usage"), usage)
+                                    if events:
+                                        committed = True
+                                        yield UsageEvent(usage)
+                            elif kind == "message_stop":
+                                done = True
+                                break
+                            elif kind == "error":
+                                self._raise_inband(event.get("error"), text, committed)
+                        if done:
+                            break
+                    if done:
+                        await drain(body)
+                    else:
+                        # Lenient about a terminator cut off before its blank line.
+                        done = '"message_stop"' in (_pending_data(data, decoder) or "")
+        except httpx2.RequestError as exc:
+            raise self._stream_transport_error(exc, committed) from exc
+        except (AttributeError, TypeError) as exc:
+            # Valid JSON of the wrong shape (a string where an object belongs).
+            raise self._broken(f"unexpected SSE data: {exc}", committed) from exc
+        if not done:
+            raise self._broken("stream ended without message_stop", committed)
+        if events:
+            for slot in calls.values():
+                yield ToolCallEvent(_tool_call(slot))
+            yield Final()
+        else:
+            yield StreamChunk.final()
+
+
+def _tool_call(slot: list[Any]) -> ToolCall:
+    arguments = "".join(slot[2])
+    if not arguments:
+        given = slot[3]
+        arguments = json.dumps(given) if given else "{}"
+    return ToolCall(id=slot[0] or "toolu", name=slot[1], arguments=arguments)

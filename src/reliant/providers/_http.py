@@ -1,0 +1,532 @@
+"""What every HTTP provider shares: the client, error mapping, Retry-After and SSE lines.
+
+Error mapping lives here, in one place:
+
+- a non-2xx response becomes ``ProviderError`` with ``status_code``,
+  ``retry_after`` (from ``retry-after-ms``, or ``retry-after`` as seconds or
+  an HTTP date), the sanitized body, and the canonical message
+  ``"{name} API error ({status} {reason}): {body}"``;
+- a transport failure (refused, reset, DNS, TLS, timeouts: any
+  ``httpx2.RequestError``) becomes ``ProviderError`` without a status, which
+  classification treats as retryable;
+- during a stream, a failure before the first item is a ``ProviderError``
+  (failover may still happen); after it, a ``StreamError`` whose
+  ``__cause__`` is the underlying failure. A stream that ends without its
+  terminator is a failure too, never a silent success.
+
+The provider's own API key is scrubbed from every text by exact match (custom
+keys need not look like ``sk-...``) before the generic sanitizer runs.
+
+SSE decoding decision, measured per event over loopback against the fake
+server running in its own process (client CPU time, ``json.loads``
+included, 20,000 events coalesced into large reads):
+
+=================================================  ==============
+``aiter_bytes`` + this module's line splitter      2.34 us/event
+``response.aiter_lines()``                         2.49 us/event
+httpx2 ``_SSEParser`` over ``aiter_text()``        3.73 us/event
+``httpx2.EventSource``                             3.71 us/event
+=================================================  ==============
+
+With one event per socket read (a 0.5 ms gap) all variants cost 93-98 us of
+CPU per event, dominated by the wake-up, so the decoder choice only matters
+for bursts. We use a tight line loop over ``aiter_bytes()`` because it is the
+fastest and because it is the only variant whose whole generator chain can be
+closed deterministically: ``aiter_lines``/``aiter_text`` iterate inner
+generators without ``aclosing``, and trio reports every such generator that
+is garbage-collected unexhausted (a ``ResourceWarning``) when a caller leaves
+a stream early. For the same reason :func:`closing_response_stream` replaces
+httpx2's response stream, whose ``__aiter__`` is an async generator over the
+connection pool's stream (pydantic/httpx2 PR 1036 fixes that upstream).
+"""
+
+from __future__ import annotations
+
+import codecs
+import email.utils
+import http
+import logging
+import math
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, NoReturn, Self
+
+import httpx2
+import trio
+
+from .._exceptions import ProviderError, ReliantError, StreamError
+from .._provider import Provider
+from .._sanitize import sanitize_api_error
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_TIMEOUT",
+    "HTTPProvider",
+    "SSELineDecoder",
+    "closing_response_stream",
+    "coerce_timeout",
+    "create_client",
+    "drain",
+    "parse_retry_after",
+    "pending_data",
+    "reason_phrase",
+    "status_from_error_payload",
+]
+
+logger = logging.getLogger("reliant.providers")
+
+DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=300.0, write=30.0, pool=30.0)
+"""Leaf timeouts: no total timeout that would kill a long stream; the
+reliability wrapper adds first-chunk and idle timeouts on top."""
+
+DEFAULT_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+"""LLM streams hold a connection for their whole length, so the pool is wide."""
+
+# Seconds a finished stream may spend reading the rest of its body (the
+# chunked-encoding trailer after ``[DONE]``) so the connection goes back to
+# the pool instead of being closed.
+_DRAIN_TIMEOUT = 0.5
+
+# Keys shorter than this are not secrets (local servers use "EMPTY" and the
+# like) and replacing them would mangle ordinary text.
+_MIN_SCRUB_LEN = 6
+
+_EXTRA_REASONS = {529: "Overloaded"}
+
+# Error "type"/"code" strings of OpenAI and Anthropic payloads -> HTTP status.
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "model_not_found": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "internal_error": 500,
+    "service_unavailable": 503,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+TimeoutArg = float | httpx2.Timeout | None
+
+
+def create_client(
+    *,
+    timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT,
+    limits: httpx2.Limits = DEFAULT_LIMITS,
+    **kwargs: Any,
+) -> httpx2.AsyncClient:
+    """An ``httpx2.AsyncClient`` configured for LLM traffic.
+
+    Share one between providers to share its connection pool; the caller
+    owns it and closes it (``await client.aclose()``).
+
+    Args:
+        timeout: Seconds for every phase, or an ``httpx2.Timeout``.
+        limits: Connection-pool limits.
+        **kwargs: Passed to ``httpx2.AsyncClient``.
+    """
+    return httpx2.AsyncClient(timeout=coerce_timeout(timeout), limits=limits, **kwargs)
+
+
+def coerce_timeout(timeout: float | httpx2.Timeout) -> httpx2.Timeout:
+    """``httpx2.Timeout`` from seconds (every phase) or a ``Timeout``."""
+    return timeout if isinstance(timeout, httpx2.Timeout) else httpx2.Timeout(timeout)
+
+
+def reason_phrase(status: int, fallback: str = "") -> str:
+    """The standard reason phrase of ``status`` (``http.HTTPStatus``), else ``fallback``."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return _EXTRA_REASONS.get(status) or fallback or "Unknown Status"
+
+
+def _finite_non_negative(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait according to the response headers, or None.
+
+    ``retry-after-ms`` wins (milliseconds); then ``retry-after`` as seconds or
+    as an HTTP date. A date is measured against the response's own ``date``
+    header when there is one (so clock skew between us and the server does
+    not matter), else against the local wall clock; a date in the past gives 0.
+    """
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        ms = _finite_non_negative(value.strip())
+        if ms is not None:
+            return ms / 1000.0
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    seconds = _finite_non_negative(value)
+    if seconds is not None:
+        return seconds
+    when = _parse_http_date(value)
+    if when is None:
+        return None
+    date = headers.get("date")
+    now = _parse_http_date(date) if date else None
+    if now is None:
+        now = datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _parse_http_date(value: str) -> datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def status_from_error_payload(error: Any) -> int | None:
+    """The HTTP status an in-band error payload carries, if any.
+
+    Looks at ``status``/``code`` (an integer or a numeric string in 100-599),
+    then at ``type``/``code`` strings such as Anthropic's ``overloaded_error``
+    (529) and ``rate_limit_error`` (429) or OpenAI's ``rate_limit_exceeded``.
+    """
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("status", "code", "status_code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value in _ERROR_TYPE_STATUS:
+            return _ERROR_TYPE_STATUS[value]
+    return None
+
+
+class SSELineDecoder:
+    """Incremental splitter of an SSE byte stream into lines.
+
+    ``decode`` is called once per network read and returns the complete
+    lines in it (without line terminators; ``\\n``, ``\\r\\n`` and ``\\r``
+    all end a line). UTF-8 sequences split across reads are handled.
+    """
+
+    __slots__ = ("_decoder", "_pending")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = ""
+
+    def decode(self, data: bytes) -> list[str]:
+        """The lines completed by ``data``."""
+        text = self._decoder.decode(data)
+        if self._pending:
+            text = self._pending + text
+        if "\r" in text:
+            # A trailing CR may be the first half of a CRLF: keep it pending.
+            held = text.endswith("\r")
+            if held:
+                text = text[:-1]
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            lines = text.split("\n")
+            self._pending = lines.pop() + ("\r" if held else "")
+            return lines
+        lines = text.split("\n")
+        self._pending = lines.pop()
+        return lines
+
+    def flush(self) -> list[str]:
+        """The last, unterminated line at the end of the stream, if any."""
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        text = text.rstrip("\r")
+        return [text] if text else []
+
+
+def pending_data(data: str | None, decoder: SSELineDecoder) -> str | None:
+    """The data of an event left undispatched at the end of a stream, stripped.
+
+    ``data`` is what the caller accumulated since the last blank line; the
+    decoder may still hold an unterminated last line.
+    """
+    for line in decoder.flush():
+        if line.startswith("data:"):
+            value = line[6:] if line[5:6] == " " else line[5:]
+            data = value if data is None else f"{data}\n{value}"
+    return None if data is None else data.strip()
+
+
+try:  # pragma: no branch
+    from httpx2._transports.default import AsyncResponseStream as _AsyncResponseStream
+    from httpx2._transports.default import map_httpcore_exceptions as _map_exceptions
+except ImportError:  # pragma: no cover - a future httpx2 without the generator problem
+    _AsyncResponseStream = None  # type: ignore[assignment, misc]
+
+
+class _ClosingResponseStream(httpx2.AsyncByteStream):
+    """httpx2's response stream, with an iterator that is closed, not garbage-collected."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._iterator: Any = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = self._inner.__aiter__()
+        with _map_exceptions():
+            chunk: bytes = await self._iterator.__anext__()
+            return chunk
+
+    async def aclose(self) -> None:
+        iterator, self._iterator = self._iterator, None
+        try:
+            if iterator is not None and hasattr(iterator, "aclose"):
+                await iterator.aclose()
+        finally:
+            if hasattr(self._inner, "aclose"):
+                await self._inner.aclose()
+
+
+def closing_response_stream(response: httpx2.Response) -> None:
+    """Make ``response`` close its connection-pool iterator deterministically.
+
+    httpx2 2.16's response stream iterates the pool's stream through an
+    async generator that is dropped, unexhausted, when a caller stops
+    reading early; trio then warns from the garbage collector. This swaps in
+    an equivalent stream whose ``aclose`` closes that iterator. Responses of
+    other transports are left alone.
+    """
+    if _AsyncResponseStream is None:  # pragma: no cover
+        return
+    holder: Any = response
+    attribute = "stream"
+    stream: Any = response.stream
+    if type(stream) is not _AsyncResponseStream:
+        # The client wraps the transport's stream in a BoundAsyncStream.
+        holder, attribute = stream, "_stream"
+        stream = getattr(stream, "_stream", None)
+        if type(stream) is not _AsyncResponseStream:
+            return
+    inner = getattr(stream, "_httpcore_stream", None)
+    if inner is not None:
+        setattr(holder, attribute, _ClosingResponseStream(inner))
+
+
+class HTTPProvider(Provider):
+    """Base of the HTTP leaf providers: client ownership, headers and error mapping.
+
+    Not part of the public API; subclasses set ``_headers`` and implement the
+    protocol.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        client: httpx2.AsyncClient | None,
+        timeout: TimeoutArg,
+    ) -> None:
+        self._name = name
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key or None
+        self._client = client
+        self._owns_client = client is None
+        # Applied per request, shared clients included: httpx2's own default
+        # (5 s for every phase) would kill a model that thinks before it
+        # streams. None defers to the client's configuration.
+        self._timeout = None if timeout is None else coerce_timeout(timeout)
+        self._headers: dict[str, str] = {}
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The provider name used in messages and failure trails."""
+        return self._name
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL."""
+        return self._base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self._name!r}, base_url={self._base_url!r})"
+
+    # -- client --------------------------------------------------------------------
+
+    @property
+    def _request_timeout(self) -> httpx2.Timeout | Any:
+        return self._timeout if self._timeout is not None else httpx2.USE_CLIENT_DEFAULT
+
+    def _get_client(self) -> httpx2.AsyncClient:
+        client = self._client
+        if client is None:
+            client = self._client = create_client(timeout=self._timeout or DEFAULT_TIMEOUT)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it (a shared one is left open)."""
+        client, owned = self._client, self._owns_client
+        if owned and client is not None:
+            self._client = None
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _warmup_get(self, url: str) -> None:
+        """Open a pooled connection with a cheap GET; never raises an ``Exception``."""
+        try:
+            response = await self._get_client().get(
+                url, headers=self._headers, timeout=httpx2.Timeout(10.0)
+            )
+        except Exception as exc:
+            logger.debug("%s warm-up failed: %s", self._name, self._clean(repr(exc)))
+        else:
+            logger.debug("%s warm-up: HTTP %s", self._name, response.status_code)
+
+    # -- errors --------------------------------------------------------------------
+
+    def _clean(self, text: str) -> str:
+        """``text`` without this provider's key (exact match) and other secrets."""
+        key = self._api_key
+        if key and len(key) >= _MIN_SCRUB_LEN and key in text:
+            text = text.replace(key, "[REDACTED]")
+        return sanitize_api_error(text)
+
+    def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
+        status = response.status_code
+        body = self._clean(body)
+        reason = reason_phrase(status, response.reason_phrase)
+        return ProviderError(
+            f"{self._name} API error ({status} {reason}): {body}",
+            provider=self._name,
+            status_code=status,
+            retry_after=parse_retry_after(response.headers),
+            body=body,
+        )
+
+    def _transport_error(self, exc: Exception) -> ProviderError:
+        detail = str(exc) or (
+            "timed out" if isinstance(exc, httpx2.TimeoutException) else "no detail"
+        )
+        return ProviderError(
+            self._clean(f"{self._name} transport error: {type(exc).__name__}: {detail}"),
+            provider=self._name,
+        )
+
+    def _payload_error(self, error: Any, raw: str) -> ProviderError:
+        """An error the server reported inside a 200 (an SSE error event or JSON body)."""
+        status = status_from_error_payload(error)
+        body = self._clean(raw)
+        if status is None:
+            message = f"{self._name} API error: {body}"
+        else:
+            message = f"{self._name} API error ({status} {reason_phrase(status)}): {body}"
+        return ProviderError(message, provider=self._name, status_code=status, body=body)
+
+    def _invalid_response(self, detail: str) -> ProviderError:
+        """A 2xx answer we cannot use (not JSON, or JSON of the wrong shape)."""
+        return ProviderError(self._clean(f"{self._name} API error: {detail}"), provider=self._name)
+
+    def _broken(self, detail: str, committed: bool) -> ReliantError:
+        """A stream failure that is not a transport error (malformed, unterminated)."""
+        if committed:
+            return StreamError(
+                self._clean(f"{self._name} stream broke after the first chunk: {detail}")
+            )
+        return ProviderError(
+            self._clean(f"{self._name} stream error: {detail}"), provider=self._name
+        )
+
+    def _stream_transport_error(self, exc: Exception, committed: bool) -> ReliantError:
+        error = self._transport_error(exc)
+        if committed:
+            return StreamError(
+                self._clean(f"{self._name} stream broke after the first chunk: {error}")
+            )
+        return error
+
+    def _raise_inband(self, error: Any, raw: str, committed: bool) -> NoReturn:
+        failure = self._payload_error(error, raw)
+        if committed:
+            raise StreamError(
+                self._clean(f"{self._name} stream broke after the first chunk: {failure}")
+            ) from failure
+        raise failure
+
+    # -- requests ------------------------------------------------------------------
+
+    async def _post_json(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a JSON request; the JSON object answered, or ``ProviderError``."""
+        try:
+            response = await self._get_client().post(
+                url, json=payload, headers=self._headers, timeout=self._request_timeout
+            )
+        except httpx2.RequestError as exc:
+            raise self._transport_error(exc) from exc
+        if not 200 <= response.status_code < 300:
+            raise self._status_error(response, response.text)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise self._invalid_response(f"invalid JSON response: {response.text}") from exc
+        if not isinstance(data, dict):
+            raise self._invalid_response(f"unexpected response: {response.text}")
+        return data
+
+    async def _check_event_stream(self, response: httpx2.Response) -> None:
+        """Raise ``ProviderError`` unless ``response`` is a 2xx ``text/event-stream``."""
+        closing_response_stream(response)
+        if not 200 <= response.status_code < 300:
+            await response.aread()
+            raise self._status_error(response, response.text)
+        content_type = response.headers.get("content-type", "")
+        if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+            await response.aread()
+            shown = content_type or "no content type"
+            raise ProviderError(
+                self._clean(
+                    f"{self._name} API error: expected a text/event-stream response, "
+                    f"got {response.status_code} {shown}: {response.text}"
+                ),
+                provider=self._name,
+            )
+
+
+async def drain(body: AsyncIterator[bytes]) -> None:
+    """Read what is left of a finished stream's body, briefly, so its connection is reused."""
+    with trio.move_on_after(_DRAIN_TIMEOUT):
+        try:
+            async for _ in body:
+                pass
+        except httpx2.RequestError:
+            pass

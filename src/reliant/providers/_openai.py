@@ -1,0 +1,483 @@
+"""OpenAI-compatible chat completions over httpx2 (OpenAI, Groq, vLLM, Ollama, ...).
+
+Streaming is SSE: ``data: {chunk}`` events ending with ``data: [DONE]``,
+usage in a last chunk asked for with ``stream_options.include_usage``, and
+tool calls arriving as deltas keyed by ``index`` that are accumulated into
+whole calls and emitted when ``finish_reason`` (or ``[DONE]``) arrives.
+
+The per-event loop is the hot path the benchmarks measure: one
+``json.loads`` per event, dictionary look-ups, and no per-event allocation
+beyond the item yielded. See :mod:`reliant.providers._http` for the SSE
+decoder measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import httpx2
+
+from .._provider import (
+    ChunkStream,
+    EventStream,
+    Provider,
+    split_history,
+    stream_from_generator,
+)
+from .._types import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    Final,
+    StreamChunk,
+    StreamEvent,
+    StreamOptions,
+    TextDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    UsageEvent,
+    estimate_tokens,
+)
+from ._http import (
+    DEFAULT_TIMEOUT,
+    HTTPProvider,
+    SSELineDecoder,
+    TimeoutArg,
+    drain,
+)
+from ._http import (
+    pending_data as _pending_data,
+)
+
+__all__ = ["OpenAICompatible"]
+
+_DEFAULT_OPTIONS = StreamOptions()
+
+
+def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _system_messages(system_prompt: str | None, message: str) -> list[ChatMessage]:
+    if system_prompt is None:
+        return [ChatMessage.user(message)]
+    return [ChatMessage.system(system_prompt), ChatMessage.user(message)]
+
+
+def _tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": dict(t.parameters),
+            },
+        }
+        for t in tools
+    ]
+
+
+def _usage(usage: Any) -> TokenUsage | None:
+    if not isinstance(usage, Mapping):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return TokenUsage(
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        cached_input_tokens=cached,
+    )
+
+
+def _arguments(value: Any) -> str:
+    if isinstance(value, str):
+        return value or "{}"
+    return json.dumps(value if value is not None else {})
+
+
+def _accumulate(calls: dict[int, list[Any]], deltas: Any) -> None:
+    """Fold tool-call deltas into ``calls``: index -> [id, name, argument parts]."""
+    for delta in deltas:
+        index = delta.get("index")
+        if not isinstance(index, int):
+            # Some compatible servers omit the index: a new id starts a new call.
+            call_id = delta.get("id")
+            last = max(calls) if calls else -1
+            index = last + 1 if last < 0 or (call_id and call_id != calls[last][0]) else last
+        slot = calls.get(index)
+        if slot is None:
+            slot = calls[index] = ["", "", []]
+        call_id = delta.get("id")
+        if call_id:
+            slot[0] = call_id
+        function = delta.get("function")
+        if function:
+            name = function.get("name")
+            if name:
+                slot[1] = name
+            arguments = function.get("arguments")
+            if arguments:
+                slot[2].append(arguments if isinstance(arguments, str) else json.dumps(arguments))
+
+
+def _response(message: dict[str, Any], usage: Any) -> ChatResponse:
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    calls = tuple(
+        ToolCall(
+            id=call.get("id") or f"call_{i}",
+            name=(call.get("function") or {}).get("name", ""),
+            arguments=_arguments((call.get("function") or {}).get("arguments")),
+        )
+        for i, call in enumerate(message.get("tool_calls") or ())
+    )
+    content = message.get("content")
+    return ChatResponse(
+        text=content if isinstance(content, str) else None,
+        tool_calls=calls,
+        usage=_usage(usage),
+        reasoning_content=reasoning if isinstance(reasoning, str) else None,
+    )
+
+
+def _chunk_from_delta(delta: dict[str, Any], count_tokens: bool) -> StreamChunk | None:
+    content = delta.get("content")
+    if content and len(delta) == 1:  # the common case: nothing but text
+        if count_tokens:
+            return StreamChunk(content, None, False, estimate_tokens(content))
+        return StreamChunk(content)
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if not isinstance(reasoning, str):
+        reasoning = None
+    if not isinstance(content, str):
+        content = ""
+    if not content and not reasoning:
+        return None
+    tokens = estimate_tokens(content) if count_tokens and content else 0
+    return StreamChunk(content, reasoning or None, False, tokens)
+
+
+def _event_from_delta(delta: dict[str, Any], calls: dict[int, list[Any]]) -> TextDelta | None:
+    tool_deltas = delta.get("tool_calls")
+    if tool_deltas:
+        _accumulate(calls, tool_deltas)
+    content = delta.get("content")
+    return TextDelta(content) if content else None
+
+
+def _finish(calls: dict[int, list[Any]]) -> list[ToolCall]:
+    done = [
+        ToolCall(id=slot[0] or f"call_{index}", name=slot[1], arguments="".join(slot[2]) or "{}")
+        for index, slot in sorted(calls.items())
+    ]
+    calls.clear()
+    return done
+
+
+class OpenAICompatible(HTTPProvider):
+    """A provider for any OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        name: Provider name used in errors and failure trails.
+        base_url: API base, e.g. ``https://api.openai.com/v1`` or a local
+            server's ``http://127.0.0.1:8000/v1``.
+        api_key: Bearer token; None reads ``OPENAI_API_KEY`` now. Without a
+            key no ``Authorization`` header is sent (fine for local servers).
+        client: A shared ``httpx2.AsyncClient`` (the caller closes it); None
+            makes the provider create one on first use and own it (close it
+            with :meth:`aclose` or ``async with provider:``).
+        timeout: Seconds (every phase) or an ``httpx2.Timeout``, applied to
+            every request, also on a shared client; the default
+            ``DEFAULT_TIMEOUT`` is connect 10, read 300, write 30, pool 30 and
+            has no total limit, so long streams live. None defers to the
+            client's own configuration.
+        extra_headers: Headers added to every request.
+        native_tools: The endpoint supports ``tools``; when False, tools are
+            described in the system prompt and ``<tool_call>`` blocks parsed.
+        streaming: The endpoint supports SSE streaming; when False, streams
+            deliver the non-streaming answer as one chunk.
+        vision: The model accepts images (reported by ``supports_vision``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "openai",
+        base_url: str = "https://api.openai.com/v1",
+        api_key: str | None = None,
+        client: httpx2.AsyncClient | None = None,
+        timeout: TimeoutArg = DEFAULT_TIMEOUT,
+        extra_headers: Mapping[str, str] | None = None,
+        native_tools: bool = True,
+        streaming: bool = True,
+        vision: bool = False,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("OPENAI_API_KEY")
+        super().__init__(
+            name=name, base_url=base_url, api_key=api_key, client=client, timeout=timeout
+        )
+        self._native_tools = native_tools
+        self._streaming = streaming
+        self._vision = vision
+        self._url = f"{self._base_url}/chat/completions"
+        headers = {"content-type": "application/json"}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        headers.update(extra_headers or {})
+        self._headers = headers
+
+    # -- capabilities --------------------------------------------------------------
+
+    @property
+    def supports_native_tools(self) -> bool:
+        return self._native_tools
+
+    @property
+    def supports_vision(self) -> bool:
+        return self._vision
+
+    @property
+    def supports_streaming(self) -> bool:
+        return self._streaming
+
+    @property
+    def supports_streaming_tool_events(self) -> bool:
+        return self._streaming and self._native_tools
+
+    # -- payloads ------------------------------------------------------------------
+
+    def _payload(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
+        model: str,
+        temperature: float,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": model,
+            "messages": _messages(messages),
+            "temperature": temperature,
+            "stream": stream,
+        }
+        if stream:
+            payload["stream_options"] = {"include_usage": True}
+        if tools:
+            payload["tools"] = _tools(tools)
+        return payload
+
+    # -- non-streaming -------------------------------------------------------------
+
+    async def _complete(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
+        model: str,
+        temperature: float,
+    ) -> ChatResponse:
+        data = await self._post_json(
+            self._url, self._payload(messages, tools, model, temperature, stream=False)
+        )
+        choices = data.get("choices")
+        if not choices or not isinstance(choices, list):
+            error = data.get("error")
+            if error is not None:
+                raise self._payload_error(error, json.dumps(data))
+            raise self._invalid_response(f"response without choices: {json.dumps(data)}")
+        try:
+            return _response(choices[0].get("message") or {}, data.get("usage"))
+        except (AttributeError, TypeError) as exc:
+            raise self._invalid_response(f"unexpected response: {json.dumps(data)}") from exc
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        """Answer one message under an optional system prompt."""
+        response = await self._complete(
+            _system_messages(system_prompt, message), None, model, temperature
+        )
+        return response.text or ""
+
+    async def chat_with_history(
+        self, messages: Sequence[ChatMessage], model: str, temperature: float
+    ) -> str:
+        """Answer a conversation; messages are sent as they are."""
+        return (await self._complete(messages, None, model, temperature)).text or ""
+
+    async def chat_with_tools(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        model: str,
+        temperature: float,
+    ) -> ChatResponse:
+        """Answer a conversation with tools on offer."""
+        if not self._native_tools:
+            return await Provider.chat(self, ChatRequest(messages, tools), model, temperature)
+        return await self._complete(messages, tools, model, temperature)
+
+    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
+        """Answer a request, with native or prompt-guided tools."""
+        if request.tools and not self._native_tools:
+            return await super().chat(request, model, temperature)
+        return await self._complete(request.messages, request.tools, model, temperature)
+
+    async def warmup(self) -> None:
+        """Open a pooled connection (``GET {base_url}/models``); never raises."""
+        await self._warmup_get(f"{self._base_url}/models")
+
+    # -- streaming -----------------------------------------------------------------
+
+    def stream_chat_with_system(
+        self,
+        system_prompt: str | None,
+        message: str,
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> ChunkStream:
+        """Stream the answer to one message as ``StreamChunk``s."""
+        if not self._streaming:
+            return super().stream_chat_with_system(
+                system_prompt, message, model, temperature, options
+            )
+        messages = _system_messages(system_prompt, message)
+        payload = self._payload(messages, None, model, temperature, stream=True)
+        return aclosing(self._stream(payload, False, options.count_tokens))
+
+    def stream_chat_with_history(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> ChunkStream:
+        """Stream the answer to a conversation as ``StreamChunk``s."""
+        if not self._streaming:
+            system, message = split_history(messages)
+            return super().stream_chat_with_system(system, message, model, temperature, options)
+        payload = self._payload(messages, None, model, temperature, stream=True)
+        return aclosing(self._stream(payload, False, options.count_tokens))
+
+    def stream_chat(
+        self,
+        request: ChatRequest,
+        model: str,
+        temperature: float,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+    ) -> EventStream:
+        """Stream the answer to a request as events (text, tool calls, usage, final)."""
+        if not self._streaming:
+            return super().stream_chat(request, model, temperature, options)
+        if request.tools and not self._native_tools:
+            return self._stream_via_chat(request, model, temperature)
+        payload = self._payload(request.messages, request.tools, model, temperature, stream=True)
+        return aclosing(self._stream(payload, True, options.count_tokens))
+
+    @stream_from_generator
+    async def _stream_via_chat(
+        self, request: ChatRequest, model: str, temperature: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        # Prompt-guided tools need the whole answer to find <tool_call> blocks.
+        response = await self.chat(request, model, temperature)
+        if response.text:
+            yield TextDelta(response.text)
+        for call in response.tool_calls:
+            yield ToolCallEvent(call)
+        if response.usage is not None:
+            yield UsageEvent(response.usage)
+        yield Final()
+
+    async def _stream(
+        self, payload: dict[str, Any], events: bool, count_tokens: bool
+    ) -> AsyncGenerator[Any, None]:
+        """The SSE loop behind every stream kind: chunks, or events when ``events``."""
+        committed = False
+        done = False
+        calls: dict[int, list[Any]] = {}
+        try:
+            async with self._get_client().stream(
+                "POST",
+                self._url,
+                json=payload,
+                headers=self._headers,
+                timeout=self._request_timeout,
+            ) as response:
+                await self._check_event_stream(response)
+                decoder = SSELineDecoder()
+                data: str | None = None
+                async with aclosing(response.aiter_bytes()) as body:
+                    async for raw in body:
+                        for line in decoder.decode(raw):
+                            if line:
+                                if line.startswith("data:"):
+                                    value = line[6:] if line[5:6] == " " else line[5:]
+                                    data = value if data is None else f"{data}\n{value}"
+                                continue
+                            if data is None:
+                                continue
+                            text, data = data, None
+                            if text == "[DONE]":
+                                done = True
+                                break
+                            try:
+                                chunk = json.loads(text)
+                            except ValueError as exc:
+                                raise self._broken(
+                                    f"invalid JSON in SSE data: {text[:200]}", committed
+                                ) from exc
+                            if not isinstance(chunk, dict):
+                                raise self._broken(f"unexpected SSE data: {text[:200]}", committed)
+                            error = chunk.get("error")
+                            if error is not None:
+                                self._raise_inband(error, text, committed)
+                            choices = chunk.get("choices")
+                            if choices:
+                                choice = choices[0]
+                                delta = choice.get("delta")
+                                if delta:
+                                    item = (
+                                        _event_from_delta(delta, calls)
+                                        if events
+                                        else _chunk_from_delta(delta, count_tokens)
+                                    )
+                                    if item is not None:
+                                        committed = True
+                                        yield item
+                                if calls and choice.get("finish_reason"):
+                                    for call in _finish(calls):
+                                        committed = True
+                                        yield ToolCallEvent(call)
+                            if events:
+                                usage = chunk.get("usage")
+                                if usage:
+                                    committed = True
+                                    yield UsageEvent(_usage(usage) or TokenUsage())
+                        if done:
+                            break
+                    if done:
+                        await drain(body)
+                    else:
+                        # Lenient about a terminator cut off before its blank line.
+                        done = _pending_data(data, decoder) == "[DONE]"
+        except httpx2.RequestError as exc:
+            raise self._stream_transport_error(exc, committed) from exc
+        except (AttributeError, TypeError) as exc:
+            # Valid JSON of the wrong shape (a string where an object belongs).
+            raise self._broken(f"unexpected SSE data: {exc}", committed) from exc
+        if not done:
+            raise self._broken("stream ended without data: [DONE]", committed)
+        if events:
+            for call in _finish(calls):
+                yield ToolCallEvent(call)
+            yield Final()
+        else:
+            yield StreamChunk.final()
