@@ -27,6 +27,7 @@ from reliant import (
     ToolCallEvent,
     ToolSpec,
     fallback_scope,
+    stream_from_generator,
     take_last_provider_fallback,
 )
 from reliant._bridge import BUFFER_SIZE
@@ -417,7 +418,7 @@ async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.M
     async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
         first = await chunks.__anext__()
         await trio.sleep(10)
-        produced = chunks._recv.statistics().current_buffer_used  # type: ignore[attr-defined]
+        produced = len(chunks._buffer)
     assert first.delta == "t0"
     assert produced == BUFFER_SIZE
 
@@ -500,3 +501,67 @@ async def test_aclose_after_end_is_harmless() -> None:
         await chunks.aclose()
         with pytest.raises(StopAsyncIteration):
             await chunks.__anext__()
+
+
+async def test_idle_timeout_counts_from_the_last_item(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Gaps shorter than idle_timeout pass; silence ends the stream at last item + idle exactly."""
+    upstream = SlowTail(gaps=[4.0, 4.0], then_hang=True)
+    got: list[str] = []
+    async with rp(("p", upstream), idle_timeout=5).stream_chat_with_history(HI, "m", 0.0) as c:
+        with pytest.raises(StreamError, match="no data for 5 s"):
+            async for chunk in c:
+                got.append(chunk.delta)
+    assert got == ["t0", "t1", "t2"]
+    assert trio.current_time() == 13.0
+    assert upstream.closed_at == 13.0
+
+
+class SlowTail(Provider):
+    """Yields t0 at once, then one item after each gap, then hangs (or ends)."""
+
+    def __init__(self, gaps: list[float], then_hang: bool) -> None:
+        self.gaps = gaps
+        self.then_hang = then_hang
+        self.closed_at: float | None = None
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        return ""
+
+    def stream_chat_with_history(
+        self, messages: object, model: str, temperature: float, options: StreamOptions = DEFAULT
+    ) -> object:
+        @stream_from_generator
+        async def gen(_: object) -> AsyncIterator[StreamChunk]:
+            try:
+                yield StreamChunk("t0")
+                for i, gap in enumerate(self.gaps, 1):
+                    await trio.sleep(gap)
+                    yield StreamChunk(f"t{i}")
+                if self.then_hang:
+                    await trio.sleep_forever()
+                yield StreamChunk.final()
+            finally:
+                self.closed_at = trio.current_time()
+
+        return gen(None)
+
+
+async def test_idle_timeout_ignores_a_slow_consumer_between_items(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A consumer that takes longer than idle between reads still gets every item."""
+    upstream = SlowTail(gaps=[1.0, 1.0, 1.0], then_hang=False)
+    got = []
+    async with rp(("p", upstream), idle_timeout=2).stream_chat_with_history(HI, "m", 0.0) as c:
+        async for chunk in c:
+            got.append(chunk.delta)
+            await trio.sleep(10)
+    assert got == ["t0", "t1", "t2", "t3", ""]

@@ -1,4 +1,4 @@
-"""The streaming bridge: failover before the first item, forwarding after it.
+r"""The streaming bridge: failover before the first item, forwarding after it.
 
 Shape
 -----
@@ -19,14 +19,15 @@ Algorithm of the bridge task
                 first = await items.__anext__()         # inside the deadline
                 # first item: commit -- no failover can replay what the
                 # caller is about to see
-                slot.succeeded(); scope.deadline = idle deadline
-                forward first and every further item into the channel,
-                moving the deadline forward after each item (idle timeout)
+                slot.succeeded(); scope.deadline = inf
+                forward first and every further item into the buffer,
+                noting "now + idle_timeout" after each item; a waiting
+                consumer arms that instant as the scope's deadline
         before commit: StopAsyncIteration -> EmptyStream, deadline -> retryable
                        timeout error, any Exception -> slot.failed(err)
-        after commit:  idle deadline or upstream Exception -> StreamError, end
+        after commit:  upstream Exception or idle deadline -> StreamError, end
 
-The whole bridge runs inside ``self._scope``; the consumer's ``aclose()``
+The whole bridge runs inside one cancel scope; the consumer's ``aclose()``
 cancels it. That single cancel scope is what races every await of the bridge
 (connect, first item, backoff sleep inside the planner, a blocked send to a
 slow consumer) against the consumer letting go: the bridge stops at whatever
@@ -38,23 +39,31 @@ nursery inside the upstream context stays correctly nested).
 
 Hand-off cost
 -------------
-A trio memory channel costs ~14 us per item when every send and every
-receive blocks. Both ends therefore try the non-blocking operation first
-(``send_nowait``/``receive_nowait``) and only block when the buffer is full or
-empty. When the upstream delivers several items per network read, the bridge
-queues them all without a task switch and the consumer drains them the same
-way; a task switch happens once per read, not once per item. The buffer is
-bounded (:data:`BUFFER_SIZE`), so a slow consumer applies backpressure to the
-upstream instead of growing memory.
+Items travel from the bridge to the consumer through a bounded buffer built
+for exactly one producer and one consumer: a ``collections.deque`` plus two
+``trio.lowlevel.ParkingLot``\ s, one where the consumer waits for data and
+one where the bridge waits for room. Measured on this machine, trio's general
+memory channel cost ~1.8 us per item on a 200-chunk HTTP stream (about 30 %
+of the whole per-chunk cost of the provider itself): its ``send_nowait`` and
+``receive_nowait`` are KI-protected wrappers, and an empty channel is
+detected by raising ``WouldBlock``. Here an item that is already buffered
+costs a ``popleft``, and a task switch happens only when one side actually has
+to wait: once per network read, not once per item. The buffer holds at most
+:data:`BUFFER_SIZE` items, so a slow consumer applies backpressure to the
+upstream instead of growing memory; the bridge is woken again only when the
+consumer has drained half of it, so a slow consumer does not cause a task
+switch per item either.
 
 Errors travel out of band: the bridge stores the terminal exception on the
-stream and closes the channel; the consumer raises it from ``__anext__`` as
-a plain exception, never an ``ExceptionGroup``.
+stream and marks it done; the consumer raises it from ``__anext__``, after
+every item delivered before it, as a plain exception, never an
+``ExceptionGroup``.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -78,8 +87,8 @@ __all__ = ["BUFFER_SIZE", "BridgeSpec", "ReliableStream", "StreamContext"]
 
 T = TypeVar("T")
 
-BUFFER_SIZE = 32
-"""Items the bridge may run ahead of the consumer."""
+BUFFER_SIZE = 256
+"""Items the bridge may run ahead of the consumer (about one network read's worth)."""
 
 OpenUpstream = Callable[
     [Provider, str, Sequence[ChatMessage] | None],
@@ -147,37 +156,70 @@ class ReliableStream(Generic[T]):
     """The consumer's end of a reliable stream: an async iterator with ``aclose()``.
 
     Failures are raised from ``async for`` as plain exceptions of the reliant
-    tree; after one the iterator is finished.
+    tree; after one the iterator is finished. An item that is already
+    buffered is returned without a checkpoint (see "Hand-off cost" above);
+    waiting for one is a checkpoint as usual.
     """
 
-    __slots__ = ("_error", "_finished", "_recv", "_scope", "_stopped")
+    __slots__ = (
+        "_buffer",
+        "_data",
+        "_done",
+        "_error",
+        "_finished",
+        "_idle_at",
+        "_idle_scope",
+        "_room",
+        "_scope",
+        "_stopped",
+    )
 
-    def __init__(
-        self, recv: trio.MemoryReceiveChannel[T], scope: trio.CancelScope, stopped: trio.Event
-    ) -> None:
-        self._recv = recv
+    def __init__(self, scope: trio.CancelScope, stopped: trio.Event) -> None:
+        self._buffer: deque[T] = deque()
+        self._data = trio.lowlevel.ParkingLot()  # the consumer waits here for items
+        self._room = trio.lowlevel.ParkingLot()  # the bridge waits here for space
         self._scope = scope
         self._stopped = stopped
         self._error: Exception | None = None
-        self._finished = False
+        self._done = False  # the bridge will put nothing more
+        self._finished = False  # the consumer has seen the end
+        # After commit: the instant the upstream has been silent for the idle
+        # timeout, and the committed attempt's cancel scope (see _wait).
+        self._idle_at = math.inf
+        self._idle_scope: trio.CancelScope | None = None
 
     def __aiter__(self) -> ReliableStream[T]:
         return self
 
     async def __anext__(self) -> T:
-        if self._finished:
-            raise StopAsyncIteration
-        # Fast path: an item is already buffered, take it without a task switch.
-        try:
-            return self._recv.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self._end()
-        try:
-            return await self._recv.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self._end()
+        buffer = self._buffer
+        if buffer:
+            item = buffer.popleft()
+            if self._room and len(buffer) <= BUFFER_SIZE // 2:
+                self._room.unpark()
+            return item
+        while not buffer:
+            if self._done or self._finished:
+                self._end()
+            await self._wait()
+        return await self.__anext__()
+
+    async def _wait(self) -> None:
+        # The idle timeout is armed only while the consumer waits. The bridge
+        # notes "last item time + idle" per item (a clock read and a float
+        # store); the consumer, before it parks, copies that instant onto the
+        # committed attempt's cancel scope as its deadline, and the bridge
+        # lifts the deadline again when it hands the waiting consumer an item.
+        # So the deadline moves twice per *wait* (~1.4 us each) instead of
+        # once per item, and no timer task is needed. If the upstream stays
+        # silent, the deadline cancels the bridge's read at exactly
+        # last item + idle, and the bridge ends the stream with StreamError.
+        # A consumer busy elsewhere is not waiting, and a bridge blocked on a
+        # full buffer marks idle_at as inf, so slow consumers never count.
+        scope = self._idle_scope
+        if scope is not None and self._idle_at != math.inf:
+            scope.deadline = self._idle_at
+        await self._data.park()
 
     def _end(self) -> NoReturn:
         error, self._error = self._error, None
@@ -189,14 +231,37 @@ class ReliableStream(Generic[T]):
     async def aclose(self) -> None:
         """Stop the bridge now and wait until it has closed its upstream."""
         self._finished = True
+        self._buffer.clear()
         self._scope.cancel()
-        self._recv.close()
         await self._stopped.wait()
+        self._error = None
 
     @property
     def closed(self) -> bool:
         """True once the stream ended, failed or was closed."""
         return self._finished or self._scope.cancel_called
+
+    # -- the bridge's side ---------------------------------------------------
+
+    def _watch_idle(self, idle: float, scope: trio.CancelScope) -> None:
+        self._idle_scope = scope
+        self._idle_at = trio.current_time() + idle
+
+    async def _put(self, item: T) -> None:
+        while len(self._buffer) >= BUFFER_SIZE:
+            await self._room.park()
+        self._buffer.append(item)
+        if self._data:
+            if self._idle_scope is not None:
+                self._idle_scope.deadline = math.inf
+            self._data.unpark()
+
+    def _close(self, error: Exception | None = None) -> None:
+        if error is not None and not self._finished:
+            self._error = error
+        self._done = True
+        if self._data:
+            self._data.unpark()
 
 
 class StreamContext(Generic[T]):
@@ -223,13 +288,12 @@ class StreamContext(Generic[T]):
     async def __aenter__(self) -> ReliableStream[T]:
         if self._nursery_cm is not None:
             raise RuntimeError("a stream context can be entered only once")
-        send, recv = trio.open_memory_channel[T](BUFFER_SIZE)
         scope = trio.CancelScope()
         stopped = trio.Event()
-        stream = ReliableStream(recv, scope, stopped)
+        stream: ReliableStream[T] = ReliableStream(scope, stopped)
         self._nursery_cm = trio.open_nursery()
         nursery = await self._nursery_cm.__aenter__()
-        nursery.start_soon(_bridge, self._spec, send, stream, scope, stopped)
+        nursery.start_soon(_bridge, self._spec, stream, scope, stopped, nursery)
         self._stream = stream
         return stream
 
@@ -240,8 +304,8 @@ class StreamContext(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         assert self._nursery_cm is not None and self._stream is not None
+        self._stream._finished = True
         self._stream._scope.cancel()
-        self._stream._recv.close()
         # The caller's exception is deliberately not fed into the nursery:
         # the nursery would wrap it in an ExceptionGroup. The bridge never
         # raises, so the nursery can only end with cancellation.
@@ -263,38 +327,31 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 async def _bridge(
     spec: BridgeSpec[T],
-    send: trio.MemorySendChannel[T],
     stream: ReliableStream[T],
     scope: trio.CancelScope,
     stopped: trio.Event,
+    nursery: trio.Nursery,
 ) -> None:
+    error: Exception | None = None
     try:
-        with scope, send:
+        with scope:
             try:
-                await _run(spec, send, stream)
+                await _run(spec, stream, nursery)
             except Exception as err:
-                stream._error = err
+                error = err
     finally:
+        stream._close(error)
         stopped.set()
 
 
-async def _put(send: trio.MemorySendChannel[T], item: T) -> None:
-    try:
-        send.send_nowait(item)
-    except trio.WouldBlock:
-        await send.send(item)
-
-
-async def _run(
-    spec: BridgeSpec[T], send: trio.MemorySendChannel[T], stream: ReliableStream[T]
-) -> None:
+async def _run(spec: BridgeSpec[T], stream: ReliableStream[T], nursery: trio.Nursery) -> None:
     if not spec.enabled:
         raise NoStreamingProviderError(spec.no_provider_message)
     if not spec.candidates:
         if spec.fallback is None:
             raise NoStreamingProviderError(spec.no_provider_message)
         for item in await spec.fallback():
-            await _put(send, item)
+            await stream._put(item)
         return
     run = spec.planner.attempts(
         model=spec.model,
@@ -303,7 +360,7 @@ async def _run(
         header=STREAM_FAILOVER_HEADER,
     )
     async for slot in run:
-        if await _attempt(spec, slot, send, stream):
+        if await _attempt(spec, slot, stream, nursery):
             return
     failure = run.failure()
     if isinstance(failure, OnlyEmptyStreams):
@@ -315,13 +372,18 @@ async def _run(
     except Exception as err:
         raise err from failure
     for item in items:
-        await _put(send, item)
+        await stream._put(item)
 
 
 async def _attempt(
-    spec: BridgeSpec[T], slot: Slot, send: trio.MemorySendChannel[T], stream: ReliableStream[T]
+    spec: BridgeSpec[T],
+    slot: Slot,
+    stream: ReliableStream[T],
+    nursery: trio.Nursery,
 ) -> bool:
-    """Run one attempt; True once it committed (whatever happened after)."""
+    """Run one attempt: True when it committed and ended cleanly, False when it failed
+    before its first item (the run decides what is next); a committed stream that
+    broke raises ``StreamError``."""
     committed = False
     idle = spec.idle_timeout
     first_deadline = (
@@ -339,64 +401,62 @@ async def _attempt(
                 committed = True
                 slot.succeeded()
                 attempt_scope.deadline = math.inf
-                await _put(send, first)
-                await _forward(items, send, attempt_scope, idle)
+                if idle is None:
+                    await stream._put(first)
+                    async for item in items:
+                        await stream._put(item)
+                else:
+                    stream._watch_idle(idle, attempt_scope)
+                    await stream._put(first)
+                    await _forward_watched(items, stream, idle)
     except Exception as err:
         if not committed:
             slot.failed(err)
             return False
-        stream._error = _broken(slot, err)
-        return True
+        if isinstance(err, StreamError):
+            raise
+        raise _broken(slot, err) from err
     if attempt_scope.cancelled_caught:
-        if not committed:
-            assert spec.first_chunk_timeout is not None
-            slot.failed(
-                ProviderError(
-                    f"{slot.name}: no first chunk within {spec.first_chunk_timeout:g} s "
-                    f"(model {slot.model_id}); timed out",
-                    provider=slot.name,
-                )
+        if committed:
+            raise StreamError(
+                f"stream from {slot.name} (model {slot.model_id}) stalled: "
+                f"no data for {idle:g} s after it started"
             )
-            return False
-        stream._error = StreamError(
-            f"stream from {slot.name} (model {slot.model_id}) stalled: "
-            f"no data for {idle:g} s after it started"
+        assert spec.first_chunk_timeout is not None
+        slot.failed(
+            ProviderError(
+                f"{slot.name}: no first chunk within {spec.first_chunk_timeout:g} s "
+                f"(model {slot.model_id}); timed out",
+                provider=slot.name,
+            )
         )
+        return False
     return committed
 
 
-async def _forward(
-    items: AsyncIterator[T],
-    send: trio.MemorySendChannel[T],
-    scope: trio.CancelScope,
-    idle: float | None,
-) -> None:
-    # The idle deadline covers waiting for the upstream only, never waiting
-    # for a slow consumer: it is lifted while a send blocks.
-    if idle is None:
-        async for item in items:
-            await _put(send, item)
-        return
-    now = trio.current_time
-    while True:
-        scope.deadline = now() + idle
-        try:
-            item = await items.__anext__()
-        except StopAsyncIteration:
-            return
-        try:
-            send.send_nowait(item)
-        except trio.WouldBlock:
-            scope.deadline = math.inf
-            await send.send(item)
+async def _forward_watched(items: AsyncIterator[T], stream: ReliableStream[T], idle: float) -> None:
+    # The hot loop of every committed stream: a deque append, a clock read and
+    # a float store per item. The float is the idle deadline the consumer
+    # waits against (see ReliableStream._wait).
+    now = trio.lowlevel.current_clock().current_time
+    buffer = stream._buffer
+    data = stream._data
+    scope = stream._idle_scope
+    assert scope is not None
+    async for item in items:
+        if len(buffer) >= BUFFER_SIZE:
+            stream._idle_at = math.inf  # waiting for the consumer is not idleness
+            await stream._put(item)
+        else:
+            buffer.append(item)
+            if data:  # the consumer is waiting, so it armed the deadline: lift it
+                scope.deadline = math.inf
+                data.unpark()
+        stream._idle_at = now() + idle
 
 
 def _broken(slot: Slot, err: Exception) -> StreamError:
-    if isinstance(err, StreamError):
-        return err
     detail = sanitize_api_error(str(err) or type(err).__name__)
-    broken = StreamError(
+    return StreamError(
         f"stream from {slot.name} (model {slot.model_id}) broke after it started: {detail}"
     )
-    broken.__cause__ = err
-    return broken
