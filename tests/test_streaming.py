@@ -565,3 +565,23 @@ async def test_idle_timeout_ignores_a_slow_consumer_between_items(
             got.append(chunk.delta)
             await trio.sleep(10)
     assert got == ["t0", "t1", "t2", "t3", ""]
+
+
+async def test_base_exception_in_body_comes_out_unchanged() -> None:
+    """A KeyboardInterrupt raised inside `async with` is not wrapped in a group."""
+    interrupt = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt) as info:
+        async with rp(("p", ScriptedProvider([Hang()]))).stream_chat_with_history(HI, "m", 0.0):
+            raise interrupt
+    assert info.value is interrupt
+
+
+async def test_aclose_after_error_stops_quietly(autojump_clock: trio.testing.MockClock) -> None:
+    """An unread failure is dropped by aclose(): iteration then just stops."""
+    r = rp(("a", ScriptedProvider([Fail(RuntimeError("401 Unauthorized"))])))
+    async with r.stream_chat_with_history(HI, "m", 0.0) as chunks:
+        await trio.sleep(1)
+        await chunks.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await chunks.__anext__()
+        assert chunks.closed
