@@ -39,9 +39,8 @@ from ._types import (
     StreamOptions,
     TextDelta,
     ToolCall,
-    ToolCallEvent,
     ToolSpec,
-    UsageEvent,
+    response_events,
 )
 
 __all__ = [
@@ -278,14 +277,8 @@ class Provider(ABC):
         calls and usage as events.
         """
         if request.tools and not self.supports_streaming:
-            response = await self.chat(request, model, temperature)
-            if response.text:
-                yield TextDelta(response.text)
-            for call in response.tool_calls:
-                yield ToolCallEvent(call)
-            if response.usage is not None:
-                yield UsageEvent(response.usage)
-            yield Final()
+            for event in response_events(await self.chat(request, model, temperature)):
+                yield event
             return
         async with self.stream_chat_with_history(
             request.messages, model, temperature, options

@@ -24,14 +24,11 @@ from ._types import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
-    Final,
     StreamChunk,
     StreamEvent,
     StreamOptions,
-    TextDelta,
-    ToolCallEvent,
     ToolSpec,
-    UsageEvent,
+    response_events,
 )
 
 __all__ = ["DEFAULT_FIRST_CHUNK_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "ReliableProvider"]
@@ -305,15 +302,7 @@ class ReliableProvider(Provider):
         tools = request.tools
 
         async def fallback() -> list[StreamEvent]:
-            response = await self.chat(request, model, temperature)
-            events: list[StreamEvent] = []
-            if response.text:
-                events.append(TextDelta(response.text))
-            events.extend(ToolCallEvent(call) for call in response.tool_calls)
-            if response.usage is not None:
-                events.append(UsageEvent(response.usage))
-            events.append(Final())
-            return events
+            return response_events(await self.chat(request, model, temperature))
 
         return self._stream(
             model,

@@ -199,6 +199,21 @@ class Final:
 StreamEvent: TypeAlias = TextDelta | ToolCallEvent | UsageEvent | Final
 
 
+def response_events(response: ChatResponse) -> list[StreamEvent]:
+    """A non-streaming answer as the events its stream would carry.
+
+    ``TextDelta`` (if there is text), one ``ToolCallEvent`` per tool call,
+    ``UsageEvent`` (if usage is known), then ``Final``. Used wherever an
+    event stream is served from ``chat`` (not exported).
+    """
+    events: list[StreamEvent] = [TextDelta(response.text)] if response.text else []
+    events.extend(ToolCallEvent(call) for call in response.tool_calls)
+    if response.usage is not None:
+        events.append(UsageEvent(response.usage))
+    events.append(Final())
+    return events
+
+
 @dataclass(frozen=True, slots=True)
 class StreamOptions:
     """How a stream is requested.

@@ -39,13 +39,10 @@ from .._types import (
 )
 from ._http import (
     DEFAULT_TIMEOUT,
+    STREAM_FAILURES,
     HTTPProvider,
-    SSELineDecoder,
+    SSEEventDecoder,
     TimeoutArg,
-    drain,
-)
-from ._http import (
-    pending_data as _pending_data,
 )
 
 __all__ = ["Anthropic"]
@@ -309,113 +306,72 @@ class Anthropic(HTTPProvider):
     ) -> AsyncGenerator[Any, None]:
         """The SSE loop behind every stream kind: chunks, or events when ``events``."""
         committed = False
-        done = False
         usage: TokenUsage | None = None
         # content block index -> [id, name, argument parts, input given at start]
         calls: dict[int, list[Any]] = {}
+        sse = SSEEventDecoder(done_type="message_stop")
         try:
-            async with self._get_client().stream(
-                "POST",
-                self._url,
-                json=payload,
-                headers=self._headers,
-                timeout=self._request_timeout,
-            ) as response:
-                await self._check_event_stream(response)
-                decoder = SSELineDecoder()
-                data: str | None = None
-                async with aclosing(response.aiter_bytes()) as body:
-                    async for raw in body:
-                        for line in decoder.decode(raw):
-                            if line:
-                                if line.startswith("data:"):
-                                    value = line[6:] if line[5:6] == " " else line[5:]
-                                    data = value if data is None else f"{data}\n{value}"
-                                continue
-                            if data is None:
-                                continue
-                            text, data = data, None
-                            try:
-                                event = json.loads(text)
-                            except ValueError as exc:
-                                raise self._broken(
-                                    f"invalid JSON in SSE data: {text[:200]}", committed
-                                ) from exc
-                            if not isinstance(event, dict):
-                                raise self._broken(f"unexpected SSE data: {text[:200]}", committed)
-                            kind = event.get("type")
-                            if kind == "content_block_delta":
-                                delta = event.get("delta") or {}
-                                delta_kind = delta.get("type")
-                                if delta_kind == "text_delta":
-                                    piece = delta.get("text")
-                                    if piece:
-                                        committed = True
-                                        if events:
-                                            yield TextDelta(piece)
-                                        elif count_tokens:
-                                            yield StreamChunk(
-                                                piece, None, False, estimate_tokens(piece)
-                                            )
-                                        else:
-                                            yield StreamChunk(piece)
-                                elif delta_kind == "input_json_delta":
-                                    slot = calls.get(event.get("index", -1))
-                                    partial = delta.get("partial_json")
-                                    if slot is not None and partial:
-                                        slot[2].append(partial)
-                                elif delta_kind == "thinking_delta" and not events:
-                                    thought = delta.get("thinking")
-                                    if thought:
-                                        committed = True
-                                        yield StreamChunk("", thought)
-                            elif kind == "content_block_start":
-                                block = event.get("content_block") or {}
-                                block_kind = block.get("type")
-                                if block_kind == "tool_use":
-                                    calls[event.get("index", -1)] = [
-                                        block.get("id", ""),
-                                        block.get("name", ""),
-                                        [],
-                                        block.get("input"),
-                                    ]
-                                elif block_kind == "text" and block.get("text"):
+            async with self._open_event_stream(self._url, payload) as body:
+                async for raw in body:
+                    for event in sse.feed(raw):
+                        kind = event.get("type")
+                        if kind == "content_block_delta":
+                            delta = event.get("delta") or {}
+                            delta_kind = delta.get("type")
+                            if delta_kind == "text_delta":
+                                piece = delta.get("text")
+                                if piece:
                                     committed = True
-                                    piece = block["text"]
-                                    yield TextDelta(piece) if events else StreamChunk(piece)
-                            elif kind == "content_block_stop":
-                                slot = calls.pop(event.get("index", -1), None)
-                                if slot is not None and events:
-                                    committed = True
-                                    yield ToolCallEvent(_tool_call(slot))
-                            elif kind == "message_start":
-                                message = event.get("message") or {}
-                                usage = _usage(message.get("usage"))
-                            elif kind == "message_delta":
-                                if "usage" in event:
-                                    usage = _usage(event.get("usage"), usage)
                                     if events:
-                                        committed = True
-                                        yield UsageEvent(usage)
-                            elif kind == "message_stop":
-                                done = True
-                                break
-                            elif kind == "error":
-                                self._raise_inband(event.get("error"), text, committed)
-                        if done:
-                            break
-                    if done:
-                        await drain(body)
-                    else:
-                        # Lenient about a terminator cut off before its blank line.
-                        done = '"message_stop"' in (_pending_data(data, decoder) or "")
-        except httpx2.RequestError as exc:
-            raise self._stream_transport_error(exc, committed) from exc
-        except (AttributeError, TypeError) as exc:
-            # Valid JSON of the wrong shape (a string where an object belongs).
-            raise self._broken(f"unexpected SSE data: {exc}", committed) from exc
-        if not done:
-            raise self._broken("stream ended without message_stop", committed)
+                                        yield TextDelta(piece)
+                                    elif count_tokens:
+                                        yield StreamChunk(
+                                            piece, None, False, estimate_tokens(piece)
+                                        )
+                                    else:
+                                        yield StreamChunk(piece)
+                            elif delta_kind == "input_json_delta":
+                                slot = calls.get(event.get("index", -1))
+                                partial = delta.get("partial_json")
+                                if slot is not None and partial:
+                                    slot[2].append(partial)
+                            elif delta_kind == "thinking_delta" and not events:
+                                thought = delta.get("thinking")
+                                if thought:
+                                    committed = True
+                                    yield StreamChunk("", thought)
+                        elif kind == "content_block_start":
+                            block = event.get("content_block") or {}
+                            block_kind = block.get("type")
+                            if block_kind == "tool_use":
+                                calls[event.get("index", -1)] = [
+                                    block.get("id", ""),
+                                    block.get("name", ""),
+                                    [],
+                                    block.get("input"),
+                                ]
+                            elif block_kind == "text" and block.get("text"):
+                                committed = True
+                                piece = block["text"]
+                                yield TextDelta(piece) if events else StreamChunk(piece)
+                        elif kind == "content_block_stop":
+                            slot = calls.pop(event.get("index", -1), None)
+                            if slot is not None and events:
+                                committed = True
+                                yield ToolCallEvent(_tool_call(slot))
+                        elif kind == "message_start":
+                            message = event.get("message") or {}
+                            usage = _usage(message.get("usage"))
+                        elif kind == "message_delta" and "usage" in event:
+                            usage = _usage(event.get("usage"), usage)
+                            if events:
+                                committed = True
+                                yield UsageEvent(usage)
+                    if sse.stopped:
+                        break
+                await self._end_event_stream(body, sse, committed)
+        except STREAM_FAILURES as exc:
+            raise self._stream_failure(exc, committed) from exc
         if events:
             for slot in calls.values():
                 yield ToolCallEvent(_tool_call(slot))

@@ -1,4 +1,4 @@
-"""What every HTTP provider shares: the client, error mapping, Retry-After and SSE lines.
+"""What every HTTP provider shares: the client, error mapping, Retry-After and the SSE frame.
 
 Error mapping lives here, in one place:
 
@@ -38,6 +38,18 @@ is garbage-collected unexhausted (a ``ResourceWarning``) when a caller leaves
 a stream early. For the same reason :func:`closing_response_stream` replaces
 httpx2's response stream, whose ``__aiter__`` is an async generator over the
 connection pool's stream (pydantic/httpx2 PR 1036 fixes that upstream).
+
+Each provider's stream loop is this module's frame around its own dispatch:
+:meth:`HTTPProvider._open_event_stream` (POST, status and content-type
+check), one :meth:`SSEEventDecoder.feed` per network read (lines, ``data:``
+accumulation, ``json.loads``, terminator and in-band errors), then
+:meth:`HTTPProvider._end_event_stream` (malformed data, in-band error,
+drain, lenient terminator) and :meth:`HTTPProvider._stream_failure`
+(transport errors, wrong shapes). ``feed`` is a plain (sync) generator, not
+an async generator the provider would ``async for`` over: that layer would
+cost an extra ``asend`` per event, about 0.3 us of a 6 us budget. Nor does it
+return a list per read: holding a whole read's parsed events at once lets
+the garbage collector run mid-read (measured +0.15-0.45 us per event).
 """
 
 from __future__ import annotations
@@ -45,9 +57,11 @@ from __future__ import annotations
 import codecs
 import email.utils
 import http
+import json
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -63,13 +77,14 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
     "HTTPProvider",
+    "STREAM_FAILURES",
+    "SSEEventDecoder",
     "SSELineDecoder",
     "closing_response_stream",
     "coerce_timeout",
     "create_client",
     "drain",
     "parse_retry_after",
-    "pending_data",
     "reason_phrase",
     "status_from_error_payload",
 ]
@@ -116,6 +131,9 @@ _ERROR_TYPE_STATUS = {
 }
 
 TimeoutArg = float | httpx2.Timeout | None
+
+STREAM_FAILURES = (httpx2.RequestError, AttributeError, TypeError)
+"""What may escape a stream's read loop, for :meth:`HTTPProvider._stream_failure`."""
 
 
 def create_client(
@@ -258,17 +276,131 @@ class SSELineDecoder:
         return [text] if text else []
 
 
-def pending_data(data: str | None, decoder: SSELineDecoder) -> str | None:
-    """The data of an event left undispatched at the end of a stream, stripped.
+class SSEEventDecoder:
+    """The SSE frame both providers share: bytes in, JSON objects out.
 
-    ``data`` is what the caller accumulated since the last blank line; the
-    decoder may still hold an unterminated last line.
+    ``feed`` is called once per network read and yields the events that
+    read completed, each event's ``data`` lines joined and parsed with
+    ``json.loads``. It stops early, setting ``stopped``, at:
+
+    - the terminator (``done``): the data ``done_data`` (OpenAI's ``[DONE]``),
+      or an event whose ``type`` is ``done_type`` (Anthropic's ``message_stop``);
+    - an in-band error (``inband``, the error payload and the raw data): an
+      event with an ``error`` member, or with ``done_type`` given (typed
+      events), an event of type ``error``;
+    - data that is not a JSON object (``malformed``, a detail; the
+      ``json.loads`` failure in ``malformed_cause``).
+
+    The events before the stop are still yielded, so the caller dispatches
+    them, then leaves its read loop on ``stopped`` and lets
+    :meth:`HTTPProvider._end_event_stream` raise or drain: only the caller
+    knows whether it has committed. Neither the terminator nor an in-band
+    error is ever yielded as an event.
     """
-    for line in decoder.flush():
-        if line.startswith("data:"):
-            value = line[6:] if line[5:6] == " " else line[5:]
-            data = value if data is None else f"{data}\n{value}"
-    return None if data is None else data.strip()
+
+    __slots__ = (
+        "_data",
+        "_done_data",
+        "_done_type",
+        "_lines",
+        "done",
+        "inband",
+        "malformed",
+        "malformed_cause",
+        "stopped",
+        "terminator",
+    )
+
+    def __init__(self, *, done_data: str | None = None, done_type: str | None = None) -> None:
+        self._lines = SSELineDecoder()
+        self._data: str | None = None
+        self._done_data = done_data
+        self._done_type = done_type
+        # The terminator as error messages name it.
+        self.terminator = f"data: {done_data}" if done_data is not None else str(done_type)
+        self.stopped = False
+        self.done = False
+        self.inband: tuple[Any, str] | None = None
+        self.malformed: str | None = None
+        self.malformed_cause: ValueError | None = None
+
+    def feed(self, raw: bytes) -> Iterator[dict[str, Any]]:
+        """The events completed by ``raw``, up to a stop (see the class).
+
+        A generator rather than a list: each event is dispatched and dropped
+        before the next is parsed, so a large read never keeps hundreds of
+        parsed objects alive at once (which makes the garbage collector run).
+        """
+        done_data = self._done_data
+        done_type = self._done_type
+        data = self._data
+        for line in self._lines.decode(raw):
+            if line:
+                # Other fields (event, id, retry) and comments are ignored.
+                if line.startswith("data: "):
+                    value = line[6:]
+                elif line.startswith("data:"):
+                    value = line[5:]
+                else:
+                    continue
+                data = value if data is None else f"{data}\n{value}"
+                continue
+            if data is None:
+                continue
+            text, data = data, None
+            if text == done_data:
+                self.done = self.stopped = True
+                return
+            try:
+                event = json.loads(text)
+            except ValueError as exc:
+                self.malformed = f"invalid JSON in SSE data: {text[:200]}"
+                self.malformed_cause = exc
+                self.stopped = True
+                return
+            if not isinstance(event, dict):
+                self.malformed = f"unexpected SSE data: {text[:200]}"
+                self.stopped = True
+                return
+            if done_type is None:
+                error = event.get("error")
+                if error is not None:
+                    self.inband = (error, text)
+                    self.stopped = True
+                    return
+            else:
+                kind = event.get("type")
+                if kind == done_type:
+                    self.done = self.stopped = True
+                    return
+                if kind == "error":
+                    self.inband = (event.get("error"), text)
+                    self.stopped = True
+                    return
+            yield event
+        self._data = data
+
+    def finish(self) -> bool:
+        """At the end of the body: whether the stream was terminated.
+
+        Lenient about a terminator cut off before its blank line: the data
+        left undispatched (an unterminated last line included) ends the
+        stream if it is ``done_data``, or mentions ``"done_type"``.
+        """
+        if not self.done:
+            data = self._data
+            for line in self._lines.flush():
+                if line.startswith("data:"):
+                    value = line[6:] if line[5:6] == " " else line[5:]
+                    data = value if data is None else f"{data}\n{value}"
+            self._data = None
+            if data is not None:
+                data = data.strip()
+                if self._done_data is not None:
+                    self.done = data == self._done_data
+                else:
+                    self.done = f'"{self._done_type}"' in data
+        return self.done
 
 
 try:  # pragma: no branch
@@ -520,6 +652,43 @@ class HTTPProvider(Provider):
                 ),
                 provider=self._name,
             )
+
+    @asynccontextmanager
+    async def _open_event_stream(
+        self, url: str, payload: Mapping[str, Any]
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """POST a streaming request; the checked ``text/event-stream`` body, closed on exit."""
+        async with self._get_client().stream(
+            "POST", url, json=payload, headers=self._headers, timeout=self._request_timeout
+        ) as response:
+            await self._check_event_stream(response)
+            async with aclosing(response.aiter_bytes()) as body:
+                yield body
+
+    async def _end_event_stream(
+        self, body: AsyncIterator[bytes], sse: SSEEventDecoder, committed: bool
+    ) -> None:
+        """After a stream's read loop: raise what stopped it, or drain after the terminator.
+
+        A body that ran out without its terminator (leniently checked, see
+        :meth:`SSEEventDecoder.finish`) is a failure, never a silent success.
+        """
+        if sse.malformed is not None:
+            raise self._broken(sse.malformed, committed) from sse.malformed_cause
+        if sse.inband is not None:
+            error, raw = sse.inband
+            self._raise_inband(error, raw, committed)
+        if sse.done:
+            await drain(body)
+        elif not sse.finish():
+            raise self._broken(f"stream ended without {sse.terminator}", committed)
+
+    def _stream_failure(self, exc: Exception, committed: bool) -> ReliantError:
+        """The error for one of ``STREAM_FAILURES`` escaping a stream's read loop."""
+        if isinstance(exc, httpx2.RequestError):
+            return self._stream_transport_error(exc, committed)
+        # Valid JSON of the wrong shape (a string where an object belongs).
+        return self._broken(f"unexpected SSE data: {exc}", committed)
 
 
 async def drain(body: AsyncIterator[bytes]) -> None:

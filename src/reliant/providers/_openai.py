@@ -43,16 +43,14 @@ from .._types import (
     ToolSpec,
     UsageEvent,
     estimate_tokens,
+    response_events,
 )
 from ._http import (
     DEFAULT_TIMEOUT,
+    STREAM_FAILURES,
     HTTPProvider,
-    SSELineDecoder,
+    SSEEventDecoder,
     TimeoutArg,
-    drain,
-)
-from ._http import (
-    pending_data as _pending_data,
 )
 
 __all__ = ["OpenAICompatible"]
@@ -387,94 +385,47 @@ class OpenAICompatible(HTTPProvider):
         self, request: ChatRequest, model: str, temperature: float
     ) -> AsyncGenerator[StreamEvent, None]:
         # Prompt-guided tools need the whole answer to find <tool_call> blocks.
-        response = await self.chat(request, model, temperature)
-        if response.text:
-            yield TextDelta(response.text)
-        for call in response.tool_calls:
-            yield ToolCallEvent(call)
-        if response.usage is not None:
-            yield UsageEvent(response.usage)
-        yield Final()
+        for event in response_events(await self.chat(request, model, temperature)):
+            yield event
 
     async def _stream(
         self, payload: dict[str, Any], events: bool, count_tokens: bool
     ) -> AsyncGenerator[Any, None]:
         """The SSE loop behind every stream kind: chunks, or events when ``events``."""
         committed = False
-        done = False
         calls: dict[int, list[Any]] = {}
+        sse = SSEEventDecoder(done_data="[DONE]")
         try:
-            async with self._get_client().stream(
-                "POST",
-                self._url,
-                json=payload,
-                headers=self._headers,
-                timeout=self._request_timeout,
-            ) as response:
-                await self._check_event_stream(response)
-                decoder = SSELineDecoder()
-                data: str | None = None
-                async with aclosing(response.aiter_bytes()) as body:
-                    async for raw in body:
-                        for line in decoder.decode(raw):
-                            if line:
-                                if line.startswith("data:"):
-                                    value = line[6:] if line[5:6] == " " else line[5:]
-                                    data = value if data is None else f"{data}\n{value}"
-                                continue
-                            if data is None:
-                                continue
-                            text, data = data, None
-                            if text == "[DONE]":
-                                done = True
-                                break
-                            try:
-                                chunk = json.loads(text)
-                            except ValueError as exc:
-                                raise self._broken(
-                                    f"invalid JSON in SSE data: {text[:200]}", committed
-                                ) from exc
-                            if not isinstance(chunk, dict):
-                                raise self._broken(f"unexpected SSE data: {text[:200]}", committed)
-                            error = chunk.get("error")
-                            if error is not None:
-                                self._raise_inband(error, text, committed)
-                            choices = chunk.get("choices")
-                            if choices:
-                                choice = choices[0]
-                                delta = choice.get("delta")
-                                if delta:
-                                    item = (
-                                        _event_from_delta(delta, calls)
-                                        if events
-                                        else _chunk_from_delta(delta, count_tokens)
-                                    )
-                                    if item is not None:
-                                        committed = True
-                                        yield item
-                                if calls and choice.get("finish_reason"):
-                                    for call in _finish(calls):
-                                        committed = True
-                                        yield ToolCallEvent(call)
-                            if events:
-                                usage = chunk.get("usage")
-                                if usage:
+            async with self._open_event_stream(self._url, payload) as body:
+                async for raw in body:
+                    for chunk in sse.feed(raw):
+                        choices = chunk.get("choices")
+                        if choices:
+                            choice = choices[0]
+                            delta = choice.get("delta")
+                            if delta:
+                                item = (
+                                    _event_from_delta(delta, calls)
+                                    if events
+                                    else _chunk_from_delta(delta, count_tokens)
+                                )
+                                if item is not None:
                                     committed = True
-                                    yield UsageEvent(_usage(usage) or TokenUsage())
-                        if done:
-                            break
-                    if done:
-                        await drain(body)
-                    else:
-                        # Lenient about a terminator cut off before its blank line.
-                        done = _pending_data(data, decoder) == "[DONE]"
-        except httpx2.RequestError as exc:
-            raise self._stream_transport_error(exc, committed) from exc
-        except (AttributeError, TypeError) as exc:
-            # Valid JSON of the wrong shape (a string where an object belongs).
-            raise self._broken(f"unexpected SSE data: {exc}", committed) from exc
-        if not done:
-            raise self._broken("stream ended without data: [DONE]", committed)
+                                    yield item
+                            if calls and choice.get("finish_reason"):
+                                for call in _finish(calls):
+                                    committed = True
+                                    yield ToolCallEvent(call)
+                        if events:
+                            usage = chunk.get("usage")
+                            if usage:
+                                committed = True
+                                yield UsageEvent(_usage(usage) or TokenUsage())
+                    if sse.stopped:
+                        break
+                await self._end_event_stream(body, sse, committed)
+        except STREAM_FAILURES as exc:
+            raise self._stream_failure(exc, committed) from exc
         if events:
             for call in _finish(calls):
                 yield ToolCallEvent(call)

@@ -31,9 +31,8 @@ from .._types import (
     TextDelta,
     TokenUsage,
     ToolCall,
-    ToolCallEvent,
     ToolSpec,
-    UsageEvent,
+    response_events,
 )
 
 __all__ = [
@@ -232,16 +231,23 @@ class _Plan(Generic[_T]):
     hang: bool = False
 
 
+def _reply_response(reply: Reply) -> ChatResponse:
+    return ChatResponse(
+        text=reply.text,
+        tool_calls=reply.tool_calls,
+        usage=reply.usage,
+        reasoning_content=reply.reasoning,
+    )
+
+
 def _plan(
     outcome: Outcome,
     text_item: Callable[[str], _T],
-    reply_extras: Callable[[Reply], list[_T]],
+    reply_items: Callable[[Reply], list[_T]],
     final: _T,
 ) -> _Plan[_T]:
     if isinstance(outcome, Reply):
-        items = [text_item(outcome.text)] if outcome.text else []
-        items += reply_extras(outcome)
-        items.append(final)
+        items = reply_items(outcome)  # ``final`` included
         return _Plan([(outcome.delay if i == 0 else 0.0, it) for i, it in enumerate(items)])
     if isinstance(outcome, Stream):
         steps = [
@@ -503,12 +509,7 @@ class ScriptedProvider(Provider):
         try:
             if isinstance(outcome, Reply):
                 await trio.sleep(outcome.delay)
-                return ChatResponse(
-                    text=outcome.text,
-                    tool_calls=outcome.tool_calls,
-                    usage=outcome.usage,
-                    reasoning_content=outcome.reasoning,
-                )
+                return _reply_response(outcome)
             if isinstance(outcome, Stream):
                 await trio.sleep(outcome.total_delay)
                 if outcome.error is not None:
@@ -586,14 +587,19 @@ class ScriptedProvider(Provider):
         temperature: float,
         options: StreamOptions,
     ) -> _ScriptedStream[StreamChunk]:
+        final = StreamChunk.final()
+
         def text_chunk(text: str) -> StreamChunk:
             chunk = StreamChunk(delta=text)
             return chunk.with_token_estimate() if options.count_tokens else chunk
 
+        def reply_chunks(reply: Reply) -> list[StreamChunk]:
+            return [text_chunk(reply.text), final] if reply.text else [final]
+
         return _ScriptedStream(
             self,
             lambda: self._begin(method, model, messages, None, temperature, options),
-            lambda outcome: _plan(outcome, text_chunk, lambda _: [], StreamChunk.final()),
+            lambda outcome: _plan(outcome, text_chunk, reply_chunks, final),
         )
 
     def stream_chat_with_system(
@@ -628,10 +634,7 @@ class ScriptedProvider(Provider):
         """Stream the next outcome as events; records ``"stream_chat"`` on entry."""
 
         def reply_events(reply: Reply) -> list[StreamEvent]:
-            events: list[StreamEvent] = [ToolCallEvent(c) for c in reply.tool_calls]
-            if reply.usage is not None:
-                events.append(UsageEvent(reply.usage))
-            return events
+            return response_events(_reply_response(reply))
 
         def make_plan(outcome: Outcome) -> _Plan[StreamEvent]:
             return _plan(outcome, TextDelta, reply_events, Final())
