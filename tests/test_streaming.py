@@ -585,3 +585,13 @@ async def test_aclose_after_error_stops_quietly(autojump_clock: trio.testing.Moc
         with pytest.raises(StopAsyncIteration):
             await chunks.__anext__()
         assert chunks.closed
+
+
+async def test_iterating_after_the_block_stops_at_once() -> None:
+    """Once the `async with` is left, buffered items and unread errors are gone."""
+    async with rp(("p", ScriptedProvider([Stream(["a", "b", "c"])]))).stream_chat_with_history(
+        HI, "m", 0.0
+    ) as chunks:
+        assert (await chunks.__anext__()).delta == "a"
+    with pytest.raises(StopAsyncIteration):
+        await chunks.__anext__()

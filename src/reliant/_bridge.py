@@ -231,12 +231,19 @@ class ReliableStream(Generic[T]):
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """Stop the bridge now and wait until it has closed its upstream."""
+        """Stop the bridge now and wait until it has closed its upstream.
+
+        Afterwards iteration just stops: buffered items and an unread
+        failure are dropped, as the caller said it wants nothing more.
+        """
+        self._detach()
+        await self._stopped.wait()
+
+    def _detach(self) -> None:
         self._finished = True
         self._buffer.clear()
-        self._scope.cancel()
-        await self._stopped.wait()
         self._error = None
+        self._scope.cancel()
 
     @property
     def closed(self) -> bool:
@@ -306,8 +313,7 @@ class StreamContext(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         assert self._nursery_cm is not None and self._stream is not None
-        self._stream._finished = True
-        self._stream._scope.cancel()
+        self._stream._detach()
         # The caller's exception is deliberately not fed into the nursery:
         # the nursery would wrap it in an ExceptionGroup. The bridge never
         # raises, so the nursery can only end with cancellation.
