@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 import trio
 
-from ._bridge import BridgeSpec, StreamContext
+from ._bridge import BridgeSpec, OpenUpstream, StreamContext
 from ._failover import Planner
 from ._log import logger
 from ._provider import Provider
@@ -319,11 +319,11 @@ class ReliableProvider(Provider):
         self,
         model: str,
         messages: Sequence[ChatMessage] | None,
-        open_upstream: object,
+        open_upstream: OpenUpstream[T],
         options: StreamOptions,
         *,
         tools: bool,
-        fallback: object,
+        fallback: Callable[[], Awaitable[Sequence[T]]],
     ) -> StreamContext[T]:
         candidates = [
             (name, p)
@@ -335,7 +335,7 @@ class ReliableProvider(Provider):
             candidates=candidates,
             model=model,
             messages=messages,
-            open_upstream=open_upstream,  # type: ignore[arg-type]
+            open_upstream=open_upstream,
             no_provider_message=(
                 "No provider supports streaming tool events"
                 if tools
@@ -344,7 +344,7 @@ class ReliableProvider(Provider):
             enabled=options.enabled,
             first_chunk_timeout=self.first_chunk_timeout,
             idle_timeout=self.idle_timeout,
-            fallback=fallback if self.stream_fallback_to_non_streaming else None,  # type: ignore[arg-type]
+            fallback=fallback if self.stream_fallback_to_non_streaming else None,
         )
         return StreamContext(spec)
 
