@@ -85,7 +85,7 @@ from ._provider import Provider
 from ._sanitize import sanitize_api_error
 from ._types import ChatMessage
 
-__all__ = ["BUFFER_SIZE", "BridgeSpec", "ReliableStream", "StreamContext"]
+__all__ = ["BUFFER_SIZE", "BridgeSpec", "OpenUpstream", "ReliableStream", "StreamContext"]
 
 T = TypeVar("T")
 
