@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx2
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -38,3 +40,36 @@ def write_json(name: str, data: dict[str, object]) -> Path:
 def row(label: str, seconds: float, base: float | None = None) -> str:
     ratio = f"{seconds / base:6.2f}x" if base else "      "
     return f"  {label:<44} {seconds * 1e6:10.2f} us  {ratio}"
+
+
+async def raw_stream(
+    client: httpx2.AsyncClient,
+    url: str,
+    model: str,
+    first: list[float] | None = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """The floor every comparison uses: httpx2 streaming, SSE lines split by
+    hand, every data line parsed with ``json.loads``. Returns the number of
+    content chunks; appends the time of the first one to ``first``."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    n = 0
+    async with client.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        response.raise_for_status()
+        buffer = b""
+        async for data in response.aiter_bytes():
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: "):
+                    payload = line[6:]
+                    if payload == b"[DONE]":
+                        continue
+                    event = json.loads(payload)
+                    if event["choices"] and event["choices"][0]["delta"].get("content"):
+                        if n == 0 and first is not None:
+                            first.append(time.perf_counter())
+                        n += 1
+    return n

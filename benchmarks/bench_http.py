@@ -31,7 +31,6 @@ so a noisy moment hurts all of them alike).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from collections.abc import Awaitable, Callable
 import httpx2
 import trio
 
-from _util import write_json
+from _util import raw_stream, write_json
 from reliant import ChatMessage, ReliableProvider
 from reliant.providers import OpenAICompatible, create_client
 from reliant.testing import serve_fake_llm
@@ -61,26 +60,6 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
     line = proc.stdout.readline()
     url = next(word for word in line.split() if word.startswith("http://"))
     return proc, url.rstrip("/")
-
-
-async def raw_stream(client: httpx2.AsyncClient, url: str, model: str) -> int:
-    """The floor: httpx2 streaming, SSE lines split by hand, every data line parsed."""
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    n = 0
-    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-        buffer = b""
-        async for data in response.aiter_bytes():
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.startswith(b"data: "):
-                    payload = line[6:]
-                    if payload == b"[DONE]":
-                        continue
-                    event = json.loads(payload)
-                    if event["choices"] and event["choices"][0]["delta"].get("content"):
-                        n += 1
-    return n
 
 
 async def provider_stream(provider: OpenAICompatible | ReliableProvider, model: str) -> int:

@@ -74,6 +74,7 @@ from typing import Any
 import httpx2
 import trio
 
+import _util
 from reliant import ChatMessage, Provider, ReliableProvider
 from reliant.providers import OpenAICompatible
 
@@ -137,29 +138,10 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
 async def raw_stream(
     client: httpx2.AsyncClient, url: str, model: str, first: list[float] | None = None
 ) -> int:
-    """The floor: httpx2 streaming, SSE lines split by hand, every data line parsed."""
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    headers = {"authorization": f"Bearer {API_KEY}"}
-    n = 0
-    async with client.stream(
-        "POST", f"{url}/v1/chat/completions", json=body, headers=headers
-    ) as response:
-        response.raise_for_status()
-        buffer = b""
-        async for data in response.aiter_bytes():
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.startswith(b"data: "):
-                    payload = line[6:]
-                    if payload == b"[DONE]":
-                        continue
-                    event = json.loads(payload)
-                    if event["choices"] and event["choices"][0]["delta"].get("content"):
-                        if n == 0 and first is not None:
-                            first.append(time.perf_counter())
-                        n += 1
-    return n
+    """The floor: the raw loop of ``_util`` with this run's key."""
+    return await _util.raw_stream(
+        client, url, model, first, headers={"authorization": f"Bearer {API_KEY}"}
+    )
 
 
 async def raw_failover(client: httpx2.AsyncClient, url: str, model: str, first: list[float]) -> int:

@@ -171,15 +171,21 @@ class ReliableStream(Generic[T]):
         "_finished",
         "_idle_at",
         "_idle_scope",
+        "_reader_parked",
         "_room",
         "_scope",
         "_stopped",
+        "_writer_parked",
     )
 
     def __init__(self, scope: trio.CancelScope, stopped: trio.Event) -> None:
         self._buffer: deque[T] = deque()
         self._data = trio.lowlevel.ParkingLot()  # the consumer waits here for items
         self._room = trio.lowlevel.ParkingLot()  # the bridge waits here for space
+        # Who is parked, as plain flags: asking a ParkingLot (its __bool__)
+        # twice per item was a measurable share of the hot path.
+        self._reader_parked = False
+        self._writer_parked = False
         self._scope = scope
         self._stopped = stopped
         self._error: Exception | None = None
@@ -197,7 +203,8 @@ class ReliableStream(Generic[T]):
         buffer = self._buffer
         if buffer:
             item = buffer.popleft()
-            if self._room and len(buffer) <= BUFFER_SIZE // 2:
+            if self._writer_parked and len(buffer) <= BUFFER_SIZE // 2:
+                self._writer_parked = False
                 self._room.unpark()
             return item
         while not buffer:
@@ -221,7 +228,11 @@ class ReliableStream(Generic[T]):
         scope = self._idle_scope
         if scope is not None and self._idle_at != math.inf:
             scope.deadline = self._idle_at
-        await self._data.park()
+        self._reader_parked = True
+        try:
+            await self._data.park()
+        finally:
+            self._reader_parked = False
 
     def _end(self) -> NoReturn:
         error, self._error = self._error, None
@@ -258,19 +269,29 @@ class ReliableStream(Generic[T]):
 
     async def _put(self, item: T) -> None:
         while len(self._buffer) >= BUFFER_SIZE:
-            await self._room.park()
+            self._writer_parked = True
+            try:
+                await self._room.park()
+            finally:
+                self._writer_parked = False
         self._buffer.append(item)
-        if self._data:
-            if self._idle_scope is not None:
-                self._idle_scope.deadline = math.inf
-            self._data.unpark()
+        if self._reader_parked:
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        # The waiting consumer armed the idle deadline (see _wait): lift it,
+        # since an item (or the end) has come.
+        self._reader_parked = False
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = math.inf
+        self._data.unpark()
 
     def _close(self, error: Exception | None = None) -> None:
         if error is not None and not self._finished:
             self._error = error
         self._done = True
-        if self._data:
-            self._data.unpark()
+        if self._reader_parked:
+            self._wake_reader()
 
 
 class StreamContext(Generic[T]):
@@ -446,18 +467,15 @@ async def _forward_watched(items: AsyncIterator[T], stream: ReliableStream[T], i
     # waits against (see ReliableStream._wait).
     now = trio.lowlevel.current_clock().current_time
     buffer = stream._buffer
-    data = stream._data
-    scope = stream._idle_scope
-    assert scope is not None
+    append = buffer.append
     async for item in items:
         if len(buffer) >= BUFFER_SIZE:
             stream._idle_at = math.inf  # waiting for the consumer is not idleness
             await stream._put(item)
         else:
-            buffer.append(item)
-            if data:  # the consumer is waiting, so it armed the deadline: lift it
-                scope.deadline = math.inf
-                data.unpark()
+            append(item)
+            if stream._reader_parked:
+                stream._wake_reader()
         stream._idle_at = now() + idle
 
 
