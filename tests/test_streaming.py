@@ -408,19 +408,36 @@ async def test_idle_timeout_does_not_count_consumer_time(
 
 
 async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    """A fast producer runs at most BUFFER_SIZE (+1 in hand) items ahead of a slow consumer."""
-    produced = 0
+    """A fast producer is pulled at most BUFFER_SIZE (+1 in hand) items ahead of a slow consumer."""
+    pulled = 0
 
-    class Counting(ScriptedProvider):
-        pass
+    class Counting(Provider):
+        @property
+        def supports_streaming(self) -> bool:
+            return True
 
-    p = Counting([Stream([f"t{i}" for i in range(10_000)])])
-    async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        async def chat_with_system(
+            self, system_prompt: str | None, message: str, model: str, temperature: float
+        ) -> str:
+            return ""
+
+        @stream_from_generator
+        async def stream_chat_with_history(  # type: ignore[override]
+            self, messages: object, model: str, temperature: float, options: object = None
+        ) -> AsyncIterator[StreamChunk]:
+            nonlocal pulled
+            for i in range(10_000):
+                pulled += 1
+                yield StreamChunk(f"t{i}")
+
+    async with rp(("p", Counting())).stream_chat_with_history(HI, "m", 0.0) as chunks:
         first = await chunks.__anext__()
         await trio.sleep(10)
-        produced = len(chunks._buffer)
+        # The buffer filled up (BUFFER_SIZE), the consumer took one, and the
+        # bridge holds one more it cannot put: nothing else was pulled.
+        assert len(chunks._buffer) == BUFFER_SIZE - 1
+        assert pulled == 1 + (BUFFER_SIZE - 1) + 1
     assert first.delta == "t0"
-    assert produced == BUFFER_SIZE
 
 
 # -- fallback info, non-streaming fallback, nesting --------------------------------
