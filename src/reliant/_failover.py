@@ -74,7 +74,7 @@ from ._log import logger
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import ChatMessage
-from .classify import classify
+from .classify import Classification, classify
 
 __all__ = [
     "EmptyStream",
@@ -437,22 +437,19 @@ _DONE = "done"
 _EXHAUSTED = "exhausted"
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    reason: FailureReason
-    retryable: bool
-    context_window: bool
+# A nested ReliableProvider that raised FailoverError already walked its whole
+# chain: retrying it would repeat every one of its attempts, so it is final
+# for this pair (and a context-window failure stays one).
+_NESTED_FINAL = Classification("non_retryable", False, False, False, None)
+_NESTED_CONTEXT = Classification("non_retryable", False, False, True, None)
 
 
-def _verdict(err: Exception) -> _Verdict:
-    # A nested ReliableProvider already walked its whole chain: retrying it
-    # would repeat every one of its attempts, so it is final for this pair.
+def _verdict(err: Exception) -> Classification:
     if isinstance(err, ContextWindowExceededError):
-        return _Verdict("non_retryable", False, True)
+        return _NESTED_CONTEXT
     if isinstance(err, FailoverError):
-        return _Verdict("non_retryable", False, False)
-    c = classify(err)
-    return _Verdict(c.reason, c.retryable, c.context_window)
+        return _NESTED_FINAL
+    return classify(err)
 
 
 def _describe(err: BaseException) -> str:

@@ -96,12 +96,8 @@ class ReliableProvider(Provider):
     ) -> None:
         providers = tuple(providers)
         _validate(providers, max_retries, base_backoff, model_fallbacks, model_aliases)
-        for label, value in (
-            ("first_chunk_timeout", first_chunk_timeout),
-            ("idle_timeout", idle_timeout),
-        ):
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{label} must be a positive number of seconds or None")
+        _validate_timeout("first_chunk_timeout", first_chunk_timeout)
+        _validate_timeout("idle_timeout", idle_timeout)
         self._planner = Planner(
             providers,
             max_retries,
@@ -400,3 +396,8 @@ def _validate(
         raise ValueError(
             f"model_aliases names unknown provider(s) {unknown}; known: {sorted(names)}"
         )
+
+
+def _validate_timeout(label: str, value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{label} must be a positive number of seconds or None")
