@@ -22,12 +22,6 @@ ANTHROPIC = "/v1/messages"
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with serve_fake_llm() as s:
-        yield s
-
-
-@pytest.fixture
 async def client(server: FakeLLMServer) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(base_url=server.base_url) as c:
         yield c

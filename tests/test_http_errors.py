@@ -23,17 +23,11 @@ from reliant import (
 )
 from reliant.providers import Anthropic, OpenAICompatible, parse_retry_after
 from reliant.providers._http import HTTPProvider, SSELineDecoder, status_from_error_payload
-from reliant.testing.fake_server import Behavior, FakeLLMServer, serve_fake_llm
+from reliant.testing.fake_server import Behavior, FakeLLMServer
 
 KEY = "custom-key-NOT-a-known-prefix-42"
 NAMES = ["openai", "anthropic"]
 STREAM_KINDS = ["system", "history", "events"]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with serve_fake_llm() as s:
-        yield s
 
 
 def build(name: str, server: FakeLLMServer | None, **kwargs: Any) -> HTTPProvider:

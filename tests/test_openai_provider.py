@@ -26,7 +26,7 @@ from reliant import (
 )
 from reliant.providers import DEFAULT_TIMEOUT, OpenAICompatible, create_client
 from reliant.providers._openai import _accumulate, _chunk_from_delta, _finish
-from reliant.testing.fake_server import Behavior, FakeLLMServer, serve_fake_llm
+from reliant.testing.fake_server import Behavior, FakeLLMServer
 
 KEY = "sk-test-0123456789abcdef"
 TEXT = "tok0 tok1 tok2 tok3 tok4 "
@@ -36,12 +36,6 @@ WEATHER = ToolSpec(
     "Weather for a city.",
     {"type": "object", "properties": {"location": {"type": "string"}}},
 )
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with serve_fake_llm() as s:
-        yield s
 
 
 @pytest.fixture

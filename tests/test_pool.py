@@ -13,7 +13,7 @@ import trio
 
 from reliant import ChatMessage, ChatRequest, ProviderError, StreamChunk
 from reliant.providers import Anthropic, OpenAICompatible
-from reliant.testing.fake_server import FakeLLMServer, serve_fake_llm
+from reliant.testing.fake_server import FakeLLMServer
 
 KEY = "pool-test-key-123456"
 MAX_CONNECTIONS = 4
@@ -25,12 +25,6 @@ SLOW_MODELS = [
     "ok:chunks=40:gap=0.0005",
     "ok",
 ]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with serve_fake_llm() as s:
-        yield s
 
 
 @pytest.fixture

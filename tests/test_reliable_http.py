@@ -17,15 +17,9 @@ from reliant import (
     take_last_provider_fallback,
 )
 from reliant.providers import Anthropic, OpenAICompatible
-from reliant.testing import FakeLLMServer, serve_fake_llm
+from reliant.testing import FakeLLMServer
 
 HI = [ChatMessage.user("hi")]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with serve_fake_llm() as s:
-        yield s
 
 
 @pytest.fixture
