@@ -201,17 +201,15 @@ class ReliableStream(Generic[T]):
 
     async def __anext__(self) -> T:
         buffer = self._buffer
-        if buffer:
-            item = buffer.popleft()
-            if self._writer_parked and len(buffer) <= BUFFER_SIZE // 2:
-                self._writer_parked = False
-                self._room.unpark()
-            return item
         while not buffer:
             if self._done or self._finished:
                 self._end()
             await self._wait()
-        return await self.__anext__()
+        item = buffer.popleft()
+        if self._writer_parked and len(buffer) <= BUFFER_SIZE // 2:
+            self._writer_parked = False
+            self._room.unpark()
+        return item
 
     async def _wait(self) -> None:
         # The idle timeout is armed only while the consumer waits. The bridge
@@ -428,14 +426,10 @@ async def _attempt(
                 committed = True
                 slot.succeeded()
                 attempt_scope.deadline = math.inf
-                if idle is None:
-                    await stream._put(first)
-                    async for item in items:
-                        await stream._put(item)
-                else:
-                    stream._watch_idle(idle, attempt_scope)
-                    await stream._put(first)
-                    await _forward_watched(items, stream, idle)
+                gap = math.inf if idle is None else idle
+                stream._watch_idle(gap, attempt_scope)
+                await stream._put(first)
+                await _forward(items, stream, gap)
     except Exception as err:
         if not committed:
             slot.failed(err)
@@ -461,10 +455,11 @@ async def _attempt(
     return committed
 
 
-async def _forward_watched(items: AsyncIterator[T], stream: ReliableStream[T], idle: float) -> None:
+async def _forward(items: AsyncIterator[T], stream: ReliableStream[T], idle: float) -> None:
     # The hot loop of every committed stream: a deque append, a clock read and
     # a float store per item. The float is the idle deadline the consumer
-    # waits against (see ReliableStream._wait).
+    # waits against (see ReliableStream._wait); with no idle timeout it stays
+    # inf and the consumer never arms a deadline.
     now = trio.lowlevel.current_clock().current_time
     buffer = stream._buffer
     append = buffer.append
