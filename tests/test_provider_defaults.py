@@ -301,7 +301,7 @@ async def test_stream_chat_non_streaming_with_tools_uses_chat() -> None:
 
 
 async def test_stream_chat_non_streaming_with_tools_emits_usage() -> None:
-    """Usage from chat is emitted as a UsageEvent just before Final."""
+    """Usage from chat is emitted as a UsageEvent just before Final, which carries it too."""
     usage = TokenUsage(input_tokens=3, output_tokens=4)
 
     class WithUsage(Recorder):
@@ -316,7 +316,7 @@ async def test_stream_chat_non_streaming_with_tools_emits_usage() -> None:
     assert events == [
         ToolCallEvent(ToolCall("id1", "get_weather", "{}")),
         UsageEvent(usage),
-        Final(),
+        Final(usage=usage),
     ]
 
 

@@ -112,7 +112,7 @@ async def test_reply_stream_chat_event_order(autojump_clock: trio.testing.MockCl
         (1.0, ToolCallEvent(CALL)),
         (1.0, ToolCallEvent(call2)),
         (1.0, UsageEvent(USAGE)),
-        (1.0, Final()),
+        (1.0, Final(usage=USAGE)),
     ]
 
 

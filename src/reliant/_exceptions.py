@@ -5,7 +5,9 @@
     Exception
      └── ReliantError                      root: catch this to catch everything of ours
           ├── ProviderError                one upstream failure (.provider, .status_code,
-          │                                .retry_after, .body); raised by leaf providers
+          │    │                           .retry_after, .body, .kind); raised by leaf providers
+          │    └── ContentFilterError      a safety system refused the request or the answer:
+          │                                final, never retried or routed around by default
           ├── StreamError                  a committed stream broke (cut, malformed, idle)
           ├── NoStreamingProviderError     no candidate can serve a stream
           └── FailoverError                every candidate failed (.attempts; __cause__ is an
@@ -28,7 +30,36 @@ from typing import Literal
 
 from ._sanitize import sanitize_api_error
 
-FailureReason = Literal["retryable", "non_retryable", "rate_limited", "rate_limited_non_retryable"]
+FailureReason = Literal[
+    "retryable",
+    "non_retryable",
+    "rate_limited",
+    "rate_limited_non_retryable",
+    # The structured kinds a leaf provider can set on ProviderError.kind:
+    "timeout",
+    "response_too_large",
+    "malformed_response",
+    "content_filter",
+    # Attempts that were never made, or ended by reliant itself:
+    "circuit_open",
+    "retry_budget",
+    "stream_broken",
+    "hedge_lost",
+]
+"""How a failed (or skipped) attempt is written in a failure trail.
+
+The first four are the seed's. ``timeout`` is a first-chunk or request
+deadline, ``response_too_large`` / ``malformed_response`` a server that sent
+more, or other, than the protocol allows (both move to the next candidate,
+never retry the same one), ``content_filter`` a safety refusal.
+``circuit_open`` and ``retry_budget`` mark attempts provider health skipped
+without a call, ``stream_broken`` a committed stream that broke and was
+recovered on another candidate, ``hedge_lost`` a hedged attempt cancelled
+because another answered first.
+"""
+
+ErrorKind = Literal["timeout", "response_too_large", "malformed_response", "content_filter"]
+"""Structured kinds of :class:`ProviderError` that decide classification on their own."""
 
 
 class ReliantError(Exception):
@@ -50,12 +81,17 @@ class ProviderError(ReliantError):
         status_code: HTTP status, or None when no response was received.
         retry_after: Seconds the server asked us to wait, or None.
         body: Response body text; sanitized before it is stored.
+        kind: A structured kind (see :data:`ErrorKind`) when the provider
+            knows what went wrong beyond the status: ``"timeout"``,
+            ``"response_too_large"``, ``"malformed_response"``,
+            ``"content_filter"``. Classification trusts it before any text.
     """
 
     provider: str | None
     status_code: int | None
     retry_after: float | None
     body: str | None
+    kind: ErrorKind | None
 
     def __init__(
         self,
@@ -65,19 +101,29 @@ class ProviderError(ReliantError):
         status_code: int | None = None,
         retry_after: float | None = None,
         body: str | None = None,
+        kind: ErrorKind | None = None,
     ) -> None:
         super().__init__(sanitize_api_error(message))
         self.provider = provider
         self.status_code = status_code
         self.retry_after = retry_after
         self.body = None if body is None else sanitize_api_error(body)
+        self.kind = kind
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only attributes do not survive the default pickling of
         # exceptions; keep them so errors can cross process boundaries.
         return (
             _rebuild_provider_error,
-            (type(self), str(self), self.provider, self.status_code, self.retry_after, self.body),
+            (
+                type(self),
+                str(self),
+                self.provider,
+                self.status_code,
+                self.retry_after,
+                self.body,
+                self.kind,
+            ),
         )
 
 
@@ -88,10 +134,45 @@ def _rebuild_provider_error(
     status_code: int | None,
     retry_after: float | None,
     body: str | None,
+    kind: ErrorKind | None = None,
 ) -> ProviderError:
     return cls(
-        message, provider=provider, status_code=status_code, retry_after=retry_after, body=body
+        message,
+        provider=provider,
+        status_code=status_code,
+        retry_after=retry_after,
+        body=body,
+        kind=kind,
     )
+
+
+class ContentFilterError(ProviderError):
+    """A provider's safety system refused the request or stopped the answer.
+
+    Final by default: reliant neither retries it nor sends the request to
+    another provider, because routing around a safety decision is not a
+    reliability library's call (``ReliableProvider(fallback_on_content_filter=True)``
+    opts in). ``kind`` is always ``"content_filter"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        body: str | None = None,
+        kind: ErrorKind | None = "content_filter",
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            status_code=status_code,
+            retry_after=retry_after,
+            body=body,
+            kind="content_filter",
+        )
 
 
 class StreamError(ReliantError):
@@ -100,7 +181,19 @@ class StreamError(ReliantError):
     No failover happens at that point: the caller has already seen text, and
     replaying it from another provider would duplicate or contradict it. The
     upstream failure, if any, is the ``__cause__``.
+
+    Leaf providers raise it for a break after their first item; they set
+    ``tool_call_in_progress`` when a tool call was being received at that
+    moment (such an answer can only be restarted, never continued).
+    ``ReliableProvider(mid_stream=...)`` decides whether a break is
+    recovered on another candidate or reaches the caller.
     """
+
+    tool_call_in_progress: bool
+
+    def __init__(self, *args: object, tool_call_in_progress: bool = False) -> None:
+        super().__init__(*args)
+        self.tool_call_in_progress = tool_call_in_progress
 
 
 class NoStreamingProviderError(ReliantError):

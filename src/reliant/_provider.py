@@ -224,6 +224,15 @@ class Provider(ABC):
         """The provider's ``stream_chat`` emits structured tool-call events."""
         return False
 
+    @property
+    def supports_prefill(self) -> bool:
+        """The provider continues a trailing assistant message instead of answering anew.
+
+        ``ReliableProvider(mid_stream="continue")`` sends a broken stream's
+        delivered text as such a message only to providers that say so.
+        """
+        return False
+
     # -- streams -----------------------------------------------------------
 
     @stream_from_generator

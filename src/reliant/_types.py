@@ -17,9 +17,12 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "Final",
+    "FinishReason",
+    "ReasoningDelta",
     "StreamChunk",
     "StreamEvent",
     "StreamOptions",
+    "StreamRestart",
     "TextDelta",
     "TokenUsage",
     "ToolCall",
@@ -29,6 +32,15 @@ __all__ = [
 ]
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter", "other"]
+"""Why the model stopped, normalised across providers.
+
+``"stop"`` (a natural end or a stop sequence), ``"length"`` (a token limit
+cut the answer), ``"tool_calls"`` (the model asks for tools),
+``"content_filter"`` (a safety system stopped it) and ``"other"`` (anything
+else the provider said; its own word is kept as ``raw_finish_reason``).
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +133,20 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
-    """The answer of a non-streaming call."""
+    """The answer of a non-streaming call.
+
+    ``finish_reason`` says why the model stopped (normalised, see
+    :data:`FinishReason`), ``raw_finish_reason`` the provider's own word, and
+    ``model`` the model id the server reported; each is None when unknown.
+    """
 
     text: str | None = None
     tool_calls: Sequence[ToolCall] = ()
     usage: TokenUsage | None = None
     reasoning_content: str | None = None
+    finish_reason: FinishReason | None = None
+    raw_finish_reason: str | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tool_calls, tuple):
@@ -142,15 +162,26 @@ class ChatResponse:
 class StreamChunk:
     """One piece of a streamed text answer.
 
-    The last chunk of a stream has ``is_final`` set and an empty delta.
-    ``token_count`` is an estimate (ceil(len(delta) / 4)) filled in only when
-    ``StreamOptions.count_tokens`` asked for it.
+    The last chunk of a stream has ``is_final`` set and an empty delta; it
+    carries what is known at the end: ``finish_reason`` (normalised),
+    ``raw_finish_reason``, the ``model`` id the server reported and the
+    ``usage``. ``token_count`` is an estimate (ceil(len(delta) / 4)) filled
+    in only when ``StreamOptions.count_tokens`` asked for it.
+
+    ``restarted`` is True on the first chunk of a new answer after a stream
+    broke mid-way and ``ReliableProvider(mid_stream="restart")`` asked
+    another candidate: discard everything received before this chunk.
     """
 
     delta: str = ""
     reasoning: str | None = None
     is_final: bool = False
     token_count: int = 0
+    restarted: bool = False
+    finish_reason: FinishReason | None = None
+    raw_finish_reason: str | None = None
+    model: str | None = None
+    usage: TokenUsage | None = None
 
     @classmethod
     def final(cls) -> StreamChunk:
@@ -159,7 +190,17 @@ class StreamChunk:
 
     def with_token_estimate(self) -> StreamChunk:
         """This chunk with ``token_count`` set to ceil(len(delta) / 4)."""
-        return StreamChunk(self.delta, self.reasoning, self.is_final, estimate_tokens(self.delta))
+        return StreamChunk(
+            self.delta,
+            self.reasoning,
+            self.is_final,
+            estimate_tokens(self.delta),
+            self.restarted,
+            self.finish_reason,
+            self.raw_finish_reason,
+            self.model,
+            self.usage,
+        )
 
 
 _FINAL_CHUNK = StreamChunk(is_final=True)
@@ -178,6 +219,20 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Stream event: a piece of the model's reasoning (DeepSeek ``reasoning_content``,
+    Anthropic thinking), never part of the answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRestart:
+    """Stream event: the stream broke mid-way and another candidate starts the answer
+    anew; discard every event received before this one (``mid_stream="restart"``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallEvent:
     """Stream event: a complete tool call."""
 
@@ -193,24 +248,45 @@ class UsageEvent:
 
 @dataclass(frozen=True, slots=True)
 class Final:
-    """Stream event: the stream ended normally."""
+    """Stream event: the stream ended normally.
+
+    Attributes:
+        finish_reason: Why the model stopped, normalised (None when unknown).
+        raw_finish_reason: The provider's own word for it.
+        model: The model id the server reported.
+        usage: Token usage, when the provider reported it.
+    """
+
+    finish_reason: FinishReason | None = None
+    raw_finish_reason: str | None = None
+    model: str | None = None
+    usage: TokenUsage | None = None
 
 
-StreamEvent: TypeAlias = TextDelta | ToolCallEvent | UsageEvent | Final
+StreamEvent: TypeAlias = (
+    TextDelta | ReasoningDelta | ToolCallEvent | UsageEvent | StreamRestart | Final
+)
 
 
 def response_events(response: ChatResponse) -> list[StreamEvent]:
     """A non-streaming answer as the events its stream would carry.
 
-    ``TextDelta`` (if there is text), one ``ToolCallEvent`` per tool call,
-    ``UsageEvent`` (if usage is known), then ``Final``. Used wherever an
+    ``ReasoningDelta`` (if there is reasoning), ``TextDelta`` (if there is
+    text), one ``ToolCallEvent`` per tool call, ``UsageEvent`` (if usage is
+    known), then ``Final`` with the finish reason, model and usage. Used wherever an
     event stream is served from ``chat`` (not exported).
     """
-    events: list[StreamEvent] = [TextDelta(response.text)] if response.text else []
+    events: list[StreamEvent] = []
+    if response.reasoning_content:
+        events.append(ReasoningDelta(response.reasoning_content))
+    if response.text:
+        events.append(TextDelta(response.text))
     events.extend(ToolCallEvent(call) for call in response.tool_calls)
     if response.usage is not None:
         events.append(UsageEvent(response.usage))
-    events.append(Final())
+    events.append(
+        Final(response.finish_reason, response.raw_finish_reason, response.model, response.usage)
+    )
     return events
 
 

@@ -158,6 +158,8 @@ class Classification:
         context_window: True when the request did not fit the model's context
             window (recoverable by truncation, never "non-retryable").
         retry_after: Seconds the server asked us to wait, or None.
+        content_filter: True when a safety system refused: final for the
+            whole request unless the caller opted into fallback.
     """
 
     reason: FailureReason
@@ -165,6 +167,7 @@ class Classification:
     rate_limited: bool
     context_window: bool
     retry_after: float | None
+    content_filter: bool = False
 
 
 # ── string-level helpers ─────────────────────────────────────────────────
@@ -455,6 +458,25 @@ def classify(err: BaseException) -> Classification:
     Returns:
         The classification record.
     """
+    kind = getattr(err, "kind", None) if isinstance(err, ProviderError) else None
+    if kind is not None:
+        return _KIND_CLASSIFICATION.get(kind) or _classify_text(err)
+    return _classify_text(err)
+
+
+# A structured kind set by a leaf provider is a fact, like a status code. A
+# timeout is worth another try; a response that was too large or malformed
+# will most likely be so again from the same (provider, model), so the loop
+# moves to the next candidate; a content-filter refusal is final.
+_KIND_CLASSIFICATION: dict[str, Classification] = {
+    "timeout": Classification("timeout", True, False, False, None),
+    "response_too_large": Classification("response_too_large", False, False, False, None),
+    "malformed_response": Classification("malformed_response", False, False, False, None),
+    "content_filter": Classification("content_filter", False, False, False, None, True),
+}
+
+
+def _classify_text(err: BaseException) -> Classification:
     msg = str(err)
     lower = msg.lower()
     status = _status_fact(err)
