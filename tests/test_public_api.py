@@ -14,12 +14,14 @@ TOP_LEVEL = {
     # types
     "ChatMessage", "ToolCall", "ToolSpec", "TokenUsage", "ChatRequest", "ChatResponse",
     "StreamChunk", "TextDelta", "ToolCallEvent", "UsageEvent", "Final", "StreamEvent",
-    "StreamOptions",
+    "StreamOptions", "ReasoningDelta", "StreamRestart", "FinishReason",
     # providers
     "Provider", "ReliableProvider", "ReliableStream", "stream_from_generator",
     # errors
     "ReliantError", "ProviderError", "StreamError", "FailoverError",
-    "ContextWindowExceededError", "NoStreamingProviderError", "Attempt",
+    "ContextWindowExceededError", "NoStreamingProviderError", "Attempt", "ContentFilterError",
+    # provider health
+    "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth",
     # fallback notification
     "ProviderFallbackInfo", "fallback_scope", "take_last_provider_fallback",
     # utilities
@@ -58,6 +60,7 @@ def test_exception_tree() -> None:
         reliant.NoStreamingProviderError,
     ):
         assert cls.__bases__ == (reliant.ReliantError,)
+    assert reliant.ContentFilterError.__bases__ == (reliant.ProviderError,)
     assert reliant.ContextWindowExceededError.__bases__ == (reliant.FailoverError,)
 
 

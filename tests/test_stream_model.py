@@ -74,7 +74,11 @@ def test_streaming_failover_matches_reference_model(
             for i, script in enumerate(scripts)
         ]
         rp = ReliableProvider(
-            [(p.name, p) for p in providers], max_retries, 0.1, first_chunk_timeout=1.0
+            [(p.name, p) for p in providers],
+            max_retries,
+            0.1,
+            first_chunk_timeout=1.0,
+            health=None,  # the reference is the seed's model: every request pays every retry
         )
         text: list[str] = []
         error: BaseException | None = None

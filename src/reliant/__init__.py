@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._bridge import ReliableStream as ReliableStream
 from ._exceptions import Attempt as Attempt
+from ._exceptions import ContentFilterError as ContentFilterError
 from ._exceptions import ContextWindowExceededError as ContextWindowExceededError
 from ._exceptions import FailoverError as FailoverError
 from ._exceptions import NoStreamingProviderError as NoStreamingProviderError
@@ -21,6 +22,10 @@ from ._exceptions import StreamError as StreamError
 from ._fallback_info import ProviderFallbackInfo as ProviderFallbackInfo
 from ._fallback_info import fallback_scope as fallback_scope
 from ._fallback_info import take_last_provider_fallback as take_last_provider_fallback
+from ._health import HealthPolicy as HealthPolicy
+from ._health import HealthStore as HealthStore
+from ._health import LocalHealth as LocalHealth
+from ._health import RouteHealth as RouteHealth
 from ._provider import Provider as Provider
 from ._provider import stream_from_generator as stream_from_generator
 from ._reliable import ReliableProvider as ReliableProvider
@@ -29,9 +34,12 @@ from ._types import ChatMessage as ChatMessage
 from ._types import ChatRequest as ChatRequest
 from ._types import ChatResponse as ChatResponse
 from ._types import Final as Final
+from ._types import FinishReason as FinishReason
+from ._types import ReasoningDelta as ReasoningDelta
 from ._types import StreamChunk as StreamChunk
 from ._types import StreamEvent as StreamEvent
 from ._types import StreamOptions as StreamOptions
+from ._types import StreamRestart as StreamRestart
 from ._types import TextDelta as TextDelta
 from ._types import TokenUsage as TokenUsage
 from ._types import ToolCall as ToolCall
@@ -46,20 +54,28 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "ChatResponse",
+    "ContentFilterError",
     "ContextWindowExceededError",
     "FailoverError",
     "Final",
+    "FinishReason",
+    "HealthPolicy",
+    "HealthStore",
+    "LocalHealth",
     "NoStreamingProviderError",
     "Provider",
     "ProviderError",
     "ProviderFallbackInfo",
+    "ReasoningDelta",
     "ReliableProvider",
     "ReliableStream",
     "ReliantError",
+    "RouteHealth",
     "StreamChunk",
     "StreamError",
     "StreamEvent",
     "StreamOptions",
+    "StreamRestart",
     "TextDelta",
     "TokenUsage",
     "ToolCall",

@@ -45,6 +45,7 @@ import trio
 
 from . import __version__
 from ._fallback_info import fallback_scope, take_last_provider_fallback
+from ._health import LocalHealth
 from ._provider import Provider
 from ._reliable import ReliableProvider
 from ._types import ChatMessage
@@ -92,6 +93,10 @@ class Scenario:
         max_retries: Retries per (provider, model).
         base_backoff: First backoff (seconds).
         first_chunk_timeout: Seconds before a silent stream fails over.
+        keep_health: False (most scenarios): every repetition starts with
+            fresh provider health, so each measures the first encounter
+            with the fault; True: health carries over, so repetitions
+            measure the steady state (a breaker that is already open).
     """
 
     name: str
@@ -104,6 +109,7 @@ class Scenario:
     max_retries: int = 0
     base_backoff: float = 0.05
     first_chunk_timeout: float = 5.0
+    keep_health: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -127,8 +133,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         name="429-retry-after",
-        description="primary answers 429 with retry-after-ms: 100, then streams on the retry",
-        chain=("primary", "backup"),
+        description="primary alone answers 429 with retry-after-ms: 100, then streams on the retry",
+        chain=("primary",),
         model="bench-429",
         script={"bench-429": ["status:429:retry_after_ms=100", ANSWER]},
         max_retries=2,
@@ -152,6 +158,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         model="bench-large",
         script={"bench-large": ["status:404"], "bench-small": [ANSWER]},
         model_fallbacks={"bench-large": ["bench-small"]},
+    ),
+    Scenario(
+        name="dead-primary",
+        description="primary always 500 (2 retries); its breaker opens, later requests skip it",
+        chain=("primary", "backup"),
+        model="bench-model",
+        script={"bench-dead": ["status:500"], "bench-ok": [ANSWER]},
+        model_aliases={
+            "primary": {"bench-model": "bench-dead"},
+            "backup": {"bench-model": "bench-ok"},
+        },
+        max_retries=2,
+        keep_health=True,
     ),
 )
 SCENARIO_NAMES: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -338,6 +357,9 @@ class _Counts:
         self.fallbacks = 0
 
 
+_SKIPS = ("circuit_open", "retry_budget")
+
+
 @contextmanager
 def _count_failovers(counts: _Counts) -> Iterator[None]:
     class _Tap(logging.Handler):
@@ -348,15 +370,15 @@ def _count_failovers(counts: _Counts) -> Iterator[None]:
                 counts.retries += 1
             elif "dropped" in record.__dict__:
                 counts.retries += 1  # context-window truncation retries the same candidate
-            elif record.levelno >= logging.WARNING:
-                counts.fallbacks += 1
+            elif record.levelno >= logging.WARNING or record.__dict__.get("reason") in _SKIPS:
+                counts.fallbacks += 1  # gave a candidate up, or health skipped it
 
     logger = logging.getLogger("reliant")
-    tap = _Tap(logging.WARNING)
+    tap = _Tap(logging.INFO)
     previous = logger.level
     logger.addHandler(tap)
-    if previous == logging.NOTSET or previous > logging.WARNING:
-        logger.setLevel(logging.WARNING)
+    if previous == logging.NOTSET or previous > logging.INFO:
+        logger.setLevel(logging.INFO)
     try:
         yield
     finally:
@@ -446,9 +468,13 @@ def scenario_target(
 ) -> Target:
     """A :class:`Target` for a built-in scenario on ``server``."""
 
+    health = LocalHealth()
+
     def rescript() -> None:
         for model, behaviours in scenario.script.items():
             server.script(model, behaviours)
+        if not scenario.keep_health:
+            health.clear()
 
     reliable = ReliableProvider(
         [(name, providers[name]) for name in scenario.chain],
@@ -458,6 +484,7 @@ def scenario_target(
         model_aliases=scenario.model_aliases,
         first_chunk_timeout=scenario.first_chunk_timeout,
         idle_timeout=5.0,
+        health=health,
     )
     return Target(
         name=scenario.name,

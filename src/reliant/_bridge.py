@@ -77,6 +77,7 @@ from ._exceptions import NoStreamingProviderError, ProviderError, StreamError
 from ._failover import (
     STREAM_FAILOVER_HEADER,
     EmptyStream,
+    FailoverRun,
     OnlyEmptyStreams,
     Planner,
     Slot,
@@ -385,9 +386,13 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         candidates=spec.candidates,
         header=STREAM_FAILOVER_HEADER,
     )
-    async for slot in run:
-        if await _attempt(spec, slot, stream):
-            return
+    try:
+        async for slot in run:
+            if await _attempt(spec, slot, stream, run):
+                return
+    finally:
+        if run.unsettled:
+            await run.aclose()
     failure = run.failure()
     if isinstance(failure, OnlyEmptyStreams):
         return  # every candidate was empty and none failed: a clean, empty answer
@@ -405,6 +410,7 @@ async def _attempt(
     spec: BridgeSpec[T],
     slot: Slot,
     stream: ReliableStream[T],
+    run: FailoverRun,
 ) -> bool:
     """Run one attempt: True when it committed and ended cleanly, False when it failed
     before its first item (the run decides what is next); a committed stream that
@@ -423,16 +429,26 @@ async def _attempt(
                     first = await items.__anext__()
                 except StopAsyncIteration:
                     raise EmptyStream() from None
+                if attempt_scope.cancel_called:
+                    # The deadline passed while this item was already on its
+                    # way (returned without a checkpoint). Committing now
+                    # would deliver it and then die of the pending
+                    # cancellation as a bogus "stalled" error; it is a
+                    # first-chunk timeout, judged at the commit point.
+                    raise _LateFirstChunk()
                 committed = True
                 slot.succeeded()
                 attempt_scope.deadline = math.inf
                 gap = math.inf if idle is None else idle
-                stream._watch_idle(gap, attempt_scope)
+                stream._watch_idle(gap, attempt_scope)  # the idle clock starts at commit
                 await stream._put(first)
+                if run.unsettled:
+                    await run.aclose()  # tell provider health after the item is on its way
                 await _forward(items, stream, gap)
     except Exception as err:
         if not committed:
-            slot.failed(err)
+            late = isinstance(err, _LateFirstChunk)
+            slot.failed(_first_chunk_timeout(spec, slot) if late else err)
             return False
         if isinstance(err, StreamError):
             raise
@@ -443,16 +459,23 @@ async def _attempt(
                 f"stream from {slot.name} (model {slot.model_id}) stalled: "
                 f"no data for {idle:g} s after it started"
             )
-        assert spec.first_chunk_timeout is not None
-        slot.failed(
-            ProviderError(
-                f"{slot.name}: no first chunk within {spec.first_chunk_timeout:g} s "
-                f"(model {slot.model_id}); timed out",
-                provider=slot.name,
-            )
-        )
+        slot.failed(_first_chunk_timeout(spec, slot))
         return False
     return committed
+
+
+class _LateFirstChunk(Exception):
+    """The first item came after the first-chunk deadline had already fired."""
+
+
+def _first_chunk_timeout(spec: BridgeSpec[T], slot: Slot) -> ProviderError:
+    assert spec.first_chunk_timeout is not None
+    return ProviderError(
+        f"{slot.name}: no first chunk within {spec.first_chunk_timeout:g} s "
+        f"(model {slot.model_id}); timed out",
+        provider=slot.name,
+        kind="timeout",
+    )
 
 
 async def _forward(items: AsyncIterator[T], stream: ReliableStream[T], idle: float) -> None:

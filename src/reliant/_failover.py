@@ -68,8 +68,10 @@ from ._exceptions import (
     ContextWindowExceededError,
     FailoverError,
     FailureReason,
+    ProviderError,
 )
 from ._fallback_info import ProviderFallbackInfo, record_provider_fallback
+from ._health import HealthPolicy, HealthStore, Outcome, RouteKey
 from ._log import logger
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
@@ -135,12 +137,15 @@ class Planner:
         model_fallbacks: model -> models to try after it.
         model_aliases: provider name -> {requested model: that provider's id}.
         rng: Source of jitter; injectable so tests can pin it.
+        health: Where breakers and the retry budget live, or None for the
+            seed's behaviour (every request pays every retry).
     """
 
     __slots__ = (
         "_aliases",
         "_fallbacks",
         "base_backoff",
+        "health",
         "max_retries",
         "primary",
         "providers",
@@ -155,6 +160,7 @@ class Planner:
         model_fallbacks: Mapping[str, Sequence[str]],
         model_aliases: Mapping[str, Mapping[str, str]],
         rng: random.Random | None = None,
+        health: HealthStore | None = None,
     ) -> None:
         self.providers = tuple(providers)
         self.max_retries = max_retries
@@ -162,6 +168,7 @@ class Planner:
         self._fallbacks = {k: tuple(v) for k, v in model_fallbacks.items()}
         self._aliases = {k: dict(v) for k, v in model_aliases.items()}
         self.rng = rng
+        self.health = health
         self.primary = self.providers[0][0] if self.providers else ""
 
     def model_chain(self, model: str) -> list[str]:
@@ -183,6 +190,10 @@ class Planner:
     ) -> FailoverRun:
         """Start one run of the state machine; iterate it with ``async for``.
 
+        The driver must ``await run.aclose()`` when it is done with the run
+        (in a ``finally``): that reports the last outcome to provider health
+        and gives back a probe slot an abandoned attempt held.
+
         Args:
             model: The requested model.
             messages: The conversation, or None for calls without history
@@ -202,20 +213,29 @@ class Planner:
     ) -> T:
         """Run ``fn(provider, model_id, messages)`` under failover: the non-streaming driver."""
         run = self.attempts(model=model, messages=messages)
-        async for slot in run:
-            try:
-                value = await fn(slot.provider, slot.model_id, slot.messages)
-            except Exception as err:
-                slot.failed(err)
-            else:
-                slot.succeeded()
-                return value
-        raise run.failure()
+        try:
+            async for slot in run:
+                try:
+                    value = await fn(slot.provider, slot.model_id, slot.messages)
+                except Exception as err:
+                    slot.failed(err)
+                else:
+                    slot.succeeded()
+                    return value
+            raise run.failure()
+        finally:
+            if run.unsettled:
+                await run.aclose()
 
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """One attempt handed out by :class:`FailoverRun`; report its outcome exactly once."""
+    """One attempt handed out by :class:`FailoverRun`; report its outcome exactly once.
+
+    ``probe`` is True when this attempt holds a half-open breaker's one
+    probe slot; ``started_at`` is the trio time it was handed out (0.0
+    without provider health, which is its only reader).
+    """
 
     run: FailoverRun
     name: str
@@ -223,6 +243,8 @@ class Slot:
     model_id: str
     messages: Sequence[ChatMessage] | None
     attempt: int
+    probe: bool = False
+    started_at: float = 0.0
 
     def failed(self, err: Exception) -> None:
         """Classify ``err`` and decide the next step (may raise ``ContextWindowExceededError``)."""
@@ -231,6 +253,17 @@ class Slot:
     def succeeded(self) -> None:
         """Commit to this attempt: the run ends, fallback info is recorded if anything differed."""
         self.run._succeeded(self)
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A candidate provider health skipped; tried as a last resort, soonest re-open first."""
+
+    reopens_at: float
+    mi: int
+    pi: int
+    n: int
+    wait: float
 
 
 class FailoverRun:
@@ -243,12 +276,18 @@ class FailoverRun:
 
     __slots__ = (
         "_all_context",
+        "_deferred",
         "_errors",
+        "_forcing",
         "_header",
+        "_health",
+        "_held",
         "_max_attempts",
         "_mi",
         "_models",
         "_n",
+        "_new_request",
+        "_pending",
         "_pi",
         "_planner",
         "_pool",
@@ -271,6 +310,7 @@ class FailoverRun:
         header: str,
     ) -> None:
         self._planner = planner
+        self._health = planner.health
         self._requested = model
         self._models = planner.model_chain(model)
         self._pool = pool
@@ -288,6 +328,13 @@ class FailoverRun:
         self._truncated = False
         self._saw_error = False
         self._all_context = True
+        # Provider health only: candidates skipped for an open breaker, the
+        # outcome not yet reported, the route whose probe slot is held.
+        self._deferred: list[_Deferred] = []
+        self._forcing = False
+        self._new_request = True
+        self._pending: tuple[RouteKey, Outcome, bool] | None = None
+        self._held: RouteKey | None = None
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -295,6 +342,8 @@ class FailoverRun:
     async def __anext__(self) -> Slot:
         if self._state is _PENDING:
             raise RuntimeError("report the previous attempt's outcome before asking for the next")
+        if self._health is not None:
+            return await self._next_with_health(self._health)
         if self._state is not _READY:
             raise StopAsyncIteration
         if self._sleep:
@@ -305,6 +354,98 @@ class FailoverRun:
         self._state = _PENDING
         return Slot(self, name, provider, model_id, self.messages, self._n)
 
+    async def _next_with_health(self, health: HealthStore) -> Slot:
+        # The same walk, with every candidate first asked of provider health:
+        # an open breaker defers the candidate (no call, no sleep), a retry
+        # the budget refuses moves on, and deferred candidates come back,
+        # soonest re-open first, once nothing else is left.
+        await self._settle(health)
+        while self._state is _READY:
+            name, provider = self._pool[self._pi]
+            model_id = self._planner.model_id(name, self._models[self._mi])
+            key = (name, model_id)
+            retry = self._n > 1
+            decision = await health.admit(
+                key,
+                new_request=self._new_request,
+                retry=retry,
+                force=self._forcing or self._last_candidate(),
+            )
+            self._new_request = False
+            admission = decision.admission
+            if admission == "skip":
+                self._skip(name, model_id, "circuit_open", _open_detail(decision.reopens_at))
+                self._deferred.append(
+                    _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
+                )
+                self._sleep = 0.0
+                self._next_candidate()
+                continue
+            if admission == "no_budget":
+                self._skip(name, model_id, "retry_budget", _BUDGET_DETAIL)
+                self._sleep = 0.0
+                self._next_candidate()
+                continue
+            probe = admission == "probe"
+            if probe:
+                self._held = key
+            if self._sleep:
+                delay, self._sleep = self._sleep, 0.0
+                await trio.sleep(delay)
+            self._state = _PENDING
+            return Slot(
+                self,
+                name,
+                provider,
+                model_id,
+                self.messages,
+                self._n,
+                probe,
+                trio.current_time(),
+            )
+        raise StopAsyncIteration
+
+    def _last_candidate(self) -> bool:
+        # True when nothing else could serve after this candidate: a breaker
+        # must then not skip it (never refuse outright).
+        if self._deferred:
+            return False
+        return self._mi == len(self._models) - 1 and self._pi == len(self._pool) - 1
+
+    def _skip(self, name: str, model_id: str, reason: FailureReason, detail: str) -> None:
+        self._trail.append(Attempt(name, model_id, self._n, self._max_attempts, reason, detail))
+        logger.info(
+            "provider health skipped an attempt",
+            extra={"provider": name, "model": model_id, "attempt": self._n, "reason": reason},
+        )
+
+    @property
+    def unsettled(self) -> bool:
+        """True while :meth:`aclose` has something to report to provider health."""
+        return self._pending is not None or self._held is not None
+
+    async def _settle(self, health: HealthStore) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            key, outcome, probe = pending
+            await health.record(key, outcome, probe=probe)
+
+    async def aclose(self) -> None:
+        """Report the last outcome to provider health and give back an unused probe slot.
+
+        Runs shielded from cancellation (bounded to a second) because it is
+        exactly what a cancelled request must still do: a probe slot left
+        held would keep the route half-open for everyone else.
+        """
+        health = self._health
+        if health is None or not self.unsettled:
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _SETTLE_TIMEOUT):
+            await self._settle(health)
+            held, self._held = self._held, None
+            if held is not None:
+                await health.release(held)
+
     @property
     def trail(self) -> list[Attempt]:
         """The failed attempts so far."""
@@ -313,6 +454,8 @@ class FailoverRun:
     def failure(self) -> Exception:
         """The error that ends an exhausted run."""
         if not self._saw_error and self._trail:
+            # Skips never end a run on their own (skipped candidates are
+            # tried last), so without any error every candidate was empty.
             return OnlyEmptyStreams()
         if self._saw_error and self._all_context:
             return _error(
@@ -331,14 +474,40 @@ class FailoverRun:
             self._errors.append(err)
         return detail
 
+    def _report(self, slot: Slot, outcome: Outcome) -> None:
+        # Provider health hears about the attempt at the next __anext__ or
+        # at aclose(), both async: a store may need I/O, this method may not.
+        if self._health is not None:
+            key = (slot.name, slot.model_id)
+            self._pending = (key, outcome, slot.probe)
+            if slot.probe:
+                self._held = None  # recording the outcome frees the slot
+
     def _next_candidate(self) -> None:
         self._n = 1
         self._wait = self._planner.base_backoff
+        if self._forcing or self._mi >= len(self._models):
+            self._resume_deferred()
+            return
         self._pi += 1
         if self._pi == len(self._pool):
             self._pi = 0
             self._mi += 1
-        self._state = _READY if self._mi < len(self._models) else _EXHAUSTED
+        if self._mi < len(self._models):
+            self._state = _READY
+        else:
+            self._resume_deferred()
+
+    def _resume_deferred(self) -> None:
+        if not self._deferred:
+            self._state = _EXHAUSTED
+            return
+        if not self._forcing:
+            self._forcing = True
+            self._deferred.sort(key=lambda d: d.reopens_at)  # stable: plan order breaks ties
+        d = self._deferred.pop(0)
+        self._mi, self._pi, self._n, self._wait = d.mi, d.pi, d.n, d.wait
+        self._state = _READY
 
     def _retry(self, delay: float) -> None:
         if self._n >= self._max_attempts:
@@ -355,12 +524,14 @@ class FailoverRun:
         if isinstance(err, EmptyStream):
             self._record(slot, "non_retryable", err)
             self._all_context = False
+            self._report(slot, _NEUTRAL)
             logger.warning("stream produced no events, moving on", extra=log_extra)
             self._next_candidate()
             return
         self._saw_error = True
         verdict = _verdict(err)
         if verdict.context_window:
+            self._report(slot, _NEUTRAL)
             if self.messages is None:
                 self._record(slot, "non_retryable", err)
                 self._state = _DONE
@@ -387,8 +558,22 @@ class FailoverRun:
             return
         self._all_context = False
         detail = self._record(slot, verdict.reason, err)
+        cooldown = False
+        if self._health is not None:
+            silent = _silent(slot, err, self._health.policy)
+            open_for = verdict.retry_after if verdict.rate_limited else None
+            self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
+            cooldown = silent or open_for is not None
         if not verdict.retryable:
             logger.warning("non-retryable error, moving on", extra={**log_extra, "error": detail})
+            self._next_candidate()
+            return
+        if cooldown and not self._last_candidate():
+            # This failure opens the route's breaker at once (a Retry-After,
+            # or a silent route that made the caller wait out a timeout), so
+            # while another candidate remains it is not asked again: the
+            # next one now, without a sleep.
+            logger.warning("route cooling down, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
             return
         if self._n >= self._max_attempts:
@@ -407,6 +592,7 @@ class FailoverRun:
         if self._state is not _PENDING:
             raise RuntimeError("an attempt's outcome was reported twice")
         self._state = _DONE
+        self._report(slot, _SUCCESS)
         chain_model = self._models[self._mi]
         if (
             slot.attempt > 1
@@ -429,6 +615,28 @@ class FailoverRun:
                     self._planner.primary, self._requested, slot.name, slot.model_id
                 )
             )
+
+
+_SETTLE_TIMEOUT = 1.0
+_SUCCESS = Outcome(ok=True)
+_NEUTRAL = Outcome(ok=False)  # an error that says nothing about the route's health
+_BUDGET_DETAIL = "retry budget exhausted; retry not sent"
+
+
+def _open_detail(reopens_at: float) -> str:
+    wait = max(reopens_at - trio.current_time(), 0.0)
+    return f"circuit open; skipped without a call (probe allowed in {wait:.3g} s)"
+
+
+def _silent(slot: Slot, err: Exception, policy: HealthPolicy) -> bool:
+    # A first-chunk or request timeout, or a transport failure (no status)
+    # after a long wait: the route swallowed the caller's time.
+    if isinstance(err, ProviderError):
+        if err.kind == "timeout":
+            return True
+        if err.status_code is None and err.kind is None:
+            return trio.current_time() - slot.started_at >= policy.silent_after
+    return False
 
 
 _READY = "ready"

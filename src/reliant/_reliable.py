@@ -18,6 +18,7 @@ import trio
 
 from ._bridge import BridgeSpec, OpenUpstream, StreamContext
 from ._failover import Planner
+from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
 from ._log import logger
 from ._provider import Provider
 from ._types import (
@@ -48,6 +49,7 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds allowed between two items of a committed stream (never a total cap)."""
 
 _DEFAULT_OPTIONS = StreamOptions()
+_DEFAULT_HEALTH = HealthPolicy()
 
 
 class ReliableProvider(Provider):
@@ -73,6 +75,11 @@ class ReliableProvider(Provider):
             request through the non-streaming path and deliver it as one
             chunk plus the final one.
         rng: Random source for backoff jitter (tests pin it).
+        health: Provider health (circuit breakers, Retry-After cooldowns,
+            retry budget) shared by every request of this provider: a
+            :class:`HealthPolicy` (the default, kept in this process), a
+            store to share (``LocalHealth``, ``RedisHealth``), or None for
+            the seed's behaviour where every request pays every retry.
 
     Raises:
         ValueError: For an empty provider list, duplicate names, negative
@@ -93,11 +100,13 @@ class ReliableProvider(Provider):
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         stream_fallback_to_non_streaming: bool = False,
         rng: random.Random | None = None,
+        health: HealthPolicy | HealthStore | None = _DEFAULT_HEALTH,
     ) -> None:
         providers = tuple(providers)
         _validate(providers, max_retries, base_backoff, model_fallbacks, model_aliases)
         _validate_timeout("first_chunk_timeout", first_chunk_timeout)
         _validate_timeout("idle_timeout", idle_timeout)
+        store = _health_store(health)
         self._planner = Planner(
             providers,
             max_retries,
@@ -105,6 +114,7 @@ class ReliableProvider(Provider):
             model_fallbacks or {},
             model_aliases or {},
             rng,
+            store,
         )
         self._aliases = {k: dict(v) for k, v in (model_aliases or {}).items()}
         self._base_backoff = base_backoff
@@ -148,7 +158,22 @@ class ReliableProvider(Provider):
             idle_timeout=self.idle_timeout,
             stream_fallback_to_non_streaming=self.stream_fallback_to_non_streaming,
             rng=self._rng,
+            health=self._planner.health,
         )
+
+    @property
+    def health_store(self) -> HealthStore | None:
+        """Where this provider's health lives (None when health is off)."""
+        return self._planner.health
+
+    def health(self) -> dict[RouteKey, RouteHealth]:
+        """Each route's breaker: ``(provider name, model id) -> RouteHealth``.
+
+        Routes appear once an attempt on them failed; an empty mapping means
+        nothing has failed yet (or health is off).
+        """
+        store = self._planner.health
+        return {} if store is None else store.snapshot()
 
     def __repr__(self) -> str:
         names = ", ".join(name for name, _ in self.providers)
@@ -343,6 +368,16 @@ class ReliableProvider(Provider):
             fallback=fallback if self.stream_fallback_to_non_streaming else None,
         )
         return StreamContext(spec)
+
+
+def _health_store(health: HealthPolicy | HealthStore | None) -> HealthStore | None:
+    if health is None or isinstance(health, HealthStore):
+        return health
+    if isinstance(health, HealthPolicy):
+        return LocalHealth(health)
+    raise TypeError(
+        f"health must be a HealthPolicy, a health store or None, got {type(health).__name__}"
+    )
 
 
 def _history(messages: Sequence[ChatMessage] | None) -> Sequence[ChatMessage]:
