@@ -51,7 +51,9 @@ async def main() -> None:
 
     primary = Instant(fail=10**12)
     backup = Instant()
-    chain = ReliableProvider([("primary", primary), ("backup", backup)], max_retries=1)
+    # health=None: measure the retry ladder itself; with health the open
+    # breaker would skip the primary after the first round.
+    chain = ReliableProvider([("primary", primary), ("backup", backup)], max_retries=1, health=None)
 
     async def call_failover() -> None:
         await chain.chat_with_history(MESSAGES, "m", 0.0)

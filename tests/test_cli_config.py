@@ -170,11 +170,31 @@ def test_wrong_provider_fields_are_named(snippet: str, expected: str) -> None:
         ("max_retries = -1\n" + GOOD, "max_retries: must be at least 0"),
         ("first_chunk_timeout = 0\n" + GOOD, "first_chunk_timeout: must be greater than 0"),
         ("temperature = 3\n" + GOOD, "temperature: must be between 0 and 2"),
+        (GOOD + "[health]\nopen_after = 0\n", "health.open_after: must be at least 1"),
+        (GOOD + "[health]\nopen_for = -1\n", "health.open_for: must be greater than 0"),
+        (GOOD + "[health]\nopen_fr = 1\n", "did you mean 'open_for'?"),
+        (GOOD + "[health]\nenabled = 1\n", "health.enabled: expected a boolean"),
+        ("health = 3\n" + GOOD, "health: expected a table"),
+        (
+            GOOD + "[health]\nopen_for = 10\nmax_open_for = 5\n",
+            "health: max_open_for (5.0) must be >= open_for (10.0)",
+        ),
     ],
 )
 def test_missing_and_invalid_values(text: str, expected: str) -> None:
     """Missing required keys and out-of-range values are reported by key."""
     assert expected in _problem(text)
+
+
+def test_health_table_builds_the_policy() -> None:
+    """[health] sets the HealthPolicy fields; enabled = false turns health off."""
+    from reliant import HealthPolicy
+
+    text = GOOD + "[health]\nopen_after = 5\nopen_for = 2.5\nretry_budget = 0\n"
+    config = parse_config(tomllib.loads(text))
+    assert config.health == HealthPolicy(open_after=5, open_for=2.5, retry_budget=0.0)
+    assert parse_config(tomllib.loads(GOOD)).health == HealthPolicy()
+    assert parse_config(tomllib.loads(GOOD + "[health]\nenabled = false\n")).health is None
 
 
 # -- through the command line ---------------------------------------------------------------

@@ -10,13 +10,15 @@ import pytest
 
 from reliant._cli import _demo, main
 
+STEPS = len(_demo._STEPS)
 STEP_MARKERS = (
-    "[1/6] 429 with Retry-After",
-    "[2/6] 500 on the primary",
-    "[3/6] model fallback",
-    "[4/6] context window overflow",
-    "[5/6] stream: the primary hangs",
-    "[6/6] stream cancelled mid-flight",
+    "429 with Retry-After",
+    "500 on the primary",
+    "dead primary: its breaker opens",
+    "model fallback",
+    "context window overflow",
+    "stream: the primary hangs",
+    "stream cancelled mid-flight",
 )
 
 
@@ -38,15 +40,18 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "\x1b[" not in proc.stdout and "\x1b[" not in proc.stderr
+    titles = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert len(titles) == STEPS
     for marker in STEP_MARKERS:
-        assert marker in proc.stdout
-    assert proc.stdout.count("\n  ok ") == 6
-    assert "All 6 steps behaved as expected" in proc.stdout
+        assert any(marker in line for line in titles), marker
+    assert proc.stdout.count("\n  ok ") == STEPS
+    assert f"All {STEPS} steps behaved as expected" in proc.stdout
     # The timeline shows reliant's own structured log records (lines wrap at 80 columns).
     text = " ".join(proc.stdout.split())
     assert "rate_limited (429 Too Many Requests) -> retry in 1.00 s" in text
     assert "context window exceeded -> dropped the 6 oldest messages" in text
     assert "served by backup (model claude-demo-stream)" in text
+    assert "circuit open -> skipped without a call" in text
     assert proc.stderr == ""
 
 
@@ -59,7 +64,7 @@ def test_demo_in_process_uses_colour_on_a_terminal(
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "\x1b[" in out
-    assert "All 6 steps behaved as expected" in out
+    assert f"All {STEPS} steps behaved as expected" in out
 
 
 def test_demo_reports_a_misbehaving_step(

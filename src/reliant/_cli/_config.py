@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._health import HealthPolicy
+
 if TYPE_CHECKING:
     from reliant import Provider, ReliableProvider
 
@@ -86,6 +88,7 @@ class Config:
     idle_timeout: float = 60.0
     stream_fallback_to_non_streaming: bool = False
     model_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    health: HealthPolicy | None = field(default_factory=HealthPolicy)
     source: str = DEFAULT_CONFIG_NAME
 
     @property
@@ -259,8 +262,10 @@ TOP_KEYS: tuple[str, ...] = (
     "idle_timeout",
     "stream_fallback_to_non_streaming",
     "model_fallbacks",
+    "health",
     "providers",
 )
+HEALTH_KEYS: tuple[str, ...] = ("enabled", *HealthPolicy.__dataclass_fields__)
 PROVIDER_KEYS: tuple[str, ...] = (
     "name",
     "kind",
@@ -353,6 +358,30 @@ def _model_fallbacks(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return chains
 
 
+def _health(data: Mapping[str, Any]) -> HealthPolicy | None:
+    if "health" not in data:
+        return HealthPolicy()
+    table = data["health"]
+    if not isinstance(table, dict):
+        raise _wrong_type("health", "a table ([health])", table)
+    _unknown_keys(table, HEALTH_KEYS, "health")
+    if not _boolean(table, "enabled", "health", True):
+        return None
+    values: dict[str, Any] = {}
+    for key in HealthPolicy.__dataclass_fields__:
+        if key not in table:
+            continue
+        if key == "open_after":
+            values[key] = _integer(table, key, "health", None, minimum=1)
+        else:
+            zero_ok = key in ("retry_budget", "min_retries_per_second")
+            values[key] = _number(table, key, "health", 0.0, positive=not zero_ok)
+    try:
+        return HealthPolicy(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"health: {str(err).removeprefix('HealthPolicy.')}") from None
+
+
 def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> Config:
     """Validate a parsed TOML document and fill in the defaults.
 
@@ -393,6 +422,7 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
             data, "stream_fallback_to_non_streaming", "", False
         ),
         model_fallbacks=_model_fallbacks(data),
+        health=_health(data),
         source=source,
     )
 
@@ -514,4 +544,5 @@ def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> Rel
         first_chunk_timeout=config.first_chunk_timeout,
         idle_timeout=config.idle_timeout,
         stream_fallback_to_non_streaming=config.stream_fallback_to_non_streaming,
+        health=config.health,
     )

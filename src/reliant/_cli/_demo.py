@@ -23,6 +23,7 @@ from rich.text import Text
 
 from reliant import (
     ChatMessage,
+    HealthPolicy,
     Provider,
     ProviderFallbackInfo,
     ReliableProvider,
@@ -146,6 +147,8 @@ class Timeline:
             if moving_on:
                 body += " -> next candidate"
             self.event(Text.assemble(where, (body, "yellow")))
+        elif fields.get("reason") == "circuit_open":
+            self.event(Text.assemble(where, ("circuit open -> skipped without a call", "yellow")))
         else:
             message = record.getMessage()
             if message.startswith("provider recovered"):
@@ -252,6 +255,41 @@ async def _provider_failover(demo: _Demo) -> None:
     _expect(info is not None and info.actual_provider == "backup", "backup did not serve")
     _expect(len(failed) == 2, f"expected 2 attempts on primary, saw {len(failed)}")
     _expect(len(served) == 1, f"expected 1 request to backup, saw {len(served)}")
+
+
+async def _dead_primary(demo: _Demo) -> None:
+    server, tl = demo.server, demo.timeline
+    server.script(
+        "gpt-demo-dead",
+        [Behavior(kind="status", status=503, message="The engine is currently overloaded.")],
+    )
+    server.script("claude-demo-steady", [Behavior(text="The backup keeps serving.")])
+    since = len(server.requests)
+    rp = demo.reliable(
+        "primary",
+        "backup",
+        max_retries=2,
+        base_backoff=0.1,
+        health=HealthPolicy(open_after=3, open_for=5.0),
+        model_aliases={
+            "primary": {"demo-chat": "gpt-demo-dead"},
+            "backup": {"demo-chat": "claude-demo-steady"},
+        },
+    )
+    for request in (1, 2, 3):
+        tl.event(Text(f"request {request}", style="bold"))
+        await rp.chat_with_system(None, "Hello!", "demo-chat", 0.0)
+    route = rp.health()[("primary", "gpt-demo-dead")]
+    dead = demo.requests_for("gpt-demo-dead", since)
+    served = demo.requests_for("claude-demo-steady", since)
+    left = (route.opened_until or 0.0) - trio.current_time()
+    tl.event(
+        f"primary's breaker is {route.state} for another {left:.1f} s; the server saw "
+        f"{len(dead)} requests to primary and {len(served)} to backup"
+    )
+    _expect(route.state == "open", f"primary's breaker is {route.state}, expected open")
+    _expect(len(dead) == 3, f"expected 3 attempts on primary (then skipped), saw {len(dead)}")
+    _expect(len(served) == 3, f"expected backup to serve all 3 requests, saw {len(served)}")
 
 
 async def _model_fallback(demo: _Demo) -> None:
@@ -435,6 +473,13 @@ _STEPS: list[tuple[str, str, str, Callable[[_Demo], Awaitable[None]]]] = [
         "500 on the primary: retried once, then the backup serves",
         "backup is a different provider speaking the Anthropic protocol.",
         _provider_failover,
+    ),
+    (
+        "dead primary, breaker",
+        "dead primary: its breaker opens, the next requests skip it",
+        "503 three times opens primary's circuit breaker for 5 s; requests 2 and 3 "
+        "go to backup without calling primary or sleeping.",
+        _dead_primary,
     ),
     (
         "model fallback",

@@ -1,0 +1,227 @@
+"""Provider health: traffic amplification and latency during an outage, and its overhead.
+
+Prints (and writes results/health.json):
+
+1. Amplification, over real loopback HTTP against the project's fake server:
+   C concurrent callers (1, 100, 500) each make 4 requests while *both*
+   providers answer 500 (max_retries=2, so 3 attempts per provider without
+   health). Reported: upstream requests per caller request, and per first
+   try (every request must try each provider once: that is the floor).
+2. Latency during an outage of the primary only (500s), backup healthy:
+   time to first token of 30 sequential streams, health on vs off, next to
+   the healthy backup called directly. Without health every request pays the
+   primary's whole retry ladder; with it, only the first few do.
+3. Overhead of health on a healthy request, in process (ScriptedProvider-like
+   instant provider, thousands of calls): health on vs ``health=None``, for a
+   non-streaming call and for a two-chunk stream. Target: at most 5 us more.
+
+    python benchmarks/bench_health.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncIterator
+
+import trio
+
+from _util import best_of, row, write_json
+from reliant import (
+    ChatMessage,
+    FailoverError,
+    LocalHealth,
+    Provider,
+    ReliableProvider,
+    StreamChunk,
+    StreamOptions,
+    stream_from_generator,
+)
+from reliant.providers import Anthropic, OpenAICompatible
+from reliant.testing.fake_server import serve_fake_llm
+
+MESSAGES = [ChatMessage.user("hello")]
+CALLERS = (1, 100, 500)
+REQUESTS_PER_CALLER = 4
+
+
+async def amplification(
+    server: object, primary: Provider, backup: Provider
+) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for callers in CALLERS:
+        for health_on in (False, True):
+            server.script("dead-a", ["status:500"])  # type: ignore[attr-defined]
+            server.script("dead-b", ["status:500"])  # type: ignore[attr-defined]
+            llm = ReliableProvider(
+                [("a", primary), ("b", backup)],
+                max_retries=2,
+                base_backoff=0.01,
+                model_aliases={"a": {"m": "dead-a"}, "b": {"m": "dead-b"}},
+                health=LocalHealth() if health_on else None,
+            )
+            before = len(server.requests)  # type: ignore[attr-defined]
+
+            async def caller(llm: ReliableProvider = llm) -> None:
+                for _ in range(REQUESTS_PER_CALLER):
+                    with contextlib.suppress(FailoverError):
+                        await llm.chat_with_history(MESSAGES, "m", 0.0)
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(callers):
+                    nursery.start_soon(caller)
+            elapsed = time.perf_counter() - start
+            sent = len(server.requests) - before  # type: ignore[attr-defined]
+            requests = callers * REQUESTS_PER_CALLER
+            out.append(
+                {
+                    "callers": callers,
+                    "health": health_on,
+                    "caller_requests": requests,
+                    "upstream_requests": sent,
+                    "per_request": sent / requests,
+                    "per_first_try": sent / (2 * requests),
+                    "wall_s": elapsed,
+                }
+            )
+    return out
+
+
+async def ttft(llm: Provider, model: str) -> float:
+    start = time.perf_counter()
+    async with llm.stream_chat_with_history(MESSAGES, model, 0.0) as chunks:
+        async for chunk in chunks:
+            if chunk.delta:
+                first = time.perf_counter() - start
+                break
+        else:
+            raise RuntimeError("no text")
+        async for _ in chunks:
+            pass
+    return first
+
+
+async def outage_latency(server: object, primary: Provider, backup: Provider) -> dict[str, object]:
+    server.script("down", ["status:500"])  # type: ignore[attr-defined]
+    server.script("up", ["ok:chunks=5"])  # type: ignore[attr-defined]
+    aliases = {"primary": {"m": "down"}, "backup": {"m": "up"}}
+    result: dict[str, object] = {}
+    for label, health in (("health_off", None), ("health_on", LocalHealth())):
+        llm = ReliableProvider(
+            [("primary", primary), ("backup", backup)],
+            max_retries=2,
+            base_backoff=0.05,
+            model_aliases=aliases,
+            health=health,
+        )
+        samples = [await ttft(llm, "m") for _ in range(30)]
+        result[label] = {
+            "p50_ms": statistics.median(samples) * 1e3,
+            "first_ms": samples[0] * 1e3,
+            "last10_p50_ms": statistics.median(samples[-10:]) * 1e3,
+        }
+    direct = [await ttft(backup, "up") for _ in range(30)]
+    result["backup_direct_p50_ms"] = statistics.median(direct) * 1e3
+    return result
+
+
+class Instant(Provider):
+    """Answers at once; streams two chunks and the final one."""
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        return "ok"
+
+    @stream_from_generator
+    async def stream_chat_with_system(
+        self,
+        system_prompt: str | None,
+        message: str,
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk("a")
+        yield StreamChunk("b")
+        yield StreamChunk.final()
+
+
+async def overhead() -> dict[str, float]:
+    on = ReliableProvider([("p", Instant()), ("q", Instant())])
+    off = ReliableProvider([("p", Instant()), ("q", Instant())], health=None)
+
+    def call(llm: ReliableProvider):  # type: ignore[no-untyped-def]
+        async def go() -> None:
+            await llm.chat_with_history(MESSAGES, "m", 0.0)
+
+        return go
+
+    def stream(llm: ReliableProvider):  # type: ignore[no-untyped-def]
+        async def go() -> None:
+            async with llm.stream_chat_with_history(MESSAGES, "m", 0.0) as chunks:
+                async for _ in chunks:
+                    pass
+
+        return go
+
+    figures: dict[str, float] = {}
+    # Interleave on/off runs so machine noise hits both alike.
+    for name, make, inner in (("call", call, 4000), ("stream", stream, 1000)):
+        offs, ons = [], []
+        for _ in range(5):
+            offs.append(await best_of(make(off), repeat=3, inner=inner))
+            ons.append(await best_of(make(on), repeat=3, inner=inner))
+        figures[f"{name}_off_us"] = statistics.median(offs) * 1e6
+        figures[f"{name}_on_us"] = statistics.median(ons) * 1e6
+        figures[f"{name}_added_us"] = figures[f"{name}_on_us"] - figures[f"{name}_off_us"]
+    return figures
+
+
+async def main() -> None:
+    async with (
+        serve_fake_llm() as server,
+        OpenAICompatible(name="primary", base_url=server.openai_base_url, api_key="k") as primary,
+        Anthropic(name="backup", base_url=server.anthropic_base_url, api_key="k") as backup,
+    ):
+        amp = await amplification(server, primary, backup)
+        latency = await outage_latency(server, primary, backup)
+    cost = await overhead()
+
+    print("1. outage of every provider: upstream requests per caller request (max_retries=2)")
+    print(f"  {'callers':>8} {'health':>7} {'per request':>12} {'per first try':>14}")
+    for r in amp:
+        print(
+            f"  {r['callers']:>8} {'on' if r['health'] else 'off':>7} "
+            f"{r['per_request']:>12.2f} {r['per_first_try']:>13.2f}x"
+        )
+    print("2. primary down, backup healthy: time to first token of 30 sequential streams")
+    for label in ("health_off", "health_on"):
+        fig = latency[label]
+        assert isinstance(fig, dict)
+        print(
+            f"  {label:<11} p50 {fig['p50_ms']:7.2f} ms   first {fig['first_ms']:7.2f} ms   "
+            f"last 10 p50 {fig['last10_p50_ms']:7.2f} ms"
+        )
+    print(f"  backup called directly: p50 {latency['backup_direct_p50_ms']:.2f} ms")
+    print("3. healthy request, in process: health on vs health=None")
+    print(row("non-streaming, health=None", cost["call_off_us"] / 1e6))
+    print(row("non-streaming, health on", cost["call_on_us"] / 1e6, cost["call_off_us"] / 1e6))
+    print(row("2-chunk stream, health=None", cost["stream_off_us"] / 1e6))
+    print(row("2-chunk stream, health on", cost["stream_on_us"] / 1e6, cost["stream_off_us"] / 1e6))
+    print(
+        f"  added by health: {cost['call_added_us']:.2f} us per call, "
+        f"{cost['stream_added_us']:.2f} us per stream (target <= 5 us)"
+    )
+    path = write_json("health.json", {"amplification": amp, "outage_latency": latency, **cost})
+    print(f"  wrote {path}")
+
+
+if __name__ == "__main__":
+    trio.run(main)
