@@ -73,7 +73,7 @@ from typing import Generic, NoReturn, TypeVar
 
 import trio
 
-from ._exceptions import NoStreamingProviderError, ProviderError, StreamError
+from ._exceptions import ContentFilterError, NoStreamingProviderError, ProviderError, StreamError
 from ._failover import (
     STREAM_FAILOVER_HEADER,
     EmptyStream,
@@ -83,6 +83,7 @@ from ._failover import (
     Slot,
 )
 from ._provider import Provider
+from ._recovery import OverlapTrimmer, RecoverySpec, RecoveryState, continuation_messages
 from ._sanitize import sanitize_api_error
 from ._types import ChatMessage
 
@@ -114,6 +115,8 @@ class BridgeSpec(Generic[T]):
         idle_timeout: Longest gap between items after commit.
         fallback: When set, serves the request without streaming after every
             streaming candidate failed before its first item.
+        recovery: How a committed stream that breaks is recovered (None:
+            it is a ``StreamError``, the default ``mid_stream="error"``).
     """
 
     __slots__ = (
@@ -127,6 +130,7 @@ class BridgeSpec(Generic[T]):
         "no_provider_message",
         "open_upstream",
         "planner",
+        "recovery",
     )
 
     def __init__(
@@ -142,7 +146,9 @@ class BridgeSpec(Generic[T]):
         first_chunk_timeout: float | None,
         idle_timeout: float | None,
         fallback: Callable[[], Awaitable[Sequence[T]]] | None,
+        recovery: RecoverySpec[T] | None = None,
     ) -> None:
+        self.recovery = recovery
         self.planner = planner
         self.candidates = tuple(candidates)
         self.model = model
@@ -386,14 +392,32 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         candidates=spec.candidates,
         header=STREAM_FAILOVER_HEADER,
     )
+    rec = (
+        None
+        if spec.recovery is None
+        else RecoveryState(spec.recovery.mode, spec.recovery.max_recoveries, spec.recovery.ops)
+    )
+    broken: StreamError | None = None  # the break being recovered, if any
     try:
         async for slot in run:
-            if await _attempt(spec, slot, stream, run):
-                return
+            try:
+                if await _attempt(spec, slot, stream, run, rec):
+                    return
+                broken = None
+            except _Broke as brk:
+                assert rec is not None and spec.recovery is not None
+                broken = brk.error
+                _recover(spec.recovery, rec, run, slot, brk)
     finally:
         if run.unsettled:
             await run.aclose()
     failure = run.failure()
+    if broken is not None or (rec is not None and (rec.continuing or rec.restart_pending)):
+        # Text was delivered and no candidate could finish the answer: the
+        # caller gets the break, never a partial answer passed off as whole.
+        raise StreamError(
+            f"stream broke mid-way and could not be recovered: {failure}"
+        ) from failure
     if isinstance(failure, OnlyEmptyStreams):
         return  # every candidate was empty and none failed: a clean, empty answer
     if spec.fallback is None:
@@ -406,15 +430,44 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         await stream._put(item)
 
 
+class _Broke(Exception):
+    """A committed attempt broke and the request may recover (mid_stream is not "error")."""
+
+    def __init__(self, error: StreamError, cause: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.cause = cause
+
+
+def _recover(
+    spec: RecoverySpec[T], rec: RecoveryState[T], run: FailoverRun, slot: Slot, brk: _Broke
+) -> None:
+    # The planner records the break and moves on; then the mode for the next
+    # attempt: continue only if a remaining candidate can take a prefill.
+    after = len(rec.text)
+    run.recover(slot, brk.cause, after_chars=after, mode=spec.mode)
+    can_continue = any(p.supports_prefill for p in run.remaining())
+    if rec.plan(brk.cause, can_continue) == "continue":
+        run.skip_if = _cannot_continue
+    else:
+        run.skip_if = None
+        run.recovery_mode("restart")
+
+
+def _cannot_continue(provider: Provider) -> bool:
+    return not provider.supports_prefill
+
+
 async def _attempt(
     spec: BridgeSpec[T],
     slot: Slot,
     stream: ReliableStream[T],
     run: FailoverRun,
+    rec: RecoveryState[T] | None,
 ) -> bool:
     """Run one attempt: True when it committed and ended cleanly, False when it failed
     before its first item (the run decides what is next); a committed stream that
-    broke raises ``StreamError``."""
+    broke raises ``StreamError`` (or ``_Broke`` when it may be recovered)."""
     committed = False
     idle = spec.idle_timeout
     first_deadline = (
@@ -422,9 +475,18 @@ async def _attempt(
         if spec.first_chunk_timeout is None
         else trio.current_time() + spec.first_chunk_timeout
     )
+    continuing = rec is not None and rec.continuing
+    if continuing:
+        assert rec is not None and spec.recovery is not None
+        base = slot.messages if slot.messages is not None else spec.recovery.conversation
+        upstream = spec.recovery.open_continuation(
+            slot.provider, slot.model_id, continuation_messages(base, rec.text)
+        )
+    else:
+        upstream = spec.open_upstream(slot.provider, slot.model_id, slot.messages)
     try:
         with trio.CancelScope(deadline=first_deadline) as attempt_scope:
-            async with spec.open_upstream(slot.provider, slot.model_id, slot.messages) as items:
+            async with upstream as items:
                 try:
                     first = await items.__anext__()
                 except StopAsyncIteration:
@@ -441,27 +503,61 @@ async def _attempt(
                 attempt_scope.deadline = math.inf
                 gap = math.inf if idle is None else idle
                 stream._watch_idle(gap, attempt_scope)  # the idle clock starts at commit
-                await stream._put(first)
-                if run.unsettled:
-                    await run.aclose()  # tell provider health after the item is on its way
-                await _forward(items, stream, gap)
+                if rec is None:
+                    await stream._put(first)
+                    if run.unsettled:
+                        await run.aclose()  # tell provider health after the item is on its way
+                    await _forward(items, stream, gap)
+                else:
+                    await _forward_recording(items, first, stream, gap, rec, run)
     except Exception as err:
         if not committed:
             late = isinstance(err, _LateFirstChunk)
-            slot.failed(_first_chunk_timeout(spec, slot) if late else err)
+            failure = _first_chunk_timeout(spec, slot) if late else err
+            try:
+                slot.failed(failure)
+            finally:
+                if continuing and rec is not None and _rejects_prefill(failure):
+                    # The continuation was refused (e.g. 400 about the final
+                    # assistant message): the recovery becomes a restart, with
+                    # its signal; the refusal stays in the trail.
+                    rec.to_restart()
+                    run.skip_if = None
+                    run.recovery_mode("restart")
             return False
-        if isinstance(err, StreamError):
-            raise
-        raise _broken(slot, err) from err
+        broken = err if isinstance(err, StreamError) else _broken(slot, err)
+        if broken is not err:
+            broken.__cause__ = err
+        raise _recoverable(broken, err, slot, run, rec) from err
     if attempt_scope.cancelled_caught:
         if committed:
-            raise StreamError(
+            stalled = StreamError(
                 f"stream from {slot.name} (model {slot.model_id}) stalled: "
                 f"no data for {idle:g} s after it started"
             )
+            raise _recoverable(stalled, stalled, slot, run, rec)
         slot.failed(_first_chunk_timeout(spec, slot))
         return False
     return committed
+
+
+def _recoverable(
+    broken: StreamError,
+    cause: Exception,
+    slot: Slot,
+    run: FailoverRun,
+    rec: RecoveryState[T] | None,
+) -> Exception:
+    # A ContentFilterError after commit is a safety decision, never recovered.
+    if rec is not None and rec.left > 0 and not isinstance(cause, ContentFilterError):
+        return _Broke(broken, cause)
+    run.broke(slot, cause)  # provider health hears of it; the caller gets the error
+    return broken
+
+
+def _rejects_prefill(err: Exception) -> bool:
+    status = getattr(err, "status_code", None)
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 class _LateFirstChunk(Exception):
@@ -476,6 +572,46 @@ def _first_chunk_timeout(spec: BridgeSpec[T], slot: Slot) -> ProviderError:
         provider=slot.name,
         kind="timeout",
     )
+
+
+async def _forward_recording(
+    items: AsyncIterator[T],
+    first: T,
+    stream: ReliableStream[T],
+    idle: float,
+    rec: RecoveryState[T],
+    run: FailoverRun,
+) -> None:
+    # The forwarding loop when mid-stream recovery is on: every delivered
+    # item is noted (its text, whether it is a tool call) so a break can be
+    # continued or restarted. A restarted answer's first item carries the
+    # signal; a continuation's first items pass the overlap trimmer.
+    now = trio.lowlevel.current_clock().current_time
+    trimmer = OverlapTrimmer(rec.text, rec.ops) if rec.continuing else None
+    if rec.restart_pending:
+        rec.restart_pending = False
+        pending = rec.ops.restarted(first)
+    elif trimmer is not None:
+        pending = trimmer.feed(first)
+    else:
+        pending = [first]
+    rec.continuing = False
+    for item in pending:
+        rec.note(item)
+        await stream._put(item)
+    if run.unsettled:
+        await run.aclose()
+    async for item in items:
+        stream._idle_at = math.inf
+        pending = trimmer.feed(item) if trimmer is not None and not trimmer.done else [item]
+        for out in pending:
+            rec.note(out)
+            await stream._put(out)
+        stream._idle_at = now() + idle
+    if trimmer is not None and not trimmer.done:
+        for out in trimmer.finish():
+            rec.note(out)
+            await stream._put(out)
 
 
 async def _forward(items: AsyncIterator[T], stream: ReliableStream[T], idle: float) -> None:

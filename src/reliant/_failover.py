@@ -91,7 +91,7 @@ from ._exceptions import (
     FailureReason,
     ProviderError,
 )
-from ._fallback_info import ProviderFallbackInfo, record_provider_fallback
+from ._fallback_info import ProviderFallbackInfo, StreamRecovery, record_provider_fallback
 from ._health import HealthPolicy, HealthStore, LocalHealth, Outcome, RouteKey
 from ._log import logger
 from ._provider import Provider
@@ -160,12 +160,15 @@ class Planner:
         rng: Source of jitter; injectable so tests can pin it.
         health: Where breakers and the retry budget live, or None for the
             seed's behaviour (every request pays every retry).
+        fallback_on_content_filter: Treat a content-filter refusal like any
+            non-retryable error (next candidate) instead of final.
     """
 
     __slots__ = (
         "_aliases",
         "_fallbacks",
         "base_backoff",
+        "fallback_on_content_filter",
         "health",
         "max_retries",
         "primary",
@@ -182,8 +185,10 @@ class Planner:
         model_aliases: Mapping[str, Mapping[str, str]],
         rng: random.Random | None = None,
         health: HealthStore | None = None,
+        fallback_on_content_filter: bool = False,
     ) -> None:
         self.providers = tuple(providers)
+        self.fallback_on_content_filter = fallback_on_content_filter
         self.max_retries = max_retries
         self.base_backoff = max(base_backoff, _backoff.MIN_BASE_BACKOFF)
         self._fallbacks = {k: tuple(v) for k, v in model_fallbacks.items()}
@@ -313,6 +318,7 @@ class FailoverRun:
         "_pi",
         "_planner",
         "_pool",
+        "_recoveries",
         "_requested",
         "_saw_error",
         "_sleep",
@@ -321,6 +327,7 @@ class FailoverRun:
         "_truncated",
         "_wait",
         "messages",
+        "skip_if",
     )
 
     def __init__(
@@ -360,6 +367,10 @@ class FailoverRun:
         self._new_request = True
         self._pending: tuple[RouteKey, Outcome, bool] | None = None
         self._held: RouteKey | None = None
+        # Mid-stream recovery only: what was recovered, and candidates the
+        # bridge wants passed over (those that cannot continue a prefill).
+        self._recoveries: list[StreamRecovery] = []
+        self.skip_if: Callable[[Provider], bool] | None = None
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -369,6 +380,8 @@ class FailoverRun:
             raise RuntimeError("report the previous attempt's outcome before asking for the next")
         if self._health is not None:
             return await self._next_with_health(self._health)
+        if self.skip_if is not None:
+            self._pass_over(self.skip_if)
         if self._state is not _READY:
             raise StopAsyncIteration
         if self._sleep:
@@ -387,6 +400,8 @@ class FailoverRun:
         local = self._local
         if local is None:
             await self._settle(health)
+        if self.skip_if is not None:
+            self._pass_over(self.skip_if)
         while self._state is _READY:
             name, provider = self._pool[self._pi]
             model_id = self._planner.model_id(name, self._models[self._mi])
@@ -434,6 +449,76 @@ class FailoverRun:
                 trio.current_time(),
             )
         raise StopAsyncIteration
+
+    def _pass_over(self, skip: Callable[[Provider], bool]) -> None:
+        while self._state is _READY and skip(self._pool[self._pi][1]):
+            self._next_candidate()
+
+    def remaining(self) -> list[Provider]:
+        """The providers the run may still try, the current candidate first."""
+        if self._state is not _READY and self._state is not _DONE:
+            return []
+        rest: list[Provider] = []
+        mi, pi = self._mi, self._pi
+        while mi < len(self._models):
+            rest.append(self._pool[pi][1])
+            pi += 1
+            if pi == len(self._pool):
+                pi, mi = 0, mi + 1
+        rest.extend(self._pool[d.pi][1] for d in self._deferred)
+        return rest
+
+    def broke(self, slot: Slot, err: Exception) -> str:
+        """A committed attempt's stream broke: a failure for provider health.
+
+        Returns the sanitized detail. Nothing is retried here: the caller
+        already saw text. See :meth:`recover` for ``mid_stream`` recovery.
+        """
+        detail = collapse_whitespace(sanitize_api_error(_describe(err)))
+        if self._health is not None:
+            key = (slot.name, slot.model_id)
+            outcome = Outcome(False, True, None, False, detail)
+            if self._local is not None:
+                self._local.record_nowait(key, outcome)
+            else:
+                self._pending = (key, outcome, False)
+        return detail
+
+    def recover(self, slot: Slot, err: Exception, *, after_chars: int, mode: str) -> None:
+        """Resume the run after ``slot``'s committed stream broke (``mid_stream`` recovery).
+
+        The break goes into the trail as ``stream_broken``; the run moves to
+        the next candidate, or retries the same route when no other remains
+        (without a backoff sleep: the caller is waiting mid-answer).
+        """
+        if self._state is not _DONE:
+            raise RuntimeError("only a committed attempt can be recovered")
+        detail = self.broke(slot, err)
+        self._trail.append(
+            Attempt(
+                slot.name,
+                slot.model_id,
+                slot.attempt,
+                self._max_attempts,
+                "stream_broken",
+                f"broke after {after_chars} characters, recovering ({mode}): {detail}",
+            )
+        )
+        self._errors.append(err)
+        self._recoveries.append(StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode))
+        self._state = _PENDING
+        if self._last_candidate():
+            self._n, self._sleep, self._state = self._n + 1, 0.0, _READY
+        else:
+            self._next_candidate()
+
+    def recovery_mode(self, mode: str) -> None:
+        """Correct how the last recovery proceeds (a continuation that became a restart)."""
+        if self._recoveries:
+            last = self._recoveries[-1]
+            self._recoveries[-1] = StreamRecovery(
+                last.provider, last.model, last.after_chars, last.reason, mode
+            )
 
     def _last_candidate(self) -> bool:
         # True when nothing else could serve after this candidate: a breaker
@@ -493,9 +578,8 @@ class FailoverRun:
             # tried last), so without any error every candidate was empty.
             return OnlyEmptyStreams()
         if self._saw_error and self._all_context:
-            return _error(
-                ContextWindowExceededError, CANNOT_REDUCE_HEADER, self._trail, self._errors
-            )
+            header = CONTEXT_WINDOW_HEADER if self.messages is None else CANNOT_REDUCE_HEADER
+            return _error(ContextWindowExceededError, header, self._trail, self._errors)
         return _error(FailoverError, self._header, self._trail, self._errors)
 
     # -- transitions -------------------------------------------------------
@@ -568,29 +652,31 @@ class FailoverRun:
             return
         self._saw_error = True
         verdict = _verdict(err)
+        if verdict.content_filter and not self._planner.fallback_on_content_filter:
+            # A safety decision is final: not retried, not routed around.
+            self._record(slot, "content_filter", err)
+            self._report(slot, _NEUTRAL)
+            self._state = _DONE
+            raise err
         if verdict.context_window:
             self._report(slot, _NEUTRAL)
-            if self.messages is None:
-                self._record(slot, "non_retryable", err)
-                self._state = _DONE
-                raise _error(
-                    ContextWindowExceededError, CONTEXT_WINDOW_HEADER, self._trail, self._errors
-                )
-            if not self._truncated:
-                shorter, dropped = truncate_for_context(self.messages)
-                if not dropped:
-                    self._record(slot, "non_retryable", err)
-                    self._state = _DONE
-                    raise _error(
-                        ContextWindowExceededError, CANNOT_REDUCE_HEADER, self._trail, self._errors
-                    )
-                self._truncated, self.messages = True, shorter
+            shorter, dropped = (
+                truncate_for_context(self.messages)
+                if self.messages is not None and not self._truncated
+                else ((), 0)
+            )
+            if dropped:
+                assert self.messages is not None
+                self._truncated, self.messages = True, list(shorter)
                 logger.warning(
                     "context window exceeded; truncated history and retrying",
                     extra={**log_extra, "dropped": dropped, "remaining": len(shorter)},
                 )
                 self._retry(0.0)
                 return
+            # Nothing left to drop (no history, one huge message, or already
+            # truncated): never the same input to the same route again, but
+            # the next candidate may have a larger window.
             self._record(slot, "non_retryable", err)
             self._next_candidate()
             return
@@ -634,6 +720,7 @@ class FailoverRun:
         chain_model = self._models[self._mi]
         if (
             slot.attempt > 1
+            or self._recoveries
             or self._truncated
             or chain_model != self._requested
             or slot.name != self._planner.primary
@@ -648,9 +735,13 @@ class FailoverRun:
                     "context_truncated": self._truncated,
                 },
             )
+            recoveries = tuple(
+                r if r.to_provider else _took_over(r, slot) for r in self._recoveries
+            )
+            self._recoveries = list(recoveries)
             record_provider_fallback(
                 ProviderFallbackInfo(
-                    self._planner.primary, self._requested, slot.name, slot.model_id
+                    self._planner.primary, self._requested, slot.name, slot.model_id, recoveries
                 )
             )
 
@@ -659,6 +750,18 @@ _SETTLE_TIMEOUT = 1.0
 _SUCCESS = Outcome(ok=True)
 _NEUTRAL = Outcome(ok=False)  # an error that says nothing about the route's health
 _BUDGET_DETAIL = "retry budget exhausted; retry not sent"
+
+
+def _took_over(recovery: StreamRecovery, slot: Slot) -> StreamRecovery:
+    return StreamRecovery(
+        recovery.provider,
+        recovery.model,
+        recovery.after_chars,
+        recovery.reason,
+        recovery.mode,
+        slot.name,
+        slot.model_id,
+    )
 
 
 def _open_detail(reopens_at: float) -> str:

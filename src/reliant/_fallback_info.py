@@ -22,10 +22,35 @@ from dataclasses import dataclass
 
 __all__ = [
     "ProviderFallbackInfo",
+    "StreamRecovery",
     "fallback_scope",
     "record_provider_fallback",
     "take_last_provider_fallback",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecovery:
+    """One committed stream that broke mid-way and was recovered on another candidate.
+
+    Attributes:
+        provider: The provider whose stream broke.
+        model: Its model id.
+        after_chars: Characters of answer text the caller had received from it.
+        reason: Why it broke (sanitized error text).
+        mode: ``"continue"`` (the next candidate continued the text) or
+            ``"restart"`` (it answered anew after a restart signal).
+        to_provider: The candidate that took over.
+        to_model: Its model id.
+    """
+
+    provider: str
+    model: str
+    after_chars: int
+    reason: str
+    mode: str
+    to_provider: str = ""
+    to_model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +63,15 @@ class ProviderFallbackInfo:
         actual_provider: The provider that served the answer.
         actual_model: The model id that served it, as sent to that provider
             (after ``model_aliases`` mapping).
+        recoveries: Streams that broke mid-way and were recovered
+            (``ReliableProvider(mid_stream=...)``), in order.
     """
 
     requested_provider: str
     requested_model: str
     actual_provider: str
     actual_model: str
+    recoveries: tuple[StreamRecovery, ...] = ()
 
 
 class _Cell:

@@ -21,6 +21,15 @@ from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
 from ._log import logger
 from ._provider import Provider
+from ._recovery import (
+    MID_STREAM_MODES,
+    ChunkItems,
+    EventItems,
+    ItemOps,
+    MidStream,
+    OpenContinuation,
+    RecoverySpec,
+)
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -50,6 +59,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 _DEFAULT_OPTIONS = StreamOptions()
 _DEFAULT_HEALTH = HealthPolicy()
+_CHUNKS = ChunkItems()
+_EVENTS = EventItems()
 
 
 class ReliableProvider(Provider):
@@ -80,6 +91,16 @@ class ReliableProvider(Provider):
             :class:`HealthPolicy` (the default, kept in this process), a
             store to share (``LocalHealth``, ``RedisHealth``), or None for
             the seed's behaviour where every request pays every retry.
+        mid_stream: What a committed stream that breaks mid-way becomes:
+            ``"error"`` (a ``StreamError``, the default), ``"restart"`` (the
+            next candidate answers anew after a restart signal:
+            ``StreamChunk.restarted`` / a ``StreamRestart`` event) or
+            ``"continue"`` (a candidate that ``supports_prefill`` continues
+            the delivered text; otherwise a restart).
+        max_stream_recoveries: Recoveries per request (0 to 10, default 1).
+        fallback_on_content_filter: A content-filter refusal is final by
+            default (``ContentFilterError``, one call in total); True sends
+            the request on to the next candidate like any non-retryable error.
 
     Raises:
         ValueError: For an empty provider list, duplicate names, negative
@@ -101,8 +122,24 @@ class ReliableProvider(Provider):
         stream_fallback_to_non_streaming: bool = False,
         rng: random.Random | None = None,
         health: HealthPolicy | HealthStore | None = _DEFAULT_HEALTH,
+        mid_stream: MidStream = "error",
+        max_stream_recoveries: int = 1,
+        fallback_on_content_filter: bool = False,
     ) -> None:
         providers = tuple(providers)
+        if mid_stream not in MID_STREAM_MODES:
+            raise ValueError(
+                f"mid_stream must be one of {', '.join(MID_STREAM_MODES)}, got {mid_stream!r}"
+            )
+        if (
+            isinstance(max_stream_recoveries, bool)
+            or not isinstance(max_stream_recoveries, int)
+            or not 0 <= max_stream_recoveries <= 10
+        ):
+            raise ValueError(
+                "max_stream_recoveries must be an integer from 0 to 10, "
+                f"got {max_stream_recoveries!r}"
+            )
         _validate(providers, max_retries, base_backoff, model_fallbacks, model_aliases)
         _validate_timeout("first_chunk_timeout", first_chunk_timeout)
         _validate_timeout("idle_timeout", idle_timeout)
@@ -115,7 +152,10 @@ class ReliableProvider(Provider):
             model_aliases or {},
             rng,
             store,
+            fallback_on_content_filter=bool(fallback_on_content_filter),
         )
+        self.mid_stream: MidStream = mid_stream
+        self.max_stream_recoveries = max_stream_recoveries
         self._aliases = {k: dict(v) for k, v in (model_aliases or {}).items()}
         self._base_backoff = base_backoff
         self._rng = rng
@@ -159,6 +199,9 @@ class ReliableProvider(Provider):
             stream_fallback_to_non_streaming=self.stream_fallback_to_non_streaming,
             rng=self._rng,
             health=self._planner.health,
+            mid_stream=self.mid_stream,
+            max_stream_recoveries=self.max_stream_recoveries,
+            fallback_on_content_filter=self._planner.fallback_on_content_filter,
         )
 
     @property
@@ -287,6 +330,11 @@ class ReliableProvider(Provider):
             options,
             tools=False,
             fallback=fallback,
+            recovery=lambda: self._recovery(
+                _CHUNKS,
+                _system_and_user(system_prompt, message),
+                lambda p, m, msgs: p.stream_chat_with_history(msgs, m, temperature, options),
+            ),
         )
 
     def stream_chat_with_history(
@@ -310,6 +358,11 @@ class ReliableProvider(Provider):
             options,
             tools=False,
             fallback=fallback,
+            recovery=lambda: self._recovery(
+                _CHUNKS,
+                history,
+                lambda p, m, msgs: p.stream_chat_with_history(msgs, m, temperature, options),
+            ),
         )
 
     def stream_chat(
@@ -334,6 +387,11 @@ class ReliableProvider(Provider):
             options,
             tools=bool(tools),
             fallback=fallback,
+            recovery=lambda: self._recovery(
+                _EVENTS,
+                tuple(request.messages),
+                lambda p, m, msgs: p.stream_chat(ChatRequest(msgs, tools), m, temperature, options),
+            ),
         )
 
     def _stream(
@@ -345,6 +403,7 @@ class ReliableProvider(Provider):
         *,
         tools: bool,
         fallback: Callable[[], Awaitable[Sequence[T]]],
+        recovery: Callable[[], RecoverySpec[T]],
     ) -> StreamContext[T]:
         candidates = [
             (name, p)
@@ -366,8 +425,20 @@ class ReliableProvider(Provider):
             first_chunk_timeout=self.first_chunk_timeout,
             idle_timeout=self.idle_timeout,
             fallback=fallback if self.stream_fallback_to_non_streaming else None,
+            recovery=None if self.mid_stream == "error" else recovery(),
         )
         return StreamContext(spec)
+
+    def _recovery(
+        self,
+        ops: ItemOps[T],
+        conversation: Sequence[ChatMessage],
+        open_continuation: OpenContinuation[T],
+    ) -> RecoverySpec[T]:
+        assert self.mid_stream != "error"
+        return RecoverySpec(
+            self.mid_stream, self.max_stream_recoveries, ops, conversation, open_continuation
+        )
 
 
 def _health_store(health: HealthPolicy | HealthStore | None) -> HealthStore | None:
@@ -378,6 +449,11 @@ def _health_store(health: HealthPolicy | HealthStore | None) -> HealthStore | No
     raise TypeError(
         f"health must be a HealthPolicy, a health store or None, got {type(health).__name__}"
     )
+
+
+def _system_and_user(system_prompt: str | None, message: str) -> tuple[ChatMessage, ...]:
+    user = ChatMessage.user(message)
+    return (user,) if system_prompt is None else (ChatMessage.system(system_prompt), user)
 
 
 def _history(messages: Sequence[ChatMessage] | None) -> Sequence[ChatMessage]:
