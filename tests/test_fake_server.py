@@ -427,9 +427,10 @@ async def test_inband_errors(client: httpx2.AsyncClient) -> None:
     assert json.loads(data[-1]) == {
         "error": {
             "message": "fake error 429",
-            "type": "rate_limit_exceeded",
+            "type": "requests",
             "param": None,
-            "code": 429,
+            "code": "rate_limit_exceeded",
+            "status": 429,
         }
     }
     assert "[DONE]" not in data
@@ -452,16 +453,18 @@ async def test_malformed(client: httpx2.AsyncClient) -> None:
 
 
 async def test_empty_and_no_terminator(client: httpx2.AsyncClient) -> None:
-    """``empty`` is only the terminator; ``no_terminator`` is everything but it."""
+    """``empty`` is only the terminator; ``no_terminator`` is the content without any end."""
     assert sse_data((await post(client, OPENAI, "empty", stream=True)).text) == ["[DONE]"]
     assert sse_events((await post(client, ANTHROPIC, "empty", stream=True)).text) == [
         "message_stop"
     ]
     data = sse_data((await post(client, OPENAI, "no_terminator:chunks=2", stream=True)).text)
     assert "[DONE]" not in data
-    assert len(data) == 4
+    assert len(data) == 3
+    assert all(json.loads(d)["choices"][0]["finish_reason"] is None for d in data)
     events = sse_events((await post(client, ANTHROPIC, "no_terminator", stream=True)).text)
-    assert events[-1] == "message_delta"
+    assert events[-1] == "content_block_stop"
+    assert "message_delta" not in events
 
 
 async def test_not_sse(client: httpx2.AsyncClient) -> None:
