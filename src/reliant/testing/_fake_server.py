@@ -72,7 +72,9 @@ model name itself is the behaviour, written ``kind[:arg]...`` with
 ``tools``
     Answer with ``calls`` (default 1) tool calls: the request's tools in turn
     (``get_weather`` if it offers none), arguments ``{"location": "Paris",
-    "unit": "celsius"}`` streamed in three fragments.
+    "unit": "celsius"}`` streamed in three fragments. Other kinds send tool
+    calls too when ``calls`` is given: ``cut:after=2:calls=1`` breaks after
+    the text and the first argument fragment, in the middle of a tool call.
 ``content_filter``
     A safety refusal. OpenAI: HTTP 400 with OpenAI's ``content_policy_violation``
     body. Anthropic: a 200 answer without text whose ``stop_reason`` is
@@ -220,7 +222,8 @@ class Behavior:
         headers: Extra response headers.
         message: Error message text of ``status`` and ``inband_error``.
         body: Raw response body of ``status``, replacing the JSON error.
-        calls: Number of tool calls of ``tools``.
+        calls: Number of tool calls; None means 1 for ``tools`` and 0 for
+            every other kind (``cut:after=2:calls=1`` breaks inside a tool call).
         tool_name: Name of every tool call; None takes the request's tools.
         tool_arguments: Arguments JSON of every tool call.
         input_tokens: Reported input tokens.
@@ -251,7 +254,7 @@ class Behavior:
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     message: str | None = None
     body: str | None = None
-    calls: int = 1
+    calls: int | None = None
     tool_name: str | None = None
     tool_arguments: str = _DEFAULT_ARGUMENTS
     input_tokens: int = 10
@@ -822,10 +825,11 @@ class _Protocol:
 
     def tool_calls(self) -> list[tuple[str, str, str]]:
         """(id, name, arguments) of each tool call of a ``tools`` answer."""
-        if self.behavior.kind != "tools":
-            return []
+        count = self.behavior.calls
+        if count is None:
+            count = 1 if self.behavior.kind == "tools" else 0
         calls = []
-        for i in range(self.behavior.calls):
+        for i in range(count):
             if self.behavior.tool_name is not None:
                 name = self.behavior.tool_name
             elif self.tool_names:
