@@ -443,8 +443,10 @@ class OpenAICompatible(HTTPProvider):
         Per event: one ``choices`` look-up, the delta, and ``finish_reason``;
         a text-only delta (the bulk of a stream) takes the short path.
         ``model`` and ``usage`` are read only from the last chunks (the one
-        with ``finish_reason`` and the usage chunk), so the common event pays
-        nothing for them.
+        with ``finish_reason`` and the usage chunk with empty ``choices``),
+        so the common event pays nothing for them; a server that repeats
+        usage on every chunk (vLLM's continuous usage stats) is read once,
+        at the end.
         """
         committed = False
         calls: dict[int, list[Any]] = {}
@@ -493,14 +495,18 @@ class OpenAICompatible(HTTPProvider):
                                         committed = True
                                         yield item
                             reason = choice.get("finish_reason")
-                            if reason:
-                                raw_finish = str(reason)
-                                model = chunk.get("model") or model
-                                if raw_finish == "content_filter" and not committed:
-                                    raise self._refusal(raw_finish, json.dumps(chunk))
-                                for call in _finish(calls):
-                                    committed = True
-                                    yield ToolCallEvent(call)
+                            if not reason:
+                                continue
+                            raw_finish = str(reason)
+                            model = chunk.get("model") or model
+                            if raw_finish == "content_filter" and not committed:
+                                raise self._refusal(raw_finish, json.dumps(chunk))
+                            for call in _finish(calls):
+                                committed = True
+                                yield ToolCallEvent(call)
+                        # Usage comes in a last chunk with empty choices
+                        # (OpenAI) or with the finish reason (Together, vLLM):
+                        # text chunks never get here.
                         usage_data = chunk.get("usage")
                         if usage_data:
                             usage = _usage(usage_data) or TokenUsage()
