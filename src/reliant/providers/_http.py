@@ -11,8 +11,15 @@ Error mapping lives here, in one place:
   classification treats as retryable;
 - during a stream, a failure before the first item is a ``ProviderError``
   (failover may still happen); after it, a ``StreamError`` whose
-  ``__cause__`` is the underlying failure. A stream that ends without its
-  terminator is a failure too, never a silent success.
+  ``__cause__`` is the underlying failure, with ``tool_call_in_progress``
+  set by the provider when a tool call was arriving. A stream that ends
+  without its terminator is a failure too, never a silent success, unless
+  the provider had already said why the model stopped (a finish reason)
+  and the body then ended cleanly;
+- a 4xx whose body is a content-filter refusal (OpenAI's
+  ``content_policy_violation``, Azure's ``content_filter``) becomes
+  :class:`~reliant.ContentFilterError`, as do refusals a provider finds in a
+  2xx answer before any text (:meth:`HTTPProvider._refusal`).
 
 The provider's own API key is scrubbed from every text by exact match (custom
 keys need not look like ``sk-...``) before the generic sanitizer runs.
