@@ -355,13 +355,20 @@ async def test_streaming_disabled(server: FakeLLMServer) -> None:
     ) as provider:
         assert await collect(provider.stream_chat_with_system(None, "q", "ok", 0)) == [
             StreamChunk(TEXT),
-            StreamChunk.final(),
+            final("stop", "stop", "ok", TokenUsage(10, 5, 0)),
         ]
-        chunks = await collect(provider.stream_chat_with_history([ChatMessage.user("q")], "ok", 0))
+        history = [ChatMessage.user("q"), ChatMessage.assistant("a"), ChatMessage.user("r")]
+        chunks = await collect(provider.stream_chat_with_history(history, "ok", 0))
         assert text_of(chunks) == TEXT
         events = await collect(provider.stream_chat(ChatRequest([ChatMessage.user("q")]), "ok", 0))
-        assert events == [TextDelta(TEXT), Final()]
+        assert events == [
+            TextDelta(TEXT),
+            UsageEvent(TokenUsage(10, 5, 0)),
+            Final("stop", "stop", "ok", TokenUsage(10, 5, 0)),
+        ]
     assert all(r.json["stream"] is False for r in server.requests)
+    # The whole history goes out, not just the last user message.
+    assert len(server.requests[1].json["messages"]) == 3
 
 
 # -- client ownership, warm-up, repr ---------------------------------------------------------

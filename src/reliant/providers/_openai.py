@@ -44,7 +44,6 @@ from .._provider import (
     ChunkStream,
     EventStream,
     Provider,
-    split_history,
     stream_from_generator,
 )
 from .._types import (
@@ -217,7 +216,8 @@ class OpenAICompatible(HTTPProvider):
         native_tools: The endpoint supports ``tools``; when False, tools are
             described in the system prompt and ``<tool_call>`` blocks parsed.
         streaming: The endpoint supports SSE streaming; when False, streams
-            deliver the non-streaming answer as one chunk.
+            deliver the non-streaming answer (to the whole history) as one
+            chunk, then a final chunk with its finish reason, model and usage.
         vision: The model accepts images (reported by ``supports_vision``).
         supports_prefill: The server continues a trailing assistant message
             (reported by ``supports_prefill``). False by default because the
@@ -390,11 +390,9 @@ class OpenAICompatible(HTTPProvider):
         options: StreamOptions = _DEFAULT_OPTIONS,
     ) -> ChunkStream:
         """Stream the answer to one message as ``StreamChunk``s."""
-        if not self._streaming:
-            return super().stream_chat_with_system(
-                system_prompt, message, model, temperature, options
-            )
         messages = _system_messages(system_prompt, message)
+        if not self._streaming:
+            return self._stream_via_complete(messages, model, temperature, options)
         payload = self._payload(messages, None, model, temperature, stream=True)
         return aclosing(self._stream(payload, False, options.count_tokens))
 
@@ -407,8 +405,7 @@ class OpenAICompatible(HTTPProvider):
     ) -> ChunkStream:
         """Stream the answer to a conversation as ``StreamChunk``s."""
         if not self._streaming:
-            system, message = split_history(messages)
-            return super().stream_chat_with_system(system, message, model, temperature, options)
+            return self._stream_via_complete(messages, model, temperature, options)
         payload = self._payload(messages, None, model, temperature, stream=True)
         return aclosing(self._stream(payload, False, options.count_tokens))
 
@@ -426,6 +423,24 @@ class OpenAICompatible(HTTPProvider):
             return self._stream_via_chat(request, model, temperature)
         payload = self._payload(request.messages, request.tools, model, temperature, stream=True)
         return aclosing(self._stream(payload, True, options.count_tokens))
+
+    @stream_from_generator
+    async def _stream_via_complete(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions,
+    ) -> AsyncGenerator[StreamChunk, None]:
+        # streaming=False: the whole history (a trailing assistant message to
+        # continue included) in one request, then its text and what ended it.
+        response = await self._complete(messages, None, model, temperature)
+        if response.text:
+            chunk = StreamChunk(response.text)
+            yield chunk.with_token_estimate() if options.count_tokens else chunk
+        yield final_chunk(
+            response.finish_reason, response.raw_finish_reason, response.model, response.usage
+        )
 
     @stream_from_generator
     async def _stream_via_chat(
