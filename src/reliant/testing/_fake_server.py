@@ -137,7 +137,8 @@ fragments), not the protocol preamble (the OpenAI role chunk, Anthropic's
 With ``gap=0`` pieces are coalesced into one write.
 
 Usage is deterministic: ``input_tokens`` (default 10), ``cached_tokens``
-(default 0) and output tokens = number of text + reasoning pieces.
+(default 0) and output tokens = number of text pieces in this answer (a
+continuation's or a refusal's own pieces) + reasoning pieces.
 
 Records
 -------
