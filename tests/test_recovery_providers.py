@@ -282,6 +282,15 @@ async def test_azure_content_filter_400(server: FakeLLMServer, inner: dict[str, 
     assert info.value.status_code == 400
 
 
+async def test_inband_content_filter_error_before_text(server: FakeLLMServer) -> None:
+    """An in-band error whose code is content_filter, before any text, is a ContentFilterError."""
+    error = {"error": {"message": "filtered", "type": None, "code": "content_filter"}}
+    server.script(None, [raw_sse(f"data: {json.dumps(error)}\n\n")])
+    async with build("openai", server) as provider:
+        with pytest.raises(ContentFilterError):
+            await collect(provider.stream_chat_with_system(None, "q", "m", 0.0))
+
+
 async def test_other_400_is_not_content_filter(server: FakeLLMServer) -> None:
     """An ordinary 400 stays a plain ProviderError."""
     async with build("openai", server) as provider:

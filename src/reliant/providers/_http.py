@@ -628,12 +628,17 @@ class HTTPProvider(Provider):
     def _payload_error(self, error: Any, raw: str) -> ProviderError:
         """An error the server reported inside a 200 (an SSE error event or JSON body)."""
         status = status_from_error_payload(error)
+        cls = (
+            ContentFilterError
+            if isinstance(error, Mapping) and error.get("code") in _CONTENT_FILTER_CODES
+            else ProviderError
+        )
         body = self._clean(raw)
         if status is None:
             message = f"{self._name} API error: {body}"
         else:
             message = f"{self._name} API error ({status} {reason_phrase(status)}): {body}"
-        return ProviderError(message, provider=self._name, status_code=status, body=body)
+        return cls(message, provider=self._name, status_code=status, body=body)
 
     def _refusal(self, raw_reason: str, raw: str) -> ContentFilterError:
         """A 2xx answer (or stream) whose only content is a safety refusal.
