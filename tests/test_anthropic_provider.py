@@ -49,6 +49,17 @@ async def collect(stream: Any) -> list[Any]:
         return [item async for item in items]
 
 
+def final(reason: str, raw: str, model: str, usage: TokenUsage | None) -> StreamChunk:
+    """The final chunk carrying what the end of a stream told."""
+    return StreamChunk(
+        is_final=True,
+        finish_reason=reason,  # type: ignore[arg-type]
+        raw_finish_reason=raw,
+        model=model,
+        usage=usage,
+    )
+
+
 # -- requests on the wire -----------------------------------------------------------------
 
 
@@ -137,6 +148,9 @@ async def test_tools_and_tool_use(server: FakeLLMServer, provider: Anthropic) ->
         text=None,
         tool_calls=(ToolCall("call_0_0", "get_weather", ARGS),),
         usage=TokenUsage(10, 0, 0),
+        finish_reason="tool_calls",
+        raw_finish_reason="tool_use",
+        model="tools",
     )
 
 
@@ -148,6 +162,9 @@ async def test_chat_usage_and_thinking(server: FakeLLMServer, provider: Anthropi
         text="tok0 tok1 ",
         usage=TokenUsage(input_tokens=50, output_tokens=3, cached_input_tokens=40),
         reasoning_content="think0 ",
+        finish_reason="stop",
+        raw_finish_reason="end_turn",
+        model="m",
     )
 
 
@@ -168,7 +185,7 @@ async def test_stream_chat_with_system(server: FakeLLMServer, provider: Anthropi
         StreamChunk("tok0 "),
         StreamChunk("tok1 "),
         StreamChunk("tok2 "),
-        StreamChunk.final(),
+        final("stop", "end_turn", "ok:chunks=3", TokenUsage(10, 3, 0)),
     ]
     assert server.requests[0].json == {
         "model": "ok:chunks=3",
@@ -194,7 +211,7 @@ async def test_stream_history_tokens_and_thinking(
         StreamChunk("", "think0 "),
         StreamChunk("tok0 ", None, False, 2),
         StreamChunk("tok1 ", None, False, 2),
-        StreamChunk.final(),
+        final("stop", "end_turn", "ok:chunks=2:reasoning=1", TokenUsage(10, 3, 0)),
     ]
     assert server.requests[0].json["system"] == "S"
 
@@ -207,7 +224,7 @@ async def test_stream_chat_events(server: FakeLLMServer, provider: Anthropic) ->
         TextDelta("tok0 "),
         TextDelta("tok1 "),
         UsageEvent(TokenUsage(input_tokens=10, output_tokens=2, cached_input_tokens=7)),
-        Final(),
+        Final("stop", "end_turn", "m", TokenUsage(10, 2, 7)),
     ]
 
 
@@ -222,7 +239,7 @@ async def test_stream_chat_tool_use(server: FakeLLMServer, provider: Anthropic) 
         ToolCallEvent(ToolCall("call_0_0", "get_weather", ARGS)),
         ToolCallEvent(ToolCall("call_0_1", "lookup", ARGS)),
         UsageEvent(TokenUsage(10, 1, 0)),
-        Final(),
+        Final("tool_calls", "tool_use", "m", TokenUsage(10, 1, 0)),
     ]
     assert [t["name"] for t in server.requests[0].json["tools"]] == ["get_weather", "lookup"]
 
@@ -264,7 +281,10 @@ async def test_tool_input_fallback_and_pings(provider: Anthropic) -> None:
     assert _tool_call(["id", "f", [], {"a": 1}]) == ToolCall("id", "f", '{"a": 1}')
     assert _tool_call(["id", "f", [], None]) == ToolCall("id", "f", "{}")
     chunks = await collect(provider.stream_chat_with_system(None, "q", "ok:chunks=1", 0))
-    assert chunks == [StreamChunk("tok0 "), StreamChunk.final()]
+    assert chunks == [
+        StreamChunk("tok0 "),
+        final("stop", "end_turn", "ok:chunks=1", TokenUsage(10, 1, 0)),
+    ]
 
 
 async def test_leaving_a_stream_early_closes_the_connection(

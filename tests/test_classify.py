@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reliant._exceptions import ProviderError
+from reliant._exceptions import ContentFilterError, ProviderError
 from reliant.classify import (
     Classification,
     classify,
+    is_content_filter,
     is_context_window_exceeded,
     is_non_retryable,
     is_non_retryable_rate_limit,
@@ -542,6 +543,8 @@ _fragments = st.sampled_from(
         "maximum context length",
         "tool call validation failed",
         "was not in request",
+        "content_policy_violation",
+        "safety system",
         "İ",
     ]
 )
@@ -570,8 +573,11 @@ def test_classify_agrees_with_individual_functions(e: BaseException) -> None:
     assert c.rate_limited is rate_limited
     assert c.context_window is is_context_window_exceeded(e)
     assert c.retry_after == parse_retry_after(e)
+    assert c.content_filter is is_content_filter(e)
     expected = (
-        "rate_limited_non_retryable"
+        "content_filter"
+        if c.content_filter
+        else "rate_limited_non_retryable"
         if rate_limited and non_retryable
         else "rate_limited"
         if rate_limited
@@ -585,7 +591,67 @@ def test_classify_agrees_with_individual_functions(e: BaseException) -> None:
 @given(_errors())
 def test_classify_invariants(e: BaseException) -> None:
     """Recoverable errors are never non-retryable and retry hints are non-negative."""
-    if (is_context_window_exceeded(e) or is_tool_schema_error(e)) and not is_rate_limited(e):
+    recoverable = is_context_window_exceeded(e) or is_tool_schema_error(e)
+    if recoverable and not is_rate_limited(e) and not is_content_filter(e):
         assert classify(e).retryable
+    if is_content_filter(e):
+        assert not classify(e).retryable
     ra = parse_retry_after(e)
     assert ra is None or ra >= 0.0
+
+
+# ── content filter ───────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'openai API error (400 Bad Request): {"error": {"code": "content_policy_violation"}}',
+        "azure API error (400 Bad Request): The response was filtered due to the prompt "
+        "triggering Azure OpenAI's content management policy.",
+        '{"error": {"code": "content_filter", "status": 400}}',
+        "Your request was rejected as a result of our safety system.",
+        "stream ended: finish_reason CONTENT_FILTER",
+    ],
+)
+def test_content_filter_text_is_final(message: str) -> None:
+    """Content-filter wording in any error classifies as a final content_filter refusal."""
+    for e in (
+        RuntimeError(message),
+        ProviderError(message),
+        ProviderError(message, status_code=400),
+    ):
+        c = classify(e)
+        assert c.content_filter
+        assert c.reason == "content_filter"
+        assert not c.retryable
+        assert is_content_filter(e)
+        assert is_non_retryable(e)
+
+
+def test_content_filter_wins_over_recoverable_text() -> None:
+    """A refusal that also mentions the context window is still final, not truncatable."""
+    e = ProviderError(
+        "p API error (400 Bad Request): safety system; maximum context length", status_code=400
+    )
+    c = classify(e)
+    assert (c.reason, c.retryable, c.content_filter, c.context_window) == (
+        "content_filter",
+        False,
+        True,
+        True,
+    )
+
+
+def test_content_filter_kind_is_structured() -> None:
+    """ContentFilterError is a refusal whatever its text says."""
+    e = ContentFilterError("p API error: refused", provider="p")
+    assert is_content_filter(e)
+    assert classify(e) == Classification("content_filter", False, False, False, None, True)
+
+
+def test_ordinary_errors_are_not_content_filter() -> None:
+    """Errors without refusal wording keep content_filter False."""
+    for message in ("500 Internal Server Error", "content too long", "filtered list"):
+        assert not classify(err(message)).content_filter
+        assert not is_content_filter(err(message))

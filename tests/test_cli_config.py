@@ -83,6 +83,19 @@ def test_documented_example_is_valid() -> None:
     assert config.providers[2].api_key_env is None
 
 
+def test_prefill_key_reaches_the_provider() -> None:
+    """`prefill = true` sets supports_prefill of an OpenAI provider; Anthropic refuses it."""
+    from reliant._cli._config import build_providers
+
+    config = _parse(GOOD + "prefill = true\n")
+    assert config.providers[0].prefill
+    [(_, provider)] = build_providers(config, {"RELIANT_TEST_KEY": "k"})
+    assert provider.supports_prefill
+    assert not _parse(GOOD).providers[0].prefill
+    message = _problem('[[providers]]\nname = "a"\nkind = "anthropic"\nprefill = true\n')
+    assert 'providers[0].prefill: only applies to kind = "openai"' in message
+
+
 def test_unknown_top_level_key_suggests_the_closest() -> None:
     """A misspelt top-level key names the closest valid key."""
     message = _problem("max_retires = 1\n" + GOOD)
@@ -137,6 +150,7 @@ def test_wrong_top_level_types_name_key_expected_and_found(snippet: str, expecte
         ("models = { m = 3 }", "providers[0].models.m: expected a string, found an integer"),
         ("headers = { X-A = 1 }", "providers[0].headers.X-A: expected a string, found an integer"),
         ("max_tokens = 10", 'providers[0].max_tokens: only applies to kind = "anthropic"'),
+        ('prefill = "yes"', "providers[0].prefill: expected a boolean (true or false), found a"),
         (
             'base_url = "ftp://x"',
             "providers[0].base_url: must start with http:// or https://",

@@ -427,9 +427,10 @@ async def test_inband_errors(client: httpx2.AsyncClient) -> None:
     assert json.loads(data[-1]) == {
         "error": {
             "message": "fake error 429",
-            "type": "rate_limit_exceeded",
+            "type": "requests",
             "param": None,
-            "code": 429,
+            "code": "rate_limit_exceeded",
+            "status": 429,
         }
     }
     assert "[DONE]" not in data
@@ -452,16 +453,18 @@ async def test_malformed(client: httpx2.AsyncClient) -> None:
 
 
 async def test_empty_and_no_terminator(client: httpx2.AsyncClient) -> None:
-    """``empty`` is only the terminator; ``no_terminator`` is everything but it."""
+    """``empty`` is only the terminator; ``no_terminator`` is the content without any end."""
     assert sse_data((await post(client, OPENAI, "empty", stream=True)).text) == ["[DONE]"]
     assert sse_events((await post(client, ANTHROPIC, "empty", stream=True)).text) == [
         "message_stop"
     ]
     data = sse_data((await post(client, OPENAI, "no_terminator:chunks=2", stream=True)).text)
     assert "[DONE]" not in data
-    assert len(data) == 4
+    assert len(data) == 3
+    assert all(json.loads(d)["choices"][0]["finish_reason"] is None for d in data)
     events = sse_events((await post(client, ANTHROPIC, "no_terminator", stream=True)).text)
-    assert events[-1] == "message_delta"
+    assert events[-1] == "content_block_stop"
+    assert "message_delta" not in events
 
 
 async def test_not_sse(client: httpx2.AsyncClient) -> None:
@@ -584,3 +587,147 @@ async def read_line(stream: trio.abc.ReceiveStream) -> str:
         assert chunk
         data += chunk
     return data.decode()
+
+
+# -- recovery behaviours ------------------------------------------------------------------
+
+
+def test_parse_recovery_specs() -> None:
+    """The recovery behaviours parse: bare booleans, ``context:N``, finish words."""
+    assert Behavior.parse("context:2000") == Behavior(kind="context", context=2000)
+    assert Behavior.parse("ok:prefill") == Behavior(prefill=True)
+    assert Behavior.parse("ok:prefill=0:overlap=4") == Behavior(prefill=False, overlap=4)
+    assert Behavior.parse("cut:after=2:calls=1:context=500") == Behavior(
+        kind="cut", after=2, calls=1, context=500
+    )
+    assert Behavior.parse("content_filter:after=3") == Behavior(kind="content_filter", after=3)
+    assert Behavior.parse("ok:finish=length:served_model=m-1") == Behavior(
+        finish="length", served_model="m-1"
+    )
+    for kind in ("no_done", "reject_prefill", "content_filter"):
+        assert Behavior.parse(kind).kind == kind
+    for bad in ("context", "context:x", "ok:prefill=maybe", "ok:overlap"):
+        with pytest.raises(ValueError):
+            Behavior.parse(bad)
+
+
+def test_continuation_pieces() -> None:
+    """A prefill that starts the answer leaves the rest, cut along piece boundaries."""
+    b = Behavior(chunks=3)
+    assert b.continuation_pieces("tok0 ") == ["tok1 ", "tok2 "]
+    assert b.continuation_pieces("tok0 tok1") == [" ", "tok2 "]
+    assert b.continuation_pieces("tok0 tok1 \n") == [" ", "tok2 "]
+    assert b.continuation_pieces("") == ["tok0 ", "tok1 ", "tok2 "]
+    assert b.continuation_pieces("tok0 tok1 tok2 ") == []
+    assert b.continuation_pieces("nope") is None
+    assert Behavior(chunks=3, overlap=3).continuation_pieces("tok0 t") == ["0 t", "ok1 ", "tok2 "]
+
+
+async def test_openai_stream_reports_model_and_finish_word(client: httpx2.AsyncClient) -> None:
+    """Chunks name the served model; ``finish=`` replaces the natural finish reason."""
+    response = await post(client, OPENAI, "ok:chunks=1:finish=length:served_model=m-1", stream=True)
+    chunks = [json.loads(d) for d in sse_data(response.text)[:-1]]
+    assert {c["model"] for c in chunks} == {"m-1"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    body = (await post(client, ANTHROPIC, "ok:finish=max_tokens")).json()
+    assert (body["model"], body["stop_reason"]) == ("ok:finish=max_tokens", "max_tokens")
+
+
+async def test_no_done_ends_after_the_finish_reason(client: httpx2.AsyncClient) -> None:
+    """``no_done`` sends the finish reason and ends the body without the terminator."""
+    data = sse_data((await post(client, OPENAI, "no_done:chunks=2", stream=True)).text)
+    assert "[DONE]" not in data
+    assert json.loads(data[-1])["choices"][0]["finish_reason"] == "stop"
+    events = sse_events((await post(client, ANTHROPIC, "no_done", stream=True)).text)
+    assert events[-1] == "message_delta"
+    assert "message_stop" not in events
+
+
+async def test_content_filter_wire_shapes(client: httpx2.AsyncClient) -> None:
+    """``content_filter``: OpenAI's 400 body, Anthropic's refusal; after N pieces, the reason."""
+    response = await post(client, OPENAI, "content_filter", stream=True)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "content_policy_violation"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    refusal = (await post(client, ANTHROPIC, "content_filter")).json()
+    assert (refusal["content"], refusal["stop_reason"]) == ([], "refusal")
+    data = sse_data((await post(client, OPENAI, "content_filter:after=2", stream=True)).text)
+    assert openai_text("\n".join(f"data: {d}" for d in data)) == "tok0 tok1 "
+    assert json.loads(data[-2])["choices"][0]["finish_reason"] == "content_filter"
+    text = (await post(client, ANTHROPIC, "content_filter:after=1", stream=True)).text
+    deltas = [json.loads(d) for d in sse_data(text)]
+    assert [d["delta"]["text"] for d in deltas if d["type"] == "content_block_delta"] == ["tok0 "]
+    assert deltas[-2]["delta"]["stop_reason"] == "refusal"
+    assert sse_events(text)[-1] == "message_stop"
+
+
+PREFILLED = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "tok0 tok1 "}]
+
+
+async def test_prefill_continuation_on_the_wire(client: httpx2.AsyncClient) -> None:
+    """Anthropic continues a prefill by default; OpenAI only with ``prefill`` in the spec."""
+    anthropic = (await post(client, ANTHROPIC, "ok", messages=PREFILLED)).json()
+    assert anthropic["content"][0]["text"] == "tok2 tok3 tok4 "
+    assert anthropic["usage"]["output_tokens"] == 3
+    openai = await post(client, OPENAI, "ok", messages=PREFILLED, stream=True)
+    assert openai_text(openai.text) == "tok0 tok1 tok2 tok3 tok4 "
+    vllm = await post(client, OPENAI, "ok:prefill:overlap=2", messages=PREFILLED, stream=True)
+    assert openai_text(vllm.text) == "1 tok2 tok3 tok4 "
+
+
+async def test_reject_prefill_on_the_wire(client: httpx2.AsyncClient) -> None:
+    """``reject_prefill`` answers 400 only when the last message is the assistant's."""
+    anthropic = await post(client, ANTHROPIC, "reject_prefill", messages=PREFILLED)
+    assert anthropic.status_code == 400
+    assert anthropic.json()["error"]["type"] == "invalid_request_error"
+    assert "does not support assistant message prefill" in anthropic.json()["error"]["message"]
+    openai = await post(client, OPENAI, "reject_prefill", messages=PREFILLED)
+    assert openai.status_code == 400
+    assert openai.json()["error"]["code"] is None
+    fine = await post(client, OPENAI, "reject_prefill", messages=PREFILLED[:1])
+    assert fine.status_code == 200
+
+
+async def test_context_window_on_the_wire(client: httpx2.AsyncClient) -> None:
+    """``context:N`` counts message characters (system included) against N."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "x" * 8}]}]
+    assert (await post(client, OPENAI, "context:8", messages=messages)).status_code == 200
+    too_long = await post(client, OPENAI, "context:7", messages=messages)
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "context_length_exceeded"
+    anthropic = await post(client, ANTHROPIC, "context:8", messages=messages, system="s")
+    assert anthropic.json()["error"]["message"] == "prompt is too long: 9 tokens > 8 maximum"
+
+
+# Every behaviour that answers an OpenAI error body, with the request that triggers it.
+ERROR_SPECS = [
+    *(f"status:{s}" for s in (400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 529)),
+    *(f"inband_error:status={s}" for s in (400, 401, 404, 429, 500, 503, 529)),
+    "content_filter",
+    "reject_prefill",
+    "context:1",
+    "ok:chunks=many",
+]
+
+
+@pytest.mark.parametrize("spec", ERROR_SPECS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_error_bodies_keep_real_field_types(
+    client: httpx2.AsyncClient, spec: str, stream: bool
+) -> None:
+    """Every OpenAI error body has a string ``type`` and a string-or-null ``code``."""
+    response = await post(client, OPENAI, spec, stream=stream, messages=PREFILLED)
+    if response.headers["content-type"].startswith("text/event-stream"):
+        bodies = [json.loads(d) for d in sse_data(response.text) if d != "[DONE]"]
+        bodies = [b for b in bodies if "error" in b]
+    else:
+        bodies = [response.json()]
+    assert bodies, spec
+    for body in bodies:
+        error = body["error"]
+        assert isinstance(error["message"], str)
+        assert isinstance(error["type"], str)
+        assert "code" in error
+        assert error["code"] is None or isinstance(error["code"], str), (spec, error)
+    unrouted = await client.post("/v1/nowhere", json={})
+    assert unrouted.json()["error"]["code"] == "unknown_url"

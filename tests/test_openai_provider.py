@@ -53,6 +53,17 @@ def text_of(chunks: list[StreamChunk]) -> str:
     return "".join(c.delta for c in chunks)
 
 
+def final(reason: str, raw: str, model: str, usage: TokenUsage | None) -> StreamChunk:
+    """The final chunk carrying what the end of a stream told."""
+    return StreamChunk(
+        is_final=True,
+        finish_reason=reason,  # type: ignore[arg-type]
+        raw_finish_reason=raw,
+        model=model,
+        usage=usage,
+    )
+
+
 # -- requests on the wire -----------------------------------------------------------------
 
 
@@ -115,6 +126,9 @@ async def test_tools_payload_and_tool_calls(
         text=None,
         tool_calls=(ToolCall("call_0_0", "get_weather", ARGS),),
         usage=TokenUsage(10, 0, 0),
+        finish_reason="tool_calls",
+        raw_finish_reason="tool_calls",
+        model="tools",
     )
     assert response.has_tool_calls
 
@@ -127,6 +141,9 @@ async def test_chat_request(server: FakeLLMServer, provider: OpenAICompatible) -
         text="tok0 tok1 ",
         usage=TokenUsage(10, 3, 3),
         reasoning_content="think0 ",
+        finish_reason="stop",
+        raw_finish_reason="stop",
+        model="m",
     )
     assert "tools" not in server.requests[0].json
     response = await provider.chat(ChatRequest([ChatMessage.user("q")], [WEATHER]), "tools", 0)
@@ -177,7 +194,7 @@ async def test_stream_chat_with_system(server: FakeLLMServer, provider: OpenAICo
         StreamChunk("tok0 "),
         StreamChunk("tok1 "),
         StreamChunk("tok2 "),
-        StreamChunk(is_final=True),
+        final("stop", "stop", "ok:chunks=3", TokenUsage(10, 3, 0)),
     ]
     assert server.requests[0].json == {
         "model": "ok:chunks=3",
@@ -216,7 +233,7 @@ async def test_stream_reasoning(provider: OpenAICompatible) -> None:
         StreamChunk("", "think0 "),
         StreamChunk("", "think1 "),
         StreamChunk("tok0 "),
-        StreamChunk.final(),
+        final("stop", "stop", "ok:chunks=1:reasoning=2", TokenUsage(10, 3, 0)),
     ]
 
 
@@ -238,7 +255,7 @@ async def test_stream_chat_events(server: FakeLLMServer, provider: OpenAICompati
         TextDelta("tok0 "),
         TextDelta("tok1 "),
         UsageEvent(TokenUsage(10, 2, 0)),
-        Final(),
+        Final("stop", "stop", "ok:chunks=2", TokenUsage(10, 2, 0)),
     ]
     assert "tools" not in server.requests[0].json
 
@@ -256,7 +273,7 @@ async def test_stream_chat_tool_calls(server: FakeLLMServer, provider: OpenAICom
         ToolCallEvent(ToolCall("call_0_0", "get_weather", ARGS)),
         ToolCallEvent(ToolCall("call_0_1", "lookup", ARGS)),
         UsageEvent(TokenUsage(10, 3, 0)),
-        Final(),
+        Final("tool_calls", "tool_calls", "m", TokenUsage(10, 3, 0)),
     ]
     assert [t["function"]["name"] for t in server.requests[0].json["tools"]] == [
         "get_weather",
@@ -338,13 +355,20 @@ async def test_streaming_disabled(server: FakeLLMServer) -> None:
     ) as provider:
         assert await collect(provider.stream_chat_with_system(None, "q", "ok", 0)) == [
             StreamChunk(TEXT),
-            StreamChunk.final(),
+            final("stop", "stop", "ok", TokenUsage(10, 5, 0)),
         ]
-        chunks = await collect(provider.stream_chat_with_history([ChatMessage.user("q")], "ok", 0))
+        history = [ChatMessage.user("q"), ChatMessage.assistant("a"), ChatMessage.user("r")]
+        chunks = await collect(provider.stream_chat_with_history(history, "ok", 0))
         assert text_of(chunks) == TEXT
         events = await collect(provider.stream_chat(ChatRequest([ChatMessage.user("q")]), "ok", 0))
-        assert events == [TextDelta(TEXT), Final()]
+        assert events == [
+            TextDelta(TEXT),
+            UsageEvent(TokenUsage(10, 5, 0)),
+            Final("stop", "stop", "ok", TokenUsage(10, 5, 0)),
+        ]
     assert all(r.json["stream"] is False for r in server.requests)
+    # The whole history goes out, not just the last user message.
+    assert len(server.requests[1].json["messages"]) == 3
 
 
 # -- client ownership, warm-up, repr ---------------------------------------------------------

@@ -28,6 +28,7 @@ from reliant import (
     UsageEvent,
     stream_from_generator,
 )
+from reliant._types import ReasoningDelta
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -281,6 +282,47 @@ async def test_stream_chat_maps_chunks_to_events() -> None:
     assert await collect(p.stream_chat(request, "m", 0.0)) == [TextDelta("hi"), Final()]
     assert p.calls == [("s", "u", "m", 0.0)]
     assert await collect(Recorder("").stream_chat(request, "m", 0.0)) == [Final()]
+
+
+class ChunkSource(Recorder):
+    """Streams fixed chunks, so the default stream_chat can be checked against them."""
+
+    def __init__(self, chunks: list[StreamChunk]) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    @stream_from_generator
+    async def stream_chat_with_system(
+        self,
+        system_prompt: str | None,
+        message: str,
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncGenerator[StreamChunk, None]:
+        for chunk in self.chunks:
+            await trio.lowlevel.checkpoint()
+            yield chunk
+
+
+async def test_stream_chat_maps_reasoning_and_final_info() -> None:
+    """The default stream_chat maps reasoning to ReasoningDelta and final-chunk facts to Final."""
+    usage = TokenUsage(4, 2)
+    p = ChunkSource(
+        [
+            StreamChunk("", "think"),
+            StreamChunk("a"),
+            StreamChunk(is_final=True, finish_reason="length", raw_finish_reason="max_tokens",
+                        model="m-1", usage=usage),
+        ]
+    )  # fmt: skip
+    events = await collect(p.stream_chat(ChatRequest([ChatMessage.user("u")]), "m", 0.0))
+    assert events == [
+        ReasoningDelta("think"),
+        TextDelta("a"),
+        UsageEvent(usage),
+        Final("length", "max_tokens", "m-1", usage),
+    ]
 
 
 async def test_stream_chat_non_streaming_with_tools_uses_chat() -> None:

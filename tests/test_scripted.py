@@ -10,12 +10,13 @@ import pytest
 import trio
 import trio.testing
 
-from reliant._exceptions import ProviderError
+from reliant._exceptions import ProviderError, StreamError
 from reliant._types import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
     Final,
+    ReasoningDelta,
     StreamChunk,
     StreamOptions,
     TextDelta,
@@ -43,6 +44,7 @@ MSGS = (ChatMessage.system("sys"), ChatMessage.user("hello"))
 TOOL = ToolSpec("lookup", "Looks things up.", {"type": "object"})
 CALL = ToolCall("call_1", "lookup", '{"q": "x"}')
 USAGE = TokenUsage(input_tokens=3, output_tokens=5)
+STOP = StreamChunk(is_final=True, finish_reason="stop")
 
 
 async def collect(it: AsyncIterator[T]) -> list[tuple[float, T]]:
@@ -80,7 +82,11 @@ async def test_reply_chat_returns_full_response(autojump_clock: trio.testing.Moc
     reply = Reply("text", delay=1.0, tool_calls=[CALL], usage=USAGE, reasoning="because")
     p = ScriptedProvider([reply])
     expected = ChatResponse(
-        text="text", tool_calls=(CALL,), usage=USAGE, reasoning_content="because"
+        text="text",
+        tool_calls=(CALL,),
+        usage=USAGE,
+        reasoning_content="because",
+        finish_reason="tool_calls",
     )
     assert await p.chat(ChatRequest(MSGS, tools=[TOOL]), "m", 0.0) == expected
     assert await p.chat_with_tools(MSGS, [TOOL], "m", 0.0) == expected
@@ -90,15 +96,15 @@ async def test_reply_chat_returns_full_response(autojump_clock: trio.testing.Moc
 async def test_reply_streams_one_chunk_then_final(autojump_clock: trio.testing.MockClock) -> None:
     """A streamed Reply waits its delay, then yields the text chunk and the final chunk."""
     p = ScriptedProvider([Reply("hi", delay=1.5)])
-    assert await chunks_of(p) == [(1.5, StreamChunk("hi")), (1.5, StreamChunk.final())]
+    assert await chunks_of(p) == [(1.5, StreamChunk("hi")), (1.5, STOP)]
     async with p.stream_chat_with_system("s", "q", "m", 0.0) as chunks:
-        assert await collect(chunks) == [(3.0, StreamChunk("hi")), (3.0, StreamChunk.final())]
+        assert await collect(chunks) == [(3.0, StreamChunk("hi")), (3.0, STOP)]
 
 
 async def test_empty_reply_streams_only_final() -> None:
     """A Reply with empty text streams just the final chunk."""
     p = ScriptedProvider([Reply("")])
-    assert [c for _, c in await chunks_of(p)] == [StreamChunk.final()]
+    assert [c for _, c in await chunks_of(p)] == [STOP]
 
 
 async def test_reply_stream_chat_event_order(autojump_clock: trio.testing.MockClock) -> None:
@@ -112,7 +118,7 @@ async def test_reply_stream_chat_event_order(autojump_clock: trio.testing.MockCl
         (1.0, ToolCallEvent(CALL)),
         (1.0, ToolCallEvent(call2)),
         (1.0, UsageEvent(USAGE)),
-        (1.0, Final(usage=USAGE)),
+        (1.0, Final("tool_calls", usage=USAGE)),
     ]
 
 
@@ -120,7 +126,7 @@ async def test_reply_stream_chat_without_text_or_extras() -> None:
     """stream_chat of an empty Reply with no tools or usage yields only Final."""
     p = ScriptedProvider([Reply("")])
     async with p.stream_chat(ChatRequest(MSGS), "m", 0.0) as events:
-        assert [e async for e in events] == [Final()]
+        assert [e async for e in events] == [Final("stop")]
 
 
 # -- Stream -----------------------------------------------------------------
@@ -133,7 +139,7 @@ async def test_stream_timing_first_delay_and_gap(autojump_clock: trio.testing.Mo
         (1.0, StreamChunk("a")),
         (1.5, StreamChunk("b")),
         (2.0, StreamChunk("c")),
-        (2.0, StreamChunk.final()),
+        (2.0, STOP),
     ]
     assert p.calls[0].finished_at == 2.0
     assert not p.calls[0].cancelled
@@ -181,7 +187,7 @@ async def test_stream_chat_maps_chunks_to_text_deltas(
         assert await collect(events) == [
             (1.0, TextDelta("a")),
             (3.0, TextDelta("b")),
-            (3.0, Final()),
+            (3.0, Final("stop")),
         ]
 
 
@@ -193,7 +199,7 @@ async def test_stream_non_streaming_sleeps_total_and_joins(
     assert await plain(p) == "abc"
     assert trio.current_time() == 2.0
     response = await p.chat(ChatRequest(MSGS), "m", 0.0)
-    assert response == ChatResponse(text="abc")
+    assert response == ChatResponse(text="abc", finish_reason="stop")
     assert trio.current_time() == 4.0
 
 
@@ -557,6 +563,73 @@ def test_capability_flags_follow_constructor() -> None:
         p.supports_streaming_tool_events,
         p.supports_vision,
     ) == (False, True, True, True)
+
+
+def test_supports_prefill_follows_constructor() -> None:
+    """supports_prefill is False by default and follows the constructor."""
+    assert not ScriptedProvider([Reply()]).supports_prefill
+    assert ScriptedProvider([Reply()], supports_prefill=True).supports_prefill
+
+
+async def test_prefill_request_is_recorded() -> None:
+    """A trailing assistant message (a prefill) is recorded as sent."""
+    p = ScriptedProvider([Stream(["rest"])], supports_prefill=True)
+    history = [*MSGS, ChatMessage.assistant("The answer is")]
+    async with p.stream_chat_with_history(history, "m", 0.0) as chunks:
+        assert [c.delta async for c in chunks] == ["rest", ""]
+    assert p.calls[0].messages[-1] == ChatMessage.assistant("The answer is")
+
+
+# -- finish reasons and breaks ------------------------------------------------
+
+
+def test_finish_reason_defaults() -> None:
+    """Reply finishes with tool_calls when it has tool calls, else stop; Stream with stop."""
+    assert Reply("x").finish_reason == "stop"
+    assert Reply("", tool_calls=[CALL]).finish_reason == "tool_calls"
+    assert Reply("x", finish_reason="length").finish_reason == "length"
+    assert Stream(["a"]).finish_reason == "stop"
+
+
+async def test_scripted_finish_reason_reaches_every_call_kind() -> None:
+    """A scripted finish_reason is on the response, the final chunk and Final."""
+    p = ScriptedProvider([Reply("cut short", finish_reason="length", usage=USAGE)])
+    response = await p.chat(ChatRequest(MSGS), "m", 0.0)
+    assert (response.finish_reason, response.raw_finish_reason) == ("length", None)
+    chunks = [c for _, c in await chunks_of(p)]
+    assert chunks[-1] == StreamChunk(is_final=True, finish_reason="length", usage=USAGE)
+    async with p.stream_chat(ChatRequest(MSGS), "m", 0.0) as events:
+        assert [e async for e in events][-1] == Final("length", usage=USAGE)
+    q = ScriptedProvider([Stream(["a"], finish_reason="content_filter")])
+    assert [c for _, c in await chunks_of(q)][-1].finish_reason == "content_filter"
+    assert (await q.chat(ChatRequest(MSGS), "m", 0.0)).finish_reason == "content_filter"
+
+
+async def test_reply_reasoning_streams_before_text() -> None:
+    """A Reply's reasoning streams as a reasoning chunk / ReasoningDelta before the text."""
+    p = ScriptedProvider([Reply("hi", reasoning="hmm")])
+    chunks = [c for _, c in await chunks_of(p)]
+    assert chunks == [StreamChunk(reasoning="hmm"), StreamChunk("hi"), STOP]
+    async with p.stream_chat(ChatRequest(MSGS), "m", 0.0) as events:
+        assert [e async for e in events] == [ReasoningDelta("hmm"), TextDelta("hi"), Final("stop")]
+
+
+@pytest.mark.parametrize("tool_call", [False, True])
+async def test_stream_broken_after_chunks(
+    autojump_clock: trio.testing.MockClock, tool_call: bool
+) -> None:
+    """Stream.broken delivers its chunks, then raises a StreamError (tool call flag as given)."""
+    p = ScriptedProvider([Stream.broken(["a", "b"], tool_call_in_progress=tool_call, gap=1.0)])
+    seen: list[str] = []
+    async with p.stream_chat(ChatRequest(MSGS), "m", 0.0) as events:
+        with pytest.raises(StreamError) as info:
+            async for event in events:
+                assert isinstance(event, TextDelta)
+                seen.append(event.text)
+    assert seen == ["a", "b"]
+    assert info.value.tool_call_in_progress is tool_call
+    assert trio.current_time() == 1.0
+    assert not p.calls[0].cancelled
 
 
 async def test_repr_shows_name_and_calls() -> None:

@@ -109,7 +109,7 @@ async def test_stream_chat_prefers_provider_with_tool_event_support() -> None:
     p = rp(("primary", primary), ("fallback", fallback))
     async with p.stream_chat(ChatRequest(HI, [TOOL]), "model", 0.0) as events:
         got = [e async for e in events]
-    assert got == [ToolCallEvent(CALL), Final()]
+    assert got == [ToolCallEvent(CALL), Final("tool_calls")]
     assert (primary.call_count, fallback.call_count) == (0, 1)
 
 
@@ -507,7 +507,7 @@ async def test_stream_with_system_prompt_and_events() -> None:
         assert [c.delta async for c in chunks] == ["a", "b", ""]
     r2 = rp(("p", ScriptedProvider([Stream(["a"])])))
     async with r2.stream_chat(ChatRequest(HI), "m", 0.0) as events:
-        assert [e async for e in events] == [TextDelta("a"), Final()]
+        assert [e async for e in events] == [TextDelta("a"), Final("stop")]
 
 
 async def test_aclose_after_end_is_harmless() -> None:

@@ -34,12 +34,14 @@ from ._types import (
     ChatRequest,
     ChatResponse,
     Final,
+    ReasoningDelta,
     StreamChunk,
     StreamEvent,
     StreamOptions,
     TextDelta,
     ToolCall,
     ToolSpec,
+    UsageEvent,
     response_events,
 )
 
@@ -280,10 +282,12 @@ class Provider(ABC):
     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream the answer to a request as events.
 
-        The default maps :meth:`stream_chat_with_history` chunks to
-        ``TextDelta``/``Final`` events; a provider that cannot stream serves
-        requests with tools through :meth:`chat` and emits its text, tool
-        calls and usage as events.
+        The default maps :meth:`stream_chat_with_history` chunks to events:
+        ``reasoning`` to ``ReasoningDelta``, ``delta`` to ``TextDelta``, and
+        the final chunk to ``UsageEvent`` (when it carries usage) and a
+        ``Final`` with its finish reason, model and usage. A provider that
+        cannot stream serves requests with tools through :meth:`chat` and
+        emits its text, tool calls and usage as events.
         """
         if request.tools and not self.supports_streaming:
             for event in response_events(await self.chat(request, model, temperature)):
@@ -293,7 +297,13 @@ class Provider(ABC):
             request.messages, model, temperature, options
         ) as chunks:
             async for chunk in chunks:
+                if chunk.reasoning:
+                    yield ReasoningDelta(chunk.reasoning)
                 if chunk.delta:
                     yield TextDelta(chunk.delta)
                 if chunk.is_final:
-                    yield Final()
+                    if chunk.usage is not None:
+                        yield UsageEvent(chunk.usage)
+                    yield Final(
+                        chunk.finish_reason, chunk.raw_finish_reason, chunk.model, chunk.usage
+                    )

@@ -13,6 +13,11 @@ decides what happens next:
   recover by truncating history; the failover loop handles it specially.
 * **tool-schema errors** (e.g. Groq's "tool call validation failed"): never
   "non-retryable", because the provider can fall back to prompt-guided tools.
+* **content filter** (a safety system refused the request or the answer):
+  final, never retried; ``reason`` is ``"content_filter"``. Known from
+  ``ProviderError.kind`` (our providers set it) or, for arbitrary errors,
+  from the text: ``content_policy_violation``, ``content_filter``, "content
+  management policy" (Azure), "safety system" (OpenAI).
 
 Structured facts first
 ----------------------
@@ -58,6 +63,7 @@ from ._exceptions import FailureReason, ProviderError
 __all__ = [
     "Classification",
     "classify",
+    "is_content_filter",
     "is_context_window_exceeded",
     "is_non_retryable",
     "is_non_retryable_rate_limit",
@@ -115,6 +121,15 @@ _CONTEXT_WINDOW_HINTS = (
     "prompt is too long",
     "input is too long",
     "prompt exceeds max length",
+)
+# OpenAI's moderation code and message ("...rejected as a result of our
+# safety system"), Azure OpenAI's prompt-filter code and message ("...
+# triggering Azure OpenAI's content management policy").
+_CONTENT_FILTER_HINTS = (
+    "content_policy_violation",
+    "content_filter",
+    "content management policy",
+    "safety system",
 )
 _BUSINESS_HINTS = (
     "plan does not include",
@@ -276,7 +291,14 @@ def _tool_schema(lower: str) -> bool:
     return any(hint in lower for hint in _TOOL_SCHEMA_HINTS)
 
 
+def _content_filter(lower: str) -> bool:
+    return any(hint in lower for hint in _CONTENT_FILTER_HINTS)
+
+
 def _non_retryable(status: int | None, msg: str, lower: str) -> bool:
+    # A safety refusal is final, whatever else the text says.
+    if _content_filter(lower):
+        return True
     # Recoverable by truncating history / by prompt-guided tools, so the
     # retry loop must get to handle them even when they come as a 400.
     if _context_window(lower) or _tool_schema(lower):
@@ -335,7 +357,8 @@ def _text_retry_after(lower: str) -> float | None:
 def is_non_retryable(err: BaseException) -> bool:
     """Tell whether retrying the same provider/model cannot fix ``err``.
 
-    Context-window and tool-schema errors are never non-retryable (they are
+    A content-filter refusal (see :func:`is_content_filter`) always is.
+    Context-window and tool-schema errors never are (they are
     recoverable). A :class:`~reliant.ProviderError` with a ``status_code`` is
     non-retryable iff the status is 4xx other than 408 and 429. Otherwise the
     primary status in the text decides for 4xx, and keyword hints catch
@@ -396,6 +419,25 @@ def is_context_window_exceeded(err: BaseException) -> bool:
     return _context_window(str(err).lower())
 
 
+def is_content_filter(err: BaseException) -> bool:
+    """Tell whether ``err`` is a safety system's refusal.
+
+    A :class:`~reliant.ProviderError` whose ``kind`` is ``"content_filter"``
+    (every :class:`~reliant.ContentFilterError`) is; otherwise the text
+    decides, case insensitively: ``content_policy_violation``,
+    ``content_filter``, "content management policy" or "safety system".
+
+    Args:
+        err: The failure.
+
+    Returns:
+        True when the request or its answer was refused by a content filter.
+    """
+    if isinstance(err, ProviderError) and err.kind == "content_filter":
+        return True
+    return _content_filter(str(err).lower())
+
+
 def is_tool_schema_error(err: BaseException) -> bool:
     """Tell whether ``err`` is a tool-schema validation failure.
 
@@ -448,9 +490,11 @@ def classify(err: BaseException) -> Classification:
     """Classify one failure in a single pass over its text.
 
     Equivalent to calling every predicate above: ``retryable`` is
-    ``not (is_non_retryable(err) or is_non_retryable_rate_limit(err))`` and
-    ``reason`` combines that with :func:`is_rate_limited` the way failure
-    trails spell it.
+    ``not (is_non_retryable(err) or is_non_retryable_rate_limit(err))``,
+    ``content_filter`` is :func:`is_content_filter`, and ``reason`` is
+    ``"content_filter"`` for a refusal, else combines ``retryable`` with
+    :func:`is_rate_limited` the way failure trails spell it. A structured
+    ``ProviderError.kind`` decides on its own (see below).
 
     Args:
         err: The failure.
@@ -487,10 +531,12 @@ def _classify_text(err: BaseException) -> Classification:
     retry_after = _retry_after_fact(err)
     if retry_after is None:
         retry_after = _text_retry_after(lower)
+    content_filter = _content_filter(lower)
     return Classification(
-        reason=_failure_reason(rate_limited, non_retryable),
+        reason="content_filter" if content_filter else _failure_reason(rate_limited, non_retryable),
         retryable=not non_retryable,
         rate_limited=rate_limited,
         context_window=_context_window(lower),
         retry_after=retry_after,
+        content_filter=content_filter,
     )

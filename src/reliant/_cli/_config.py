@@ -72,6 +72,7 @@ class ProviderConfig:
     models: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     max_tokens: int | None = None
+    prefill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +275,7 @@ PROVIDER_KEYS: tuple[str, ...] = (
     "models",
     "headers",
     "max_tokens",
+    "prefill",
 )
 
 
@@ -327,6 +329,12 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
     max_tokens = _integer(entry, "max_tokens", where, None, minimum=1)
     if max_tokens is not None and kind != "anthropic":
         raise ConfigError(f'{where}.max_tokens: only applies to kind = "anthropic"')
+    prefill = _boolean(entry, "prefill", where, False)
+    if "prefill" in entry and kind != "openai":
+        raise ConfigError(
+            f'{where}.prefill: only applies to kind = "openai" '
+            "(the Anthropic API always continues a trailing assistant message)"
+        )
     return ProviderConfig(
         name=name,
         kind=kind,
@@ -335,6 +343,7 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
         models=models,
         headers=headers,
         max_tokens=max_tokens,
+        prefill=prefill,
     )
 
 
@@ -517,6 +526,7 @@ def build_providers(
                 api_key=key,
                 timeout=config.request_timeout,
                 extra_headers=headers,
+                supports_prefill=p.prefill,
             )
         else:
             provider = Anthropic(

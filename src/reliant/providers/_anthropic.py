@@ -9,6 +9,23 @@ usage, stop reason), ``message_stop`` (the terminator), plus ``ping`` and
 ``error``. ``tool_use`` blocks become tool calls once their block stops;
 their ``input_json_delta`` pieces are concatenated into the arguments.
 Event types we do not know are ignored, as Anthropic asks clients to do.
+
+How a stream ends: ``message_stop`` is the terminator; a body that ends
+cleanly after a ``message_delta`` carrying a ``stop_reason`` is complete
+too (the model said why it stopped); anything else is a failure. A
+``stop_reason`` of ``refusal`` before any item was delivered raises
+``ContentFilterError``; after text, the stream ends normally with
+``finish_reason="content_filter"``. The final chunk and ``Final`` carry the
+normalised reason (see :mod:`reliant.providers._finish`), the raw
+``stop_reason``, the ``model`` of ``message_start`` and the usage.
+
+Prefill: a conversation that ends with an assistant message is continued by
+the Messages API (``supports_prefill`` is True). The API rejects a final
+assistant message that ends in whitespace, so that message is sent with its
+trailing whitespace stripped (and left out when nothing else remains); the
+continuation the server streams is forwarded as is, so it may begin with
+whitespace the caller's text already had (or had not): joining the two is
+the caller's job (``ReliableProvider(mid_stream="continue")`` does it).
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ from .._types import (
     ChatRequest,
     ChatResponse,
     Final,
+    ReasoningDelta,
     StreamChunk,
     StreamOptions,
     TextDelta,
@@ -37,6 +55,7 @@ from .._types import (
     UsageEvent,
     estimate_tokens,
 )
+from ._finish import anthropic_finish_reason, final_chunk
 from ._http import (
     DEFAULT_TIMEOUT,
     STREAM_FAILURES,
@@ -62,6 +81,14 @@ def _split_system(messages: Sequence[ChatMessage]) -> tuple[str | None, list[dic
             # result without its tool_use id can only travel as user text.
             role = "assistant" if m.role == "assistant" else "user"
             turns.append({"role": role, "content": m.content})
+    if turns and turns[-1]["role"] == "assistant":
+        # A prefill: the API rejects "final assistant content cannot end
+        # with trailing whitespace", and an all-whitespace prefill says nothing.
+        prefill = turns[-1]["content"].rstrip()
+        if prefill:
+            turns[-1] = {"role": "assistant", "content": prefill}
+        else:
+            turns.pop()
     return ("\n\n".join(system) if system else None), turns
 
 
@@ -87,7 +114,9 @@ def _usage(usage: Any, base: TokenUsage | None = None) -> TokenUsage:
     )
 
 
-def _response(content: list[Any], usage: Any) -> ChatResponse:
+def _response(
+    content: list[Any], usage: Any, stop_reason: Any = None, model: Any = None
+) -> ChatResponse:
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[ToolCall] = []
@@ -111,6 +140,9 @@ def _response(content: list[Any], usage: Any) -> ChatResponse:
         tool_calls=tuple(calls),
         usage=_usage(usage) if usage is not None else None,
         reasoning_content="".join(thinking) if thinking else None,
+        finish_reason=anthropic_finish_reason(stop_reason),
+        raw_finish_reason=stop_reason if isinstance(stop_reason, str) and stop_reason else None,
+        model=model if isinstance(model, str) else None,
     )
 
 
@@ -172,6 +204,15 @@ class Anthropic(HTTPProvider):
     def supports_streaming_tool_events(self) -> bool:
         return True
 
+    @property
+    def supports_prefill(self) -> bool:
+        """True: the Messages API continues a trailing assistant message.
+
+        Its trailing whitespace is stripped before sending (the API rejects
+        it); see the module docstring for what that means for the text.
+        """
+        return True
+
     # -- payloads ------------------------------------------------------------------
 
     def _payload(
@@ -220,10 +261,14 @@ class Anthropic(HTTPProvider):
             if error is not None:
                 raise self._payload_error(error, json.dumps(data))
             raise self._invalid_response(f"response without content: {json.dumps(data)}")
+        stop_reason = data.get("stop_reason")
         try:
-            return _response(content, data.get("usage"))
+            response = _response(content, data.get("usage"), stop_reason, data.get("model"))
         except (AttributeError, TypeError) as exc:
             raise self._invalid_response(f"unexpected response: {json.dumps(data)}") from exc
+        if response.finish_reason == "content_filter" and not response.text:
+            raise self._refusal(str(stop_reason), json.dumps(data))
+        return response
 
     async def chat_with_system(
         self, system_prompt: str | None, message: str, model: str, temperature: float
@@ -307,6 +352,8 @@ class Anthropic(HTTPProvider):
         """The SSE loop behind every stream kind: chunks, or events when ``events``."""
         committed = False
         usage: TokenUsage | None = None
+        model: str | None = None
+        stop_reason: str | None = None
         # content block index -> [id, name, argument parts, input given at start]
         calls: dict[int, list[Any]] = {}
         sse = SSEEventDecoder(done_type="message_stop")
@@ -335,11 +382,14 @@ class Anthropic(HTTPProvider):
                                 partial = delta.get("partial_json")
                                 if slot is not None and partial:
                                     slot[2].append(partial)
-                            elif delta_kind == "thinking_delta" and not events:
+                            elif delta_kind == "thinking_delta":
                                 thought = delta.get("thinking")
                                 if thought:
                                     committed = True
-                                    yield StreamChunk("", thought)
+                                    if events:
+                                        yield ReasoningDelta(thought)
+                                    else:
+                                        yield StreamChunk("", thought)
                         elif kind == "content_block_start":
                             block = event.get("content_block") or {}
                             block_kind = block.get("type")
@@ -362,22 +412,37 @@ class Anthropic(HTTPProvider):
                         elif kind == "message_start":
                             message = event.get("message") or {}
                             usage = _usage(message.get("usage"))
-                        elif kind == "message_delta" and "usage" in event:
-                            usage = _usage(event.get("usage"), usage)
-                            if events:
-                                committed = True
-                                yield UsageEvent(usage)
+                            given = message.get("model")
+                            model = given if isinstance(given, str) else None
+                        elif kind == "message_delta":
+                            reason = (event.get("delta") or {}).get("stop_reason")
+                            if reason:
+                                stop_reason = str(reason)
+                                if stop_reason == "refusal" and not committed:
+                                    raise self._refusal(stop_reason, json.dumps(event))
+                            if "usage" in event:
+                                usage = _usage(event.get("usage"), usage)
+                                if events:
+                                    committed = True
+                                    yield UsageEvent(usage)
                     if sse.stopped:
                         break
-                await self._end_event_stream(body, sse, committed)
+                await self._end_event_stream(
+                    body,
+                    sse,
+                    committed,
+                    finished=stop_reason is not None,
+                    tool_call=events and bool(calls),
+                )
         except STREAM_FAILURES as exc:
-            raise self._stream_failure(exc, committed) from exc
+            raise self._stream_failure(exc, committed, events and bool(calls)) from exc
+        finish = anthropic_finish_reason(stop_reason)
         if events:
             for slot in calls.values():
                 yield ToolCallEvent(_tool_call(slot))
-            yield Final()
+            yield Final(finish, stop_reason, model, usage)
         else:
-            yield StreamChunk.final()
+            yield final_chunk(finish, stop_reason, model, usage)
 
 
 def _tool_call(slot: list[Any]) -> ToolCall:

@@ -11,8 +11,15 @@ Error mapping lives here, in one place:
   classification treats as retryable;
 - during a stream, a failure before the first item is a ``ProviderError``
   (failover may still happen); after it, a ``StreamError`` whose
-  ``__cause__`` is the underlying failure. A stream that ends without its
-  terminator is a failure too, never a silent success.
+  ``__cause__`` is the underlying failure, with ``tool_call_in_progress``
+  set by the provider when a tool call was arriving. A stream that ends
+  without its terminator is a failure too, never a silent success, unless
+  the provider had already said why the model stopped (a finish reason)
+  and the body then ended cleanly;
+- a 4xx whose body is a content-filter refusal (OpenAI's
+  ``content_policy_violation``, Azure's ``content_filter``) becomes
+  :class:`~reliant.ContentFilterError`, as do refusals a provider finds in a
+  2xx answer before any text (:meth:`HTTPProvider._refusal`).
 
 The provider's own API key is scrubbed from every text by exact match (custom
 keys need not look like ``sk-...``) before the generic sanitizer runs.
@@ -69,7 +76,7 @@ from typing import Any, NoReturn, Self
 import httpx2
 import trio
 
-from .._exceptions import ProviderError, ReliantError, StreamError
+from .._exceptions import ContentFilterError, ProviderError, ReliantError, StreamError
 from .._provider import Provider
 from .._sanitize import sanitize_api_error
 
@@ -84,6 +91,7 @@ __all__ = [
     "coerce_timeout",
     "create_client",
     "drain",
+    "is_content_filter_body",
     "parse_retry_after",
     "reason_phrase",
     "status_from_error_payload",
@@ -234,6 +242,42 @@ def status_from_error_payload(error: Any) -> int | None:
         if isinstance(value, str) and value in _ERROR_TYPE_STATUS:
             return _ERROR_TYPE_STATUS[value]
     return None
+
+
+# ``error.code`` values that mean a safety system refused the request:
+# OpenAI's moderation of inputs, Azure OpenAI's prompt filter.
+_CONTENT_FILTER_CODES = frozenset({"content_policy_violation", "content_filter"})
+# Azure's inner error code for the same refusal (``innererror`` in older API
+# versions, ``inner_error`` in newer ones).
+_AZURE_FILTER_INNER_CODE = "ResponsibleAIPolicyViolation"
+
+
+def is_content_filter_body(body: str) -> bool:
+    """Whether an error response body says a content filter refused the request.
+
+    Recognised: OpenAI's ``{"error": {"code": "content_policy_violation"}}``,
+    Azure OpenAI's ``{"error": {"code": "content_filter", "innererror":
+    {"code": "ResponsibleAIPolicyViolation", ...}}}`` (also ``inner_error``).
+    Structured fields only: free text is left to :mod:`reliant.classify`.
+    """
+    # Every shape we recognise contains this word; most error bodies do not,
+    # so they skip the JSON parse.
+    if "content" not in body and _AZURE_FILTER_INNER_CODE not in body:
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    error = data.get("error") if isinstance(data, Mapping) else None
+    if not isinstance(error, Mapping):
+        return False
+    if error.get("code") in _CONTENT_FILTER_CODES:
+        return True
+    for key in ("innererror", "inner_error"):
+        inner = error.get(key)
+        if isinstance(inner, Mapping) and inner.get("code") == _AZURE_FILTER_INNER_CODE:
+            return True
+    return False
 
 
 class SSELineDecoder:
@@ -556,9 +600,15 @@ class HTTPProvider(Provider):
 
     def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
         status = response.status_code
+        # Decided on the raw body: sanitizing may cut it, and a cut body is no JSON.
+        cls = (
+            ContentFilterError
+            if 400 <= status < 500 and is_content_filter_body(body)
+            else ProviderError
+        )
         body = self._clean(body)
         reason = reason_phrase(status, response.reason_phrase)
-        return ProviderError(
+        return cls(
             f"{self._name} API error ({status} {reason}): {body}",
             provider=self._name,
             status_code=status,
@@ -578,40 +628,72 @@ class HTTPProvider(Provider):
     def _payload_error(self, error: Any, raw: str) -> ProviderError:
         """An error the server reported inside a 200 (an SSE error event or JSON body)."""
         status = status_from_error_payload(error)
+        cls = (
+            ContentFilterError
+            if isinstance(error, Mapping) and error.get("code") in _CONTENT_FILTER_CODES
+            else ProviderError
+        )
         body = self._clean(raw)
         if status is None:
             message = f"{self._name} API error: {body}"
         else:
             message = f"{self._name} API error ({status} {reason_phrase(status)}): {body}"
-        return ProviderError(message, provider=self._name, status_code=status, body=body)
+        return cls(message, provider=self._name, status_code=status, body=body)
+
+    def _refusal(self, raw_reason: str, raw: str) -> ContentFilterError:
+        """A 2xx answer (or stream) whose only content is a safety refusal.
+
+        ``raw_reason`` is the provider's word (``content_filter``,
+        ``refusal``), ``raw`` the JSON it came in. Raised only before any
+        text reached the caller; after text, the stream ends normally with
+        ``finish_reason="content_filter"`` instead.
+        """
+        body = self._clean(raw)
+        return ContentFilterError(
+            f"{self._name} API error: the content filter refused to answer "
+            f"(finish reason {raw_reason}): {body}",
+            provider=self._name,
+            body=body,
+        )
 
     def _invalid_response(self, detail: str) -> ProviderError:
         """A 2xx answer we cannot use (not JSON, or JSON of the wrong shape)."""
         return ProviderError(self._clean(f"{self._name} API error: {detail}"), provider=self._name)
 
-    def _broken(self, detail: str, committed: bool) -> ReliantError:
-        """A stream failure that is not a transport error (malformed, unterminated)."""
+    def _broken(self, detail: str, committed: bool, tool_call: bool = False) -> ReliantError:
+        """A stream failure that is not a transport error (malformed, unterminated).
+
+        ``tool_call``: a tool call's arguments were being received when the
+        stream broke (``StreamError.tool_call_in_progress``).
+        """
         if committed:
             return StreamError(
-                self._clean(f"{self._name} stream broke after the first chunk: {detail}")
+                self._clean(f"{self._name} stream broke after the first chunk: {detail}"),
+                tool_call_in_progress=tool_call,
             )
         return ProviderError(
             self._clean(f"{self._name} stream error: {detail}"), provider=self._name
         )
 
-    def _stream_transport_error(self, exc: Exception, committed: bool) -> ReliantError:
+    def _stream_transport_error(
+        self, exc: Exception, committed: bool, tool_call: bool = False
+    ) -> ReliantError:
         error = self._transport_error(exc)
         if committed:
             return StreamError(
-                self._clean(f"{self._name} stream broke after the first chunk: {error}")
+                self._clean(f"{self._name} stream broke after the first chunk: {error}"),
+                tool_call_in_progress=tool_call,
             )
         return error
 
-    def _raise_inband(self, error: Any, raw: str, committed: bool) -> NoReturn:
+    def _raise_inband(
+        self, error: Any, raw: str, committed: bool, tool_call: bool = False
+    ) -> NoReturn:
         failure = self._payload_error(error, raw)
         if committed:
             raise StreamError(
-                self._clean(f"{self._name} stream broke after the first chunk: {failure}")
+                self._clean(f"{self._name} stream broke after the first chunk: {failure}"),
+                tool_call_in_progress=tool_call,
             ) from failure
         raise failure
 
@@ -666,29 +748,45 @@ class HTTPProvider(Provider):
                 yield body
 
     async def _end_event_stream(
-        self, body: AsyncIterator[bytes], sse: SSEEventDecoder, committed: bool
+        self,
+        body: AsyncIterator[bytes],
+        sse: SSEEventDecoder,
+        committed: bool,
+        *,
+        finished: bool = False,
+        tool_call: bool = False,
     ) -> None:
         """After a stream's read loop: raise what stopped it, or drain after the terminator.
 
         A body that ran out without its terminator (leniently checked, see
-        :meth:`SSEEventDecoder.finish`) is a failure, never a silent success.
+        :meth:`SSEEventDecoder.finish`) is a failure, never a silent success,
+        unless the provider already said why the model stopped (``finished``:
+        an OpenAI ``finish_reason``, an Anthropic ``message_delta`` with a
+        ``stop_reason``). A clean end of the body after that is a server that
+        omits the terminator, not a cut: a cut connection raises a transport
+        error from the read loop before this is reached.
+
+        ``tool_call`` marks a ``StreamError`` raised here as broken in the
+        middle of a tool call.
         """
         if sse.malformed is not None:
-            raise self._broken(sse.malformed, committed) from sse.malformed_cause
+            raise self._broken(sse.malformed, committed, tool_call) from sse.malformed_cause
         if sse.inband is not None:
             error, raw = sse.inband
-            self._raise_inband(error, raw, committed)
+            self._raise_inband(error, raw, committed, tool_call)
         if sse.done:
             await drain(body)
-        elif not sse.finish():
-            raise self._broken(f"stream ended without {sse.terminator}", committed)
+        elif not sse.finish() and not finished:
+            raise self._broken(f"stream ended without {sse.terminator}", committed, tool_call)
 
-    def _stream_failure(self, exc: Exception, committed: bool) -> ReliantError:
+    def _stream_failure(
+        self, exc: Exception, committed: bool, tool_call: bool = False
+    ) -> ReliantError:
         """The error for one of ``STREAM_FAILURES`` escaping a stream's read loop."""
         if isinstance(exc, httpx2.RequestError):
-            return self._stream_transport_error(exc, committed)
+            return self._stream_transport_error(exc, committed, tool_call)
         # Valid JSON of the wrong shape (a string where an object belongs).
-        return self._broken(f"unexpected SSE data: {exc}", committed)
+        return self._broken(f"unexpected SSE data: {exc}", committed, tool_call)
 
 
 async def drain(body: AsyncIterator[bytes]) -> None:

@@ -4,6 +4,25 @@ Streaming is SSE: ``data: {chunk}`` events ending with ``data: [DONE]``,
 usage in a last chunk asked for with ``stream_options.include_usage``, and
 tool calls arriving as deltas keyed by ``index`` that are accumulated into
 whole calls and emitted when ``finish_reason`` (or ``[DONE]``) arrives.
+Reasoning (DeepSeek's ``reasoning_content``, the ``reasoning`` field of
+Groq, OpenRouter and others) arrives in the same deltas, also next to tool
+calls, and is delivered as ``StreamChunk.reasoning`` / ``ReasoningDelta``.
+
+How a stream ends:
+
+- ``data: [DONE]`` after everything: complete;
+- the body ends cleanly after a ``finish_reason`` but without ``[DONE]``
+  (some compatible servers omit it): complete too, since the model said why
+  it stopped;
+- the body ends without either: a failure (``ProviderError`` before the
+  first item, ``StreamError`` after it), never a silent success;
+- ``finish_reason: "content_filter"`` before any item was delivered:
+  ``ContentFilterError``; after text, the stream ends normally and its final
+  chunk / ``Final`` says ``finish_reason="content_filter"``.
+
+The final chunk and ``Final`` carry the normalised ``finish_reason`` (see
+:mod:`reliant.providers._finish`), the server's own word, the ``model`` the
+server reported and the ``usage``.
 
 The per-event loop is the hot path the benchmarks measure: one
 ``json.loads`` per event, dictionary look-ups, and no per-event allocation
@@ -25,7 +44,6 @@ from .._provider import (
     ChunkStream,
     EventStream,
     Provider,
-    split_history,
     stream_from_generator,
 )
 from .._types import (
@@ -33,6 +51,7 @@ from .._types import (
     ChatRequest,
     ChatResponse,
     Final,
+    ReasoningDelta,
     StreamChunk,
     StreamEvent,
     StreamOptions,
@@ -45,6 +64,7 @@ from .._types import (
     estimate_tokens,
     response_events,
 )
+from ._finish import final_chunk, openai_finish_reason
 from ._http import (
     DEFAULT_TIMEOUT,
     STREAM_FAILURES,
@@ -125,7 +145,9 @@ def _accumulate(calls: dict[int, list[Any]], deltas: Any) -> None:
                 slot[2].append(arguments if isinstance(arguments, str) else json.dumps(arguments))
 
 
-def _response(message: dict[str, Any], usage: Any) -> ChatResponse:
+def _response(
+    message: dict[str, Any], usage: Any, raw_finish: Any = None, model: Any = None
+) -> ChatResponse:
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     calls = tuple(
         ToolCall(
@@ -141,6 +163,9 @@ def _response(message: dict[str, Any], usage: Any) -> ChatResponse:
         tool_calls=calls,
         usage=_usage(usage),
         reasoning_content=reasoning if isinstance(reasoning, str) else None,
+        finish_reason=openai_finish_reason(raw_finish),
+        raw_finish_reason=raw_finish if isinstance(raw_finish, str) and raw_finish else None,
+        model=model if isinstance(model, str) else None,
     )
 
 
@@ -159,14 +184,6 @@ def _chunk_from_delta(delta: dict[str, Any], count_tokens: bool) -> StreamChunk 
         return None
     tokens = estimate_tokens(content) if count_tokens and content else 0
     return StreamChunk(content, reasoning or None, False, tokens)
-
-
-def _event_from_delta(delta: dict[str, Any], calls: dict[int, list[Any]]) -> TextDelta | None:
-    tool_deltas = delta.get("tool_calls")
-    if tool_deltas:
-        _accumulate(calls, tool_deltas)
-    content = delta.get("content")
-    return TextDelta(content) if content else None
 
 
 def _finish(calls: dict[int, list[Any]]) -> list[ToolCall]:
@@ -199,8 +216,20 @@ class OpenAICompatible(HTTPProvider):
         native_tools: The endpoint supports ``tools``; when False, tools are
             described in the system prompt and ``<tool_call>`` blocks parsed.
         streaming: The endpoint supports SSE streaming; when False, streams
-            deliver the non-streaming answer as one chunk.
+            deliver the non-streaming answer (to the whole history) as one
+            chunk, then a final chunk with its finish reason, model and usage.
         vision: The model accepts images (reported by ``supports_vision``).
+        supports_prefill: The server continues a trailing assistant message
+            (reported by ``supports_prefill``). False by default because the
+            official OpenAI API does not: it answers anew after an assistant
+            message. True for vLLM (and servers that copy its chat-template
+            options): when the last message is an assistant message, the
+            request also carries ``"continue_final_message": true`` and
+            ``"add_generation_prompt": false``, which make vLLM render that
+            message open-ended (no end-of-turn token) and generate its
+            continuation; vLLM refuses the two set to true together. Servers
+            that continue a trailing assistant message on their own
+            (llama.cpp's server) ignore the unknown fields.
     """
 
     def __init__(
@@ -215,6 +244,7 @@ class OpenAICompatible(HTTPProvider):
         native_tools: bool = True,
         streaming: bool = True,
         vision: bool = False,
+        supports_prefill: bool = False,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY")
@@ -224,6 +254,7 @@ class OpenAICompatible(HTTPProvider):
         self._native_tools = native_tools
         self._streaming = streaming
         self._vision = vision
+        self._prefill = supports_prefill
         self._url = f"{self._base_url}/chat/completions"
         headers = {"content-type": "application/json"}
         if self._api_key:
@@ -249,6 +280,11 @@ class OpenAICompatible(HTTPProvider):
     def supports_streaming_tool_events(self) -> bool:
         return self._streaming and self._native_tools
 
+    @property
+    def supports_prefill(self) -> bool:
+        """The ``supports_prefill`` constructor argument."""
+        return self._prefill
+
     # -- payloads ------------------------------------------------------------------
 
     def _payload(
@@ -270,6 +306,10 @@ class OpenAICompatible(HTTPProvider):
             payload["stream_options"] = {"include_usage": True}
         if tools:
             payload["tools"] = _tools(tools)
+        if self._prefill and messages and messages[-1].role == "assistant":
+            # vLLM's chat-template options for continuing the last message.
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
         return payload
 
     # -- non-streaming -------------------------------------------------------------
@@ -291,9 +331,16 @@ class OpenAICompatible(HTTPProvider):
                 raise self._payload_error(error, json.dumps(data))
             raise self._invalid_response(f"response without choices: {json.dumps(data)}")
         try:
-            return _response(choices[0].get("message") or {}, data.get("usage"))
+            choice = choices[0]
+            raw_finish = choice.get("finish_reason")
+            response = _response(
+                choice.get("message") or {}, data.get("usage"), raw_finish, data.get("model")
+            )
         except (AttributeError, TypeError) as exc:
             raise self._invalid_response(f"unexpected response: {json.dumps(data)}") from exc
+        if response.finish_reason == "content_filter" and not response.text:
+            raise self._refusal(str(raw_finish), json.dumps(data))
+        return response
 
     async def chat_with_system(
         self, system_prompt: str | None, message: str, model: str, temperature: float
@@ -343,11 +390,9 @@ class OpenAICompatible(HTTPProvider):
         options: StreamOptions = _DEFAULT_OPTIONS,
     ) -> ChunkStream:
         """Stream the answer to one message as ``StreamChunk``s."""
-        if not self._streaming:
-            return super().stream_chat_with_system(
-                system_prompt, message, model, temperature, options
-            )
         messages = _system_messages(system_prompt, message)
+        if not self._streaming:
+            return self._stream_via_complete(messages, model, temperature, options)
         payload = self._payload(messages, None, model, temperature, stream=True)
         return aclosing(self._stream(payload, False, options.count_tokens))
 
@@ -360,8 +405,7 @@ class OpenAICompatible(HTTPProvider):
     ) -> ChunkStream:
         """Stream the answer to a conversation as ``StreamChunk``s."""
         if not self._streaming:
-            system, message = split_history(messages)
-            return super().stream_chat_with_system(system, message, model, temperature, options)
+            return self._stream_via_complete(messages, model, temperature, options)
         payload = self._payload(messages, None, model, temperature, stream=True)
         return aclosing(self._stream(payload, False, options.count_tokens))
 
@@ -381,6 +425,24 @@ class OpenAICompatible(HTTPProvider):
         return aclosing(self._stream(payload, True, options.count_tokens))
 
     @stream_from_generator
+    async def _stream_via_complete(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions,
+    ) -> AsyncGenerator[StreamChunk, None]:
+        # streaming=False: the whole history (a trailing assistant message to
+        # continue included) in one request, then its text and what ended it.
+        response = await self._complete(messages, None, model, temperature)
+        if response.text:
+            chunk = StreamChunk(response.text)
+            yield chunk.with_token_estimate() if options.count_tokens else chunk
+        yield final_chunk(
+            response.finish_reason, response.raw_finish_reason, response.model, response.usage
+        )
+
+    @stream_from_generator
     async def _stream_via_chat(
         self, request: ChatRequest, model: str, temperature: float
     ) -> AsyncGenerator[StreamEvent, None]:
@@ -391,9 +453,21 @@ class OpenAICompatible(HTTPProvider):
     async def _stream(
         self, payload: dict[str, Any], events: bool, count_tokens: bool
     ) -> AsyncGenerator[Any, None]:
-        """The SSE loop behind every stream kind: chunks, or events when ``events``."""
+        """The SSE loop behind every stream kind: chunks, or events when ``events``.
+
+        Per event: one ``choices`` look-up, the delta, and ``finish_reason``;
+        a text-only delta (the bulk of a stream) takes the short path.
+        ``model`` and ``usage`` are read only from the last chunks (the one
+        with ``finish_reason`` and the usage chunk with empty ``choices``),
+        so the common event pays nothing for them; a server that repeats
+        usage on every chunk (vLLM's continuous usage stats) is read once,
+        at the end.
+        """
         committed = False
         calls: dict[int, list[Any]] = {}
+        raw_finish: str | None = None
+        model: str | None = None
+        usage: TokenUsage | None = None
         sse = SSEEventDecoder(done_data="[DONE]")
         try:
             async with self._open_event_stream(self._url, payload) as body:
@@ -404,31 +478,68 @@ class OpenAICompatible(HTTPProvider):
                             choice = choices[0]
                             delta = choice.get("delta")
                             if delta:
-                                item = (
-                                    _event_from_delta(delta, calls)
-                                    if events
-                                    else _chunk_from_delta(delta, count_tokens)
-                                )
-                                if item is not None:
+                                content = delta.get("content")
+                                if content and len(delta) == 1:
                                     committed = True
-                                    yield item
-                            if calls and choice.get("finish_reason"):
-                                for call in _finish(calls):
-                                    committed = True
-                                    yield ToolCallEvent(call)
-                        if events:
-                            usage = chunk.get("usage")
-                            if usage:
+                                    if events:
+                                        yield TextDelta(content)
+                                    elif count_tokens:
+                                        yield StreamChunk(
+                                            content, None, False, estimate_tokens(content)
+                                        )
+                                    else:
+                                        yield StreamChunk(content)
+                                elif events:
+                                    # Reasoning first: DeepSeek-style servers send
+                                    # it before (or next to) the text and tool calls.
+                                    tool_deltas = delta.get("tool_calls")
+                                    if tool_deltas:
+                                        _accumulate(calls, tool_deltas)
+                                    reasoning = delta.get("reasoning_content") or delta.get(
+                                        "reasoning"
+                                    )
+                                    if reasoning and isinstance(reasoning, str):
+                                        committed = True
+                                        yield ReasoningDelta(reasoning)
+                                    if content and isinstance(content, str):
+                                        committed = True
+                                        yield TextDelta(content)
+                                else:
+                                    item = _chunk_from_delta(delta, count_tokens)
+                                    if item is not None:
+                                        committed = True
+                                        yield item
+                            reason = choice.get("finish_reason")
+                            if not reason:
+                                continue
+                            raw_finish = str(reason)
+                            model = chunk.get("model") or model
+                            if raw_finish == "content_filter" and not committed:
+                                raise self._refusal(raw_finish, json.dumps(chunk))
+                            for call in _finish(calls):
                                 committed = True
-                                yield UsageEvent(_usage(usage) or TokenUsage())
+                                yield ToolCallEvent(call)
+                        # Usage comes in a last chunk with empty choices
+                        # (OpenAI) or with the finish reason (Together, vLLM):
+                        # text chunks never get here.
+                        usage_data = chunk.get("usage")
+                        if usage_data:
+                            usage = _usage(usage_data) or TokenUsage()
+                            model = chunk.get("model") or model
+                            if events:
+                                committed = True
+                                yield UsageEvent(usage)
                     if sse.stopped:
                         break
-                await self._end_event_stream(body, sse, committed)
+                await self._end_event_stream(
+                    body, sse, committed, finished=raw_finish is not None, tool_call=bool(calls)
+                )
         except STREAM_FAILURES as exc:
-            raise self._stream_failure(exc, committed) from exc
+            raise self._stream_failure(exc, committed, bool(calls)) from exc
+        finish = openai_finish_reason(raw_finish)
         if events:
             for call in _finish(calls):
                 yield ToolCallEvent(call)
-            yield Final()
+            yield Final(finish, raw_finish, model if isinstance(model, str) else None, usage)
         else:
-            yield StreamChunk.final()
+            yield final_chunk(finish, raw_finish, model if isinstance(model, str) else None, usage)

@@ -48,7 +48,8 @@ model name itself is the behaviour, written ``kind[:arg]...`` with
 ``hang_headers``
     Read the request and never answer.
 ``hang_body``
-    Send the headers (and ``after`` pieces), then stall.
+    Send the headers (and ``after`` pieces), then stall: the stall-after-N
+    behaviour (``hang_body:after=3``), for idle timeouts.
 ``malformed``
     After ``after`` pieces, a data line that is not JSON, then the rest and
     the terminator (so a lenient client is caught). Non-streaming: a 200 with
@@ -57,16 +58,76 @@ model name itself is the behaviour, written ``kind[:arg]...`` with
     An SSE stream with only the terminator (``data: [DONE]`` /
     ``message_stop``); non-streaming: an empty answer.
 ``no_terminator``
-    The whole stream, cleanly ended, but without the terminator.
+    The stream's content, cleanly ended, but with nothing that says it is
+    complete: no ``finish_reason`` chunk, no usage chunk and no
+    ``data: [DONE]`` (OpenAI); no ``message_delta`` and no ``message_stop``
+    (Anthropic). A client must treat it as broken.
+``no_done``
+    The whole stream with its ``finish_reason`` (OpenAI) or ``message_delta``
+    with its ``stop_reason`` (Anthropic), cleanly ended, but without
+    ``data: [DONE]`` / ``message_stop``, as some compatible servers do. A
+    client may treat it as complete.
 ``not_sse``
     A JSON answer even when a stream was asked for.
 ``tools``
     Answer with ``calls`` (default 1) tool calls: the request's tools in turn
     (``get_weather`` if it offers none), arguments ``{"location": "Paris",
-    "unit": "celsius"}`` streamed in three fragments.
+    "unit": "celsius"}`` streamed in three fragments. Other kinds send tool
+    calls too when ``calls`` is given: ``cut:after=2:calls=1`` breaks after
+    the text and the first argument fragment, in the middle of a tool call.
+``content_filter``
+    A safety refusal. OpenAI: HTTP 400 with OpenAI's ``content_policy_violation``
+    body. Anthropic: a 200 answer without text whose ``stop_reason`` is
+    ``refusal``. ``content_filter:after=3`` (either protocol; also
+    ``content_filter:status=200`` on OpenAI for no text): ``after`` pieces, then
+    the answer ends with ``finish_reason: "content_filter"`` /
+    ``stop_reason: "refusal"``, terminated normally; non-streaming, the answer
+    carries those pieces and that reason.
+``reject_prefill``
+    When the request's last message is an assistant message: HTTP 400
+    ``invalid_request_error`` about it (Anthropic: "This model does not
+    support assistant message prefill...", OpenAI-compatible: Mistral's
+    "Expected last role User or Tool (or Assistant with prefix True)...").
+    Otherwise it answers like ``ok`` (with the same arguments).
+``context:2000``
+    A 2000-character context window: a request whose message text (system
+    prompt included) totals more gets the provider's context-length 400
+    (OpenAI: code ``context_length_exceeded``, "This model's maximum context
+    length is 2000 tokens. However, your messages resulted in N tokens...";
+    Anthropic: "prompt is too long: N tokens > 2000 maximum"); otherwise it
+    answers like ``ok``. ``context=N`` works on every kind
+    (``cut:after=2:context=500``).
+
+Finish reasons, model, error bodies
+-----------------------------------
+Answers end the way the real APIs end them: OpenAI ``finish_reason``
+``stop`` / ``tool_calls`` / ``content_filter``, Anthropic ``stop_reason``
+``end_turn`` / ``tool_use`` / ``refusal``; ``finish=length`` (or
+``max_tokens``, ``pause_turn``, ...) sends that word instead. Every answer
+reports a ``model``: the requested one, or ``served_model=...``. Error
+bodies keep the real field types: OpenAI ``{"error": {"message", "type",
+"param", "code"}}`` with ``code`` a string or null (``invalid_api_key``,
+``model_not_found``, ``rate_limit_exceeded``, ...), never a number; an
+OpenAI in-band error adds the status as an integer ``status`` member, as
+Azure OpenAI does, since nothing else on the wire carries it.
+
+Prefill (continuing a trailing assistant message)
+-------------------------------------------------
+When the request's last message is an assistant message whose text starts
+the behaviour's full answer (as sent, or with its trailing whitespace
+stripped, since Anthropic clients must strip it), the Anthropic endpoint
+streams only the rest of the answer, cut along the original piece
+boundaries; the OpenAI endpoint does so only with ``prefill`` in the spec
+(``ok:prefill``, as vLLM with ``continue_final_message``), and otherwise
+answers anew from the start, as OpenAI's API does. ``overlap=N`` first
+repeats the last N characters of the matched prefill as a piece of its own
+(``ok:prefill:overlap=4``), to test overlap trimming. ``after=N`` and the
+faults count the continuation's pieces (``cut:after=1:prefill``). A
+prefill that does not start the answer gets the whole answer.
 
 Arguments combine freely (``inband_error:after=2:status=529``); every field
-of :class:`Behavior` except ``kind`` and ``headers`` can be given this way.
+of :class:`Behavior` except ``kind`` and ``headers`` can be given this way,
+a boolean one also bare (``ok:prefill``).
 The ``status`` behaviour with status 200, a ``body`` and a ``content-type``
 header sends any raw body, for wire-level tests.
 
@@ -76,7 +137,8 @@ fragments), not the protocol preamble (the OpenAI role chunk, Anthropic's
 With ``gap=0`` pieces are coalesced into one write.
 
 Usage is deterministic: ``input_tokens`` (default 10), ``cached_tokens``
-(default 0) and output tokens = number of text + reasoning pieces.
+(default 0) and output tokens = number of text pieces in this answer (a
+continuation's or a refusal's own pieces) + reasoning pieces.
 
 Records
 -------
@@ -128,8 +190,12 @@ BehaviorKind: TypeAlias = Literal[
     "malformed",
     "empty",
     "no_terminator",
+    "no_done",
     "not_sse",
     "tools",
+    "content_filter",
+    "reject_prefill",
+    "context",
 ]
 _KINDS: frozenset[str] = frozenset(get_args(BehaviorKind))
 
@@ -157,11 +223,22 @@ class Behavior:
         headers: Extra response headers.
         message: Error message text of ``status`` and ``inband_error``.
         body: Raw response body of ``status``, replacing the JSON error.
-        calls: Number of tool calls of ``tools``.
+        calls: Number of tool calls; None means 1 for ``tools`` and 0 for
+            every other kind (``cut:after=2:calls=1`` breaks inside a tool call).
         tool_name: Name of every tool call; None takes the request's tools.
         tool_arguments: Arguments JSON of every tool call.
         input_tokens: Reported input tokens.
         cached_tokens: Reported cached input tokens.
+        finish: The provider's own finish word sent instead of the natural one
+            (``length``, ``function_call``, ``max_tokens``, ``pause_turn``, ...).
+        served_model: The model id the server reports instead of the requested one.
+        prefill: OpenAI endpoint: continue a trailing assistant message (as
+            vLLM does) instead of answering anew (as OpenAI does). The
+            Anthropic endpoint always continues.
+        overlap: When continuing, first repeat the last ``overlap`` characters
+            of the assistant message, as a piece of their own.
+        context: Context window in characters: a request whose message text
+            totals more is refused with the provider's context-length 400.
     """
 
     kind: BehaviorKind = "ok"
@@ -178,15 +255,22 @@ class Behavior:
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     message: str | None = None
     body: str | None = None
-    calls: int = 1
+    calls: int | None = None
     tool_name: str | None = None
     tool_arguments: str = _DEFAULT_ARGUMENTS
     input_tokens: int = 10
     cached_tokens: int = 0
+    finish: str | None = None
+    served_model: str | None = None
+    prefill: bool = False
+    overlap: int = 0
+    context: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"unknown behaviour kind {self.kind!r}")
+        if self.kind == "context" and self.context is None:
+            raise ValueError("the context behaviour needs a size: context:N")
 
     @classmethod
     def parse(cls, spec: str) -> Behavior:
@@ -202,8 +286,12 @@ class Behavior:
         for position, token in enumerate(tokens):
             key, sep, value = token.partition("=")
             if not sep:
-                if head == "status" and position == 0 and token.isdigit():
-                    kwargs["status"] = int(token)
+                positional = _POSITIONAL.get(head)
+                if positional is not None and position == 0 and token.isdigit():
+                    kwargs[positional] = int(token)
+                    continue
+                if _PARSERS.get(token) is _parse_bool:
+                    kwargs[token] = True
                     continue
                 raise ValueError(f"bad behaviour argument {token!r} in {spec!r}")
             converter = _PARSERS.get(key)
@@ -242,13 +330,57 @@ class Behavior:
         """The text a client sees before the fault (``after`` pieces, reasoning first)."""
         return "".join(self.text_pieces()[: max(0, self.after - self.reasoning)])
 
+    def continuation_pieces(self, prefill: str) -> list[str] | None:
+        """The pieces that continue ``prefill``, or None when it does not start the answer.
+
+        ``prefill`` (a trailing assistant message) must be a prefix of
+        :attr:`full_text`, as sent or with its trailing whitespace stripped
+        (Anthropic clients strip it, since the API rejects it); the answer is
+        then the rest of the full text, cut along the original piece
+        boundaries (the piece the prefill ends in is sent from where it
+        stopped). With ``overlap=N`` the last N characters of the matched
+        prefill come first, as their own piece.
+        """
+        full = self.full_text
+        if full.startswith(prefill):
+            head = prefill
+        else:
+            head = prefill.rstrip()
+            if not full.startswith(head):
+                return None
+        cut = len(head)
+        pieces: list[str] = []
+        if self.overlap > 0 and head:
+            pieces.append(head[-self.overlap :])
+        end = 0
+        for piece in self.text_pieces():
+            start, end = end, end + len(piece)
+            if end > cut:
+                pieces.append(piece[max(0, cut - start) :])
+        return pieces
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+# Kinds whose first argument may be a bare number: ``status:429``, ``context:2000``.
+_POSITIONAL = {"status": "status", "context": "context"}
 
 _PARSERS: dict[str, Any] = {}
 for _f in fields(Behavior):
     if _f.name in ("kind", "headers"):
         continue
     _type = str(_f.type)
-    if "int" in _type:
+    if "bool" in _type:
+        # A bare ``prefill`` token means prefill=True.
+        _PARSERS[_f.name] = _parse_bool
+    elif "int" in _type:
         _PARSERS[_f.name] = int
     elif "float" in _type:
         _PARSERS[_f.name] = float
@@ -568,12 +700,15 @@ _ANTHROPIC_ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-_OPENAI_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    429: "rate_limit_exceeded",
+# status -> (error.type, error.code) as OpenAI sends them; other statuses get
+# "server_error" (5xx) or "invalid_request_error" (4xx) and a null code.
+_OPENAI_ERRORS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
 }
 
 
@@ -586,6 +721,19 @@ def _reason(status: int) -> bytes:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message ``content``: a string, or the ``text`` of its parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
 
 
 def _split3(text: str) -> list[str]:
@@ -605,12 +753,15 @@ class _Protocol:
 
     sse_terminator: bytes
 
+    # The endpoint continues a trailing assistant message without being asked.
+    continues_by_default = False
+
     def __init__(self, request: FakeRequest, behavior: Behavior) -> None:
         self.request = request
         self.behavior = behavior
         body = request.json if isinstance(request.json, dict) else {}
         self.body: dict[str, Any] = body
-        self.model = request.model or "fake-model"
+        self.model = behavior.served_model or request.model or "fake-model"
         tools = body.get("tools")
         self.tool_names: list[str] = []
         if isinstance(tools, list):
@@ -618,16 +769,68 @@ class _Protocol:
                 name = self._tool_name(tool) if isinstance(tool, dict) else None
                 if isinstance(name, str):
                     self.tool_names.append(name)
+        messages = body.get("messages")
+        messages = messages if isinstance(messages, list) else []
+        self.prompt_chars = sum(
+            len(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)
+        ) + len(_text_of(body.get("system")))
+        last = messages[-1] if messages else None
+        # The trailing assistant message (a prefill), if the request ends with one.
+        self.prefill: str | None = (
+            _text_of(last.get("content"))
+            if isinstance(last, dict) and last.get("role") == "assistant"
+            else None
+        )
+        texts: list[str] | None = None
+        if self.prefill is not None and (self.continues_by_default or behavior.prefill):
+            texts = behavior.continuation_pieces(self.prefill)
+        # The text pieces of this answer: the canonical ones, or their continuation.
+        self.texts: list[str] = behavior.text_pieces() if texts is None else texts
 
     def _tool_name(self, tool: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def rejection(self) -> tuple[int, dict[str, Any]] | None:
+        """The 400 this request gets before anything else, if any (context, prefill)."""
+        b = self.behavior
+        if b.context is not None and self.prompt_chars > b.context:
+            return 400, self.context_error(b.context, self.prompt_chars)
+        if b.kind == "reject_prefill" and self.prefill is not None:
+            return 400, self.prefill_error()
+        if b.kind == "content_filter" and self.refuses_with_status():
+            return 400, self.content_filter_error()
+        return None
+
+    def refuses_with_status(self) -> bool:
+        """``content_filter`` refuses with a 400 rather than in a 200 answer."""
+        return False
+
+    def context_error(self, limit: int, used: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def prefill_error(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def content_filter_error(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def finish_word(self, natural: str) -> str:
+        """The provider's finish word: ``finish=`` if given, else ``natural``."""
+        return self.behavior.finish or natural
+
+    def answer_texts(self) -> list[str]:
+        """The text pieces a complete answer carries (``content_filter`` stops after ``after``)."""
+        if self.behavior.kind == "content_filter":
+            return self.texts[: self.behavior.after]
+        return self.texts
+
     def tool_calls(self) -> list[tuple[str, str, str]]:
         """(id, name, arguments) of each tool call of a ``tools`` answer."""
-        if self.behavior.kind != "tools":
-            return []
+        count = self.behavior.calls
+        if count is None:
+            count = 1 if self.behavior.kind == "tools" else 0
         calls = []
-        for i in range(self.behavior.calls):
+        for i in range(count):
             if self.behavior.tool_name is not None:
                 name = self.behavior.tool_name
             elif self.tool_names:
@@ -639,10 +842,14 @@ class _Protocol:
 
     def usage_numbers(self) -> tuple[int, int, int]:
         b = self.behavior
-        return b.input_tokens, len(b.text_pieces()) + b.reasoning, b.cached_tokens
+        return b.input_tokens, len(self.answer_texts()) + b.reasoning, b.cached_tokens
 
     def error_payload(self, status: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def inband_payload(self, status: int) -> dict[str, Any]:
+        """The error of ``inband_error``, sent inside a 200."""
+        return self.error_payload(status)
 
     def error_message(self, status: int) -> str:
         return self.behavior.message or f"fake error {status}"
@@ -668,15 +875,74 @@ class _OpenAI(_Protocol):
         return function.get("name") if isinstance(function, dict) else None
 
     def error_payload(self, status: int) -> dict[str, Any]:
-        kind = _OPENAI_ERROR_TYPES.get(status, "server_error")
+        # OpenAI's ``code`` is a string or null, never a number.
+        kind, code = _OPENAI_ERRORS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
         return {
             "error": {
                 "message": self.error_message(status),
                 "type": kind,
                 "param": None,
-                "code": status,
+                "code": code,
             }
         }
+
+    def inband_payload(self, status: int) -> dict[str, Any]:
+        # Nothing on the wire carries the status of an in-band error, so it
+        # travels as an integer ``status`` member, as Azure OpenAI's errors do.
+        payload = self.error_payload(status)
+        payload["error"]["status"] = status
+        return payload
+
+    def context_error(self, limit: int, used: int) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": (
+                    f"This model's maximum context length is {limit} tokens. However, your "
+                    f"messages resulted in {used} tokens. Please reduce the length of the "
+                    "messages."
+                ),
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+
+    def prefill_error(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": (
+                    "Expected last role User or Tool (or Assistant with prefix True) for "
+                    "serving but got assistant"
+                ),
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": None,
+            }
+        }
+
+    def content_filter_error(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": (
+                    "Your request was rejected as a result of our safety system. Your prompt "
+                    "may contain text that is not allowed by our safety system."
+                ),
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "content_policy_violation",
+            }
+        }
+
+    def refuses_with_status(self) -> bool:
+        b = self.behavior
+        return b.after == 0 and b.status != 200
+
+    def _finish_reason(self, calls: list[tuple[str, str, str]]) -> str:
+        if self.behavior.kind == "content_filter":
+            return self.finish_word("content_filter")
+        return self.finish_word("tool_calls" if calls else "stop")
 
     def _usage(self) -> dict[str, Any]:
         prompt, completion, cached = self.usage_numbers()
@@ -689,14 +955,17 @@ class _OpenAI(_Protocol):
 
     def json_answer(self) -> dict[str, Any]:
         b = self.behavior
-        message: dict[str, Any] = {"role": "assistant", "content": b.full_text}
+        text = "".join(self.answer_texts())
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         if b.kind == "empty":
             message["content"] = ""
+        elif b.kind == "content_filter" and not text:
+            message["content"] = None
         if b.reasoning:
             message["reasoning_content"] = "".join(b.reasoning_pieces())
         calls = self.tool_calls()
         if calls:
-            message["content"] = b.full_text or None
+            message["content"] = text or None
             message["tool_calls"] = [
                 {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
                 for cid, name, args in calls
@@ -710,7 +979,7 @@ class _OpenAI(_Protocol):
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "tool_calls" if calls else "stop",
+                    "finish_reason": self._finish_reason(calls),
                 }
             ],
             "usage": self._usage(),
@@ -737,7 +1006,7 @@ class _OpenAI(_Protocol):
         pieces += [
             _Piece(self._chunk({"reasoning_content": r}), True) for r in b.reasoning_pieces()
         ]
-        pieces += [_Piece(self._chunk({"content": t}), True) for t in b.text_pieces()]
+        pieces += [_Piece(self._chunk({"content": t}), True) for t in self.answer_texts()]
         calls = self.tool_calls()
         for i, (cid, name, args) in enumerate(calls):
             head = {
@@ -750,7 +1019,10 @@ class _OpenAI(_Protocol):
             for fragment in _split3(args):
                 delta = {"tool_calls": [{"index": i, "function": {"arguments": fragment}}]}
                 pieces.append(_Piece(self._chunk(delta), True))
-        pieces.append(_Piece(self._chunk({}, "tool_calls" if calls else "stop"), False))
+        if b.kind == "no_terminator":
+            # Nothing that says the answer is complete: no finish_reason, no usage.
+            return pieces
+        pieces.append(_Piece(self._chunk({}, self._finish_reason(calls)), False))
         stream_options = self.body.get("stream_options")
         if isinstance(stream_options, dict) and stream_options.get("include_usage"):
             usage = (
@@ -766,7 +1038,7 @@ class _OpenAI(_Protocol):
         return pieces
 
     def sse_error(self, status: int) -> bytes:
-        return b"data: " + _dumps(self.error_payload(status)) + b"\n\n"
+        return b"data: " + _dumps(self.inband_payload(status)) + b"\n\n"
 
     def sse_malformed(self) -> bytes:
         return self._prefix + b'[{"index":0,"delta":{"content":"tok\n\n'
@@ -774,9 +1046,30 @@ class _OpenAI(_Protocol):
 
 class _Anthropic(_Protocol):
     sse_terminator = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    continues_by_default = True
 
     def _tool_name(self, tool: dict[str, Any]) -> Any:
         return tool.get("name")
+
+    def _invalid(self, message: str) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+
+    def context_error(self, limit: int, used: int) -> dict[str, Any]:
+        return self._invalid(f"prompt is too long: {used} tokens > {limit} maximum")
+
+    def prefill_error(self) -> dict[str, Any]:
+        return self._invalid(
+            "This model does not support assistant message prefill. "
+            "The conversation must end with a user message."
+        )
+
+    def content_filter_error(self) -> dict[str, Any]:  # pragma: no cover - 200 refusals only
+        raise AssertionError("Anthropic refuses in a 200 answer")
+
+    def _stop_reason(self, calls: list[tuple[str, str, str]]) -> str:
+        if self.behavior.kind == "content_filter":
+            return self.finish_word("refusal")
+        return self.finish_word("tool_use" if calls else "end_turn")
 
     def error_payload(self, status: int) -> dict[str, Any]:
         return {
@@ -802,8 +1095,8 @@ class _Anthropic(_Protocol):
         if b.reasoning:
             thinking = "".join(b.reasoning_pieces())
             content.append({"type": "thinking", "thinking": thinking, "signature": "sig"})
-        text = "" if b.kind == "empty" else b.full_text
-        if text or b.kind != "tools":
+        text = "" if b.kind == "empty" else "".join(self.answer_texts())
+        if text or b.kind not in ("tools", "content_filter"):
             content.append({"type": "text", "text": text})
         calls = self.tool_calls()
         for cid, name, args in calls:
@@ -814,7 +1107,7 @@ class _Anthropic(_Protocol):
             "role": "assistant",
             "model": self.model,
             "content": content,
-            "stop_reason": "tool_use" if calls else "end_turn",
+            "stop_reason": self._stop_reason(calls),
             "stop_sequence": None,
             "usage": self._usage(),
         }
@@ -873,8 +1166,8 @@ class _Anthropic(_Protocol):
                 len(pieces) - 1,
                 _Piece(self._delta(0, {"type": "signature_delta", "signature": "sig"}), False),
             )
-        texts = b.text_pieces()
-        if texts or b.kind != "tools":
+        texts = self.answer_texts()
+        if texts or b.kind not in ("tools", "content_filter"):
             block({"type": "text", "text": ""}, [{"type": "text_delta", "text": t} for t in texts])
         calls = self.tool_calls()
         for cid, name, args in calls:
@@ -882,9 +1175,12 @@ class _Anthropic(_Protocol):
                 {"type": "tool_use", "id": cid, "name": name, "input": {}},
                 [{"type": "input_json_delta", "partial_json": f} for f in _split3(args)],
             )
+        if b.kind == "no_terminator":
+            # Nothing that says the answer is complete: no stop_reason.
+            return pieces
         delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": self._stop_reason(calls), "stop_sequence": None},
             "usage": {"output_tokens": completion},
         }
         pieces.append(_Piece(self._event("message_delta", delta), False))
@@ -942,7 +1238,12 @@ async def _respond(
         protocol_cls = _Anthropic
     else:
         error: dict[str, Any] = {
-            "error": {"message": f"no route for {request.method} {path}", "type": "not_found"}
+            "error": {
+                "message": f"no route for {request.method} {path}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unknown_url",
+            }
         }
         await _send_json(conn, stream, 404, _dumps(error))
         return "keep"
@@ -950,7 +1251,14 @@ async def _respond(
     try:
         behavior = server.behavior_for(request.model)
     except ValueError as exc:
-        error = {"error": {"message": str(exc), "type": "invalid_request_error", "code": 400}}
+        error = {
+            "error": {
+                "message": str(exc),
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": None,
+            }
+        }
         await _send_json(conn, stream, 400, _dumps(error))
         return "keep"
     proto = protocol_cls(request, behavior)
@@ -961,6 +1269,12 @@ async def _respond(
         return "hang"
     if b.delay > 0:
         await trio.sleep(b.delay)
+
+    rejection = proto.rejection()
+    if rejection is not None:
+        status, error = rejection
+        await _send_json(conn, stream, status, _dumps(error), extra)
+        return "keep"
 
     if b.kind == "status":
         status = b.status if b.status is not None else 500
@@ -975,7 +1289,7 @@ async def _respond(
     error_status = b.status if b.status is not None else 500
     if not request.stream or b.kind == "not_sse":
         if b.kind == "inband_error":
-            await _send_json(conn, stream, 200, _dumps(proto.error_payload(error_status)), extra)
+            await _send_json(conn, stream, 200, _dumps(proto.inband_payload(error_status)), extra)
             return "keep"
         if b.kind == "malformed":
             await _send_json(conn, stream, 200, b'{"id": "broken", "choices": [', extra)
@@ -1032,7 +1346,7 @@ async def _respond(
         pending.append(proto.sse_terminator)
     elif b.kind == "inband_error":
         pending.append(proto.sse_error(error_status))
-    elif b.kind not in ("no_terminator", "cut", "reset", "hang_body"):
+    elif b.kind not in ("no_terminator", "no_done", "cut", "reset", "hang_body"):
         pending.append(proto.sse_terminator)
     if b.kind == "cut":
         await flush()

@@ -18,13 +18,14 @@ from typing import Generic, NoReturn, TypeAlias, TypeVar
 
 import trio
 
-from .._exceptions import ProviderError
+from .._exceptions import ProviderError, StreamError
 from .._provider import Provider
 from .._types import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
     Final,
+    FinishReason,
     StreamChunk,
     StreamEvent,
     StreamOptions,
@@ -64,11 +65,19 @@ class Reply:
     """Answer ``text`` after ``delay`` seconds.
 
     Non-streaming calls return the text (``chat``/``chat_with_tools`` return a
-    ``ChatResponse`` carrying ``tool_calls``, ``usage`` and ``reasoning`` as
-    ``reasoning_content``). Chunk streams wait ``delay``, then yield the text
-    as one chunk (if non-empty) and the final chunk; ``stream_chat`` yields
-    ``TextDelta`` (if non-empty), one ``ToolCallEvent`` per tool call, a
-    ``UsageEvent`` if ``usage`` is set, then ``Final``.
+    ``ChatResponse`` carrying ``tool_calls``, ``usage``, ``reasoning`` as
+    ``reasoning_content`` and ``finish_reason``). Chunk streams wait
+    ``delay``, then yield the reasoning as one chunk (if any), the text as
+    one chunk (if non-empty) and the final chunk; ``stream_chat`` yields
+    ``ReasoningDelta`` (if any), ``TextDelta`` (if non-empty), one
+    ``ToolCallEvent`` per tool call, a ``UsageEvent`` if ``usage`` is set,
+    then ``Final``. The final chunk and ``Final`` carry ``finish_reason``
+    and ``usage`` (``raw_finish_reason`` stays None: a scripted provider has
+    no wire word of its own).
+
+    ``finish_reason`` defaults to ``"tool_calls"`` when there are tool calls,
+    else ``"stop"``; give ``"length"``, ``"content_filter"``, ... to script
+    other endings.
     """
 
     text: str = "ok"
@@ -76,10 +85,14 @@ class Reply:
     tool_calls: Sequence[ToolCall] = field(default=(), kw_only=True)
     usage: TokenUsage | None = field(default=None, kw_only=True)
     reasoning: str | None = field(default=None, kw_only=True)
+    finish_reason: FinishReason | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         _check_delay("delay", self.delay)
         object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        if self.finish_reason is None:
+            natural: FinishReason = "tool_calls" if self.tool_calls else "stop"
+            object.__setattr__(self, "finish_reason", natural)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +103,16 @@ class Stream:
     chunks, yield one ``StreamChunk(delta=c)`` (or ``TextDelta(c)`` from
     ``stream_chat``) per chunk, then raise ``error`` if given (a mid-stream
     failure), else yield the final chunk if ``terminated``, else just end (a
-    cut stream). Non-streaming calls sleep the same total time
-    (``first_delay + gap * (len(chunks) - 1)``) and return the joined chunks
-    or raise ``error``.
+    cut stream). The final chunk and ``Final`` carry ``finish_reason``
+    (default ``"stop"``). Non-streaming calls
+    sleep the same total time (``first_delay + gap * (len(chunks) - 1)``)
+    and return the joined chunks (a ``ChatResponse`` with ``finish_reason``
+    from ``chat``) or raise ``error``.
+
+    A stream that breaks mid-way, as a leaf provider reports it, is
+    ``Stream(["a", "b"], error=StreamError("cut"))``, or
+    :meth:`Stream.broken`, which also marks a break in the middle of a tool
+    call (``StreamError.tool_call_in_progress``).
     """
 
     chunks: Sequence[str]
@@ -100,6 +120,7 @@ class Stream:
     gap: float = field(default=0.0, kw_only=True)
     error: Exception | None = field(default=None, kw_only=True)
     terminated: bool = field(default=True, kw_only=True)
+    finish_reason: FinishReason = field(default="stop", kw_only=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.chunks, str):
@@ -107,6 +128,34 @@ class Stream:
         _check_delay("first_delay", self.first_delay)
         _check_delay("gap", self.gap)
         object.__setattr__(self, "chunks", tuple(self.chunks))
+
+    @classmethod
+    def broken(
+        cls,
+        chunks: Sequence[str],
+        *,
+        tool_call_in_progress: bool = False,
+        message: str = "scripted stream broke after the first chunk",
+        first_delay: float = 0.0,
+        gap: float = 0.0,
+    ) -> Stream:
+        """``chunks``, then a ``StreamError`` as a leaf provider raises it for a broken stream.
+
+        Args:
+            chunks: The text delivered before the break.
+            tool_call_in_progress: Set the error's ``tool_call_in_progress``:
+                the break happened while a tool call's arguments were being
+                received (such an answer can only be restarted, never continued).
+            message: The error message.
+            first_delay: Seconds before the first chunk.
+            gap: Seconds between chunks (and before the break).
+        """
+        return cls(
+            chunks,
+            first_delay=first_delay,
+            gap=gap,
+            error=StreamError(message, tool_call_in_progress=tool_call_in_progress),
+        )
 
     @property
     def total_delay(self) -> float:
@@ -237,14 +286,19 @@ def _reply_response(reply: Reply) -> ChatResponse:
         tool_calls=reply.tool_calls,
         usage=reply.usage,
         reasoning_content=reply.reasoning,
+        finish_reason=reply.finish_reason,
     )
+
+
+def _final_chunk(finish_reason: FinishReason | None, usage: TokenUsage | None) -> StreamChunk:
+    return StreamChunk(is_final=True, finish_reason=finish_reason, usage=usage)
 
 
 def _plan(
     outcome: Outcome,
     text_item: Callable[[str], _T],
     reply_items: Callable[[Reply], list[_T]],
-    final: _T,
+    final: Callable[[Stream], _T],
 ) -> _Plan[_T]:
     if isinstance(outcome, Reply):
         items = reply_items(outcome)  # ``final`` included
@@ -255,7 +309,7 @@ def _plan(
             for i, c in enumerate(outcome.chunks)
         ]
         if outcome.error is None and outcome.terminated:
-            steps.append((0.0 if steps else outcome.first_delay, final))
+            steps.append((0.0 if steps else outcome.first_delay, final(outcome)))
             return _Plan(steps)
         return _Plan(steps, tail_delay=None if steps else outcome.first_delay, error=outcome.error)
     if isinstance(outcome, Fail):
@@ -354,6 +408,9 @@ class ScriptedProvider(Provider):
         native_tools: Value of ``supports_native_tools``.
         tool_events: Value of ``supports_streaming_tool_events``.
         vision: Value of ``supports_vision``.
+        supports_prefill: Value of ``supports_prefill`` (the script decides
+            what a call with a trailing assistant message answers; the
+            recorded ``messages`` show what was sent).
 
     Every call method records exactly one :class:`ScriptedCall` under its own
     name, including ``simple_chat`` (recorded as ``"simple_chat"``, not as the
@@ -391,6 +448,7 @@ class ScriptedProvider(Provider):
         native_tools: bool = False,
         tool_events: bool = False,
         vision: bool = False,
+        supports_prefill: bool = False,
     ) -> None:
         self.name = name
         self.calls = []
@@ -398,6 +456,7 @@ class ScriptedProvider(Provider):
         self._native_tools = native_tools
         self._tool_events = tool_events
         self._vision = vision
+        self._prefill = supports_prefill
         self._open_streams = 0
         self._sequence: tuple[Outcome, ...] | None = None
         self._by_model: dict[str, tuple[Outcome, ...]] | None = None
@@ -454,6 +513,11 @@ class ScriptedProvider(Provider):
     def supports_streaming_tool_events(self) -> bool:
         """The ``tool_events`` constructor argument."""
         return self._tool_events
+
+    @property
+    def supports_prefill(self) -> bool:
+        """The ``supports_prefill`` constructor argument."""
+        return self._prefill
 
     # -- script --------------------------------------------------------------
 
@@ -514,7 +578,10 @@ class ScriptedProvider(Provider):
                 await trio.sleep(outcome.total_delay)
                 if outcome.error is not None:
                     _raise(outcome.error)
-                return ChatResponse(text="".join(outcome.chunks))
+                return ChatResponse(
+                    text="".join(outcome.chunks),
+                    finish_reason=outcome.finish_reason,
+                )
             if isinstance(outcome, Fail):
                 await trio.sleep(outcome.delay)
                 _raise(outcome.error)
@@ -587,19 +654,24 @@ class ScriptedProvider(Provider):
         temperature: float,
         options: StreamOptions,
     ) -> _ScriptedStream[StreamChunk]:
-        final = StreamChunk.final()
-
         def text_chunk(text: str) -> StreamChunk:
             chunk = StreamChunk(delta=text)
             return chunk.with_token_estimate() if options.count_tokens else chunk
 
         def reply_chunks(reply: Reply) -> list[StreamChunk]:
-            return [text_chunk(reply.text), final] if reply.text else [final]
+            chunks = [StreamChunk(reasoning=reply.reasoning)] if reply.reasoning else []
+            if reply.text:
+                chunks.append(text_chunk(reply.text))
+            chunks.append(_final_chunk(reply.finish_reason, reply.usage))
+            return chunks
+
+        def stream_final(stream: Stream) -> StreamChunk:
+            return _final_chunk(stream.finish_reason, None)
 
         return _ScriptedStream(
             self,
             lambda: self._begin(method, model, messages, None, temperature, options),
-            lambda outcome: _plan(outcome, text_chunk, reply_chunks, final),
+            lambda outcome: _plan(outcome, text_chunk, reply_chunks, stream_final),
         )
 
     def stream_chat_with_system(
@@ -636,8 +708,11 @@ class ScriptedProvider(Provider):
         def reply_events(reply: Reply) -> list[StreamEvent]:
             return response_events(_reply_response(reply))
 
+        def stream_final(stream: Stream) -> StreamEvent:
+            return Final(stream.finish_reason)
+
         def make_plan(outcome: Outcome) -> _Plan[StreamEvent]:
-            return _plan(outcome, TextDelta, reply_events, Final())
+            return _plan(outcome, TextDelta, reply_events, stream_final)
 
         return _ScriptedStream(
             self,

@@ -1,0 +1,65 @@
+"""Why a model stopped: each provider's own words mapped to :data:`reliant.FinishReason`.
+
+The one place these maps live, so the streaming and non-streaming paths of
+every provider agree. A word we do not know maps to ``"other"`` and is kept
+as ``raw_finish_reason``: callers can still see it, and a new provider word
+never breaks parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._types import FinishReason, StreamChunk, TokenUsage
+
+__all__ = [
+    "ANTHROPIC_STOP_REASONS",
+    "OPENAI_FINISH_REASONS",
+    "anthropic_finish_reason",
+    "final_chunk",
+    "openai_finish_reason",
+]
+
+OPENAI_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    # The deprecated single-function form of tool calls.
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+"""OpenAI-compatible ``finish_reason`` -> normalised reason."""
+
+ANTHROPIC_STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    # Claude's streaming classifiers stopped the answer.
+    "refusal": "content_filter",
+    # "pause_turn" (a server tool paused a long turn) and anything newer: "other".
+}
+"""Anthropic ``stop_reason`` -> normalised reason."""
+
+
+def openai_finish_reason(raw: Any) -> FinishReason | None:
+    """The normalised reason of an OpenAI ``finish_reason`` (None when absent or not a string)."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    return OPENAI_FINISH_REASONS.get(raw, "other")
+
+
+def anthropic_finish_reason(raw: Any) -> FinishReason | None:
+    """The normalised reason of an Anthropic ``stop_reason`` (None when absent or not a string)."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    return ANTHROPIC_STOP_REASONS.get(raw, "other")
+
+
+def final_chunk(
+    finish: FinishReason | None, raw: str | None, model: str | None, usage: TokenUsage | None
+) -> StreamChunk:
+    """The terminating chunk of a stream, carrying what is known at its end."""
+    if finish is None and model is None and usage is None:
+        return StreamChunk.final()
+    return StreamChunk("", None, True, 0, False, finish, raw, model, usage)
