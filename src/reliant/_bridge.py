@@ -533,7 +533,8 @@ async def _attempt(
         if committed:
             stalled = StreamError(
                 f"stream from {slot.name} (model {slot.model_id}) stalled: "
-                f"no data for {idle:g} s after it started"
+                f"no data for {idle:g} s after it started",
+                tool_call_in_progress=spec.recovery is not None and spec.recovery.tools,
             )
             raise _recoverable(stalled, stalled, slot, run, rec)
         slot.failed(_first_chunk_timeout(spec, slot))

@@ -153,6 +153,9 @@ class RecoverySpec(Generic[T]):
             included), the base of a continuation request.
         open_continuation: ``(provider, model_id, messages) -> stream context``
             for a continuation (``messages`` ends with the prefill).
+        tools: The request offers tools. A stall is then treated as a break
+            inside a tool call (the bridge cancelled the leaf, so the leaf
+            could not say), which is restarted, never continued.
     """
 
     mode: MidStream
@@ -160,6 +163,7 @@ class RecoverySpec(Generic[T]):
     ops: ItemOps[T]
     conversation: Sequence[ChatMessage]
     open_continuation: OpenContinuation[T]
+    tools: bool = False
 
 
 class RecoveryState(Generic[T]):

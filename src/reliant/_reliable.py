@@ -391,6 +391,7 @@ class ReliableProvider(Provider):
                 _EVENTS,
                 tuple(request.messages),
                 lambda p, m, msgs: p.stream_chat(ChatRequest(msgs, tools), m, temperature, options),
+                tools=bool(tools),
             ),
         )
 
@@ -434,10 +435,12 @@ class ReliableProvider(Provider):
         ops: ItemOps[T],
         conversation: Sequence[ChatMessage],
         open_continuation: OpenContinuation[T],
+        *,
+        tools: bool = False,
     ) -> RecoverySpec[T]:
         assert self.mid_stream != "error"
         return RecoverySpec(
-            self.mid_stream, self.max_stream_recoveries, ops, conversation, open_continuation
+            self.mid_stream, self.max_stream_recoveries, ops, conversation, open_continuation, tools
         )
 
 
