@@ -123,6 +123,28 @@ def test_fallback_is_noted_on_stderr(
         assert KEY not in err
 
 
+@pytest.mark.parametrize("mode", ["restart", "continue"])
+def test_mid_stream_recovery_in_chat(
+    server: FakeLLMServer,
+    config_for: Any,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+) -> None:
+    """mid_stream in reliant.toml: continue completes the answer; restart says so on stderr."""
+    path = config_for(primary_model="cut:after=2:chunks=6", backup_model="ok:chunks=6")
+    path.write_text(f'mid_stream = "{mode}"\n' + path.read_text("utf-8"), encoding="utf-8")
+    code = main(["chat", "hello", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    answer = "tok0 tok1 tok2 tok3 tok4 tok5 "
+    if mode == "continue":
+        assert out == answer + "\n"
+        assert "the answer starts again" not in err
+    else:
+        assert out == "tok0 tok1 \n" + answer + "\n"
+        assert "reliant: the stream broke; the answer starts again" in err
+
+
 def test_model_flag_overrides_default(
     server: FakeLLMServer, config_for: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

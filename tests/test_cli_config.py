@@ -185,6 +185,10 @@ def test_wrong_provider_fields_are_named(snippet: str, expected: str) -> None:
         ("first_chunk_timeout = 0\n" + GOOD, "first_chunk_timeout: must be greater than 0"),
         ("temperature = 3\n" + GOOD, "temperature: must be between 0 and 2"),
         (GOOD + "[health]\nopen_after = 0\n", "health.open_after: must be at least 1"),
+        ('mid_stream = "retry"\n' + GOOD, 'mid_stream: must be "error", "restart" or "continue"'),
+        ("mid_stream = 1\n" + GOOD, "mid_stream: expected one of"),
+        ("max_stream_recoveries = 11\n" + GOOD, "max_stream_recoveries: must be at most 10"),
+        ("fallback_on_content_filter = 1\n" + GOOD, "fallback_on_content_filter: expected a"),
         (GOOD + "[health]\nopen_for = -1\n", "health.open_for: must be greater than 0"),
         (GOOD + "[health]\nopen_fr = 1\n", "did you mean 'open_for'?"),
         (GOOD + "[health]\nenabled = 1\n", "health.enabled: expected a boolean"),
@@ -198,6 +202,21 @@ def test_wrong_provider_fields_are_named(snippet: str, expected: str) -> None:
 def test_missing_and_invalid_values(text: str, expected: str) -> None:
     """Missing required keys and out-of-range values are reported by key."""
     assert expected in _problem(text)
+
+
+def test_recovery_keys_reach_the_reliable_provider() -> None:
+    """mid_stream, max_stream_recoveries and fallback_on_content_filter are passed through."""
+    from reliant._cli._config import build_reliable
+
+    text = 'mid_stream = "continue"\nmax_stream_recoveries = 2\n'
+    text += "fallback_on_content_filter = true\n" + GOOD
+    from reliant.testing import Reply, ScriptedProvider
+
+    config = parse_config(tomllib.loads(text))
+    llm = build_reliable(config, [("primary", ScriptedProvider([Reply()]))])
+    assert (llm.mid_stream, llm.max_stream_recoveries) == ("continue", 2)
+    assert llm._planner.fallback_on_content_filter is True
+    assert parse_config(tomllib.loads(GOOD)).mid_stream == "error"
 
 
 def test_health_table_builds_the_policy() -> None:

@@ -74,6 +74,12 @@ async def chat(
                     messages, model, temperature
                 ) as chunks:
                     async for chunk in chunks:
+                        if chunk.restarted:
+                            # mid_stream = "restart": what was printed is void.
+                            if not wrote_newline:
+                                out.write("\n")
+                            out.flush()
+                            say(err, "reliant: the stream broke; the answer starts again", "yellow")
                         if chunk.delta:
                             out.write(chunk.delta)
                             out.flush()

@@ -90,6 +90,9 @@ class Config:
     stream_fallback_to_non_streaming: bool = False
     model_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     health: HealthPolicy | None = field(default_factory=HealthPolicy)
+    mid_stream: Literal["error", "restart", "continue"] = "error"
+    max_stream_recoveries: int = 1
+    fallback_on_content_filter: bool = False
     source: str = DEFAULT_CONFIG_NAME
 
     @property
@@ -263,6 +266,9 @@ TOP_KEYS: tuple[str, ...] = (
     "idle_timeout",
     "stream_fallback_to_non_streaming",
     "model_fallbacks",
+    "mid_stream",
+    "max_stream_recoveries",
+    "fallback_on_content_filter",
     "health",
     "providers",
 )
@@ -391,6 +397,24 @@ def _health(data: Mapping[str, Any]) -> HealthPolicy | None:
         raise ConfigError(f"health: {str(err).removeprefix('HealthPolicy.')}") from None
 
 
+def _mid_stream(data: Mapping[str, Any]) -> Literal["error", "restart", "continue"]:
+    value = data.get("mid_stream", "error")
+    if not isinstance(value, str):
+        raise _wrong_type("mid_stream", 'one of "error", "restart", "continue"', value)
+    for mode in ("error", "restart", "continue"):
+        if value == mode:
+            return mode
+    raise ConfigError(f'mid_stream: must be "error", "restart" or "continue", got {value[:40]!r}')
+
+
+def _recoveries(data: Mapping[str, Any]) -> int:
+    value = _integer(data, "max_stream_recoveries", "", 1, minimum=0)
+    assert value is not None
+    if value > 10:
+        raise ConfigError("max_stream_recoveries: must be at most 10")
+    return value
+
+
 def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> Config:
     """Validate a parsed TOML document and fill in the defaults.
 
@@ -432,6 +456,9 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
         ),
         model_fallbacks=_model_fallbacks(data),
         health=_health(data),
+        mid_stream=_mid_stream(data),
+        max_stream_recoveries=_recoveries(data),
+        fallback_on_content_filter=_boolean(data, "fallback_on_content_filter", "", False),
         source=source,
     )
 
@@ -555,4 +582,7 @@ def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> Rel
         idle_timeout=config.idle_timeout,
         stream_fallback_to_non_streaming=config.stream_fallback_to_non_streaming,
         health=config.health,
+        mid_stream=config.mid_stream,
+        max_stream_recoveries=config.max_stream_recoveries,
+        fallback_on_content_filter=config.fallback_on_content_filter,
     )
