@@ -18,6 +18,7 @@ STEP_MARKERS = (
     "model fallback",
     "context window overflow",
     "stream: the primary hangs",
+    "stream cut mid-answer: the backup continues",
     "stream cancelled mid-flight",
 )
 
@@ -52,6 +53,7 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     assert "context window exceeded -> dropped the 6 oldest messages" in text
     assert "served by backup (model claude-demo-stream)" in text
     assert "circuit open -> skipped without a call" in text
+    assert "continued the same answer (continue)" in text
     assert proc.stderr == ""
 
 

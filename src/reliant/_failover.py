@@ -506,6 +506,16 @@ class FailoverRun:
         )
         self._errors.append(err)
         self._recoveries.append(StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode))
+        logger.warning(
+            "stream broke mid-answer, recovering",
+            extra={
+                "provider": slot.name,
+                "model": slot.model_id,
+                "attempt": slot.attempt,
+                "error": detail,
+                "after_chars": after_chars,
+            },
+        )
         self._state = _PENDING
         if self._last_candidate():
             self._n, self._sleep, self._state = self._n + 1, 0.0, _READY

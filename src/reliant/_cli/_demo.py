@@ -427,6 +427,55 @@ async def _stream_failover(demo: _Demo) -> None:
     _expect(bool(closed), "the hung upstream connection was not closed")
 
 
+CUT_TEXT = (
+    "The sky looks blue because air molecules scatter short blue wavelengths "
+    "of sunlight far more than the long red ones, so blue reaches us from every direction. "
+)
+
+
+async def _stream_continue(demo: _Demo) -> None:
+    server, tl = demo.server, demo.timeline
+    server.script("gpt-demo-cut", [Behavior(kind="cut", after=8, text=CUT_TEXT, gap=0.02)])
+    server.script("claude-demo-continue", [Behavior(text=CUT_TEXT, ttft=0.05, gap=0.02)])
+    since = len(server.requests)
+    rp = demo.reliable(
+        "primary",
+        "backup",
+        max_retries=0,
+        mid_stream="continue",
+        model_aliases={
+            "primary": {"demo-stream": "gpt-demo-cut"},
+            "backup": {"demo-stream": "claude-demo-continue"},
+        },
+    )
+    tl.event('primary\'s connection is cut after 8 words; mid_stream="continue"')
+    received: list[str] = []
+    with fallback_scope():
+        async with rp.stream_chat_with_history(
+            [ChatMessage.user("Why is the sky blue?")], "demo-stream", 0.0
+        ) as chunks:
+            async for chunk in chunks:
+                _expect(not chunk.restarted, "the answer was restarted, not continued")
+                if chunk.delta:
+                    received.append(chunk.delta)
+                    tl.tokens(chunk.delta)
+        info = take_last_provider_fallback()
+    demo.fallback(info)
+    _expect(info is not None and len(info.recoveries) == 1, "no recovery was recorded")
+    assert info is not None
+    rec = info.recoveries[0]
+    tl.event(
+        f"recovered: {rec.provider} broke after {rec.after_chars} characters; "
+        f"{rec.to_provider} continued the same answer ({rec.mode})"
+    )
+    (request,) = [server.requests[i] for i in demo.requests_for("claude-demo-continue", since)]
+    prefill = request.json["messages"][-1]
+    tl.event("backup was sent the delivered text as a trailing assistant message (prefill)")
+    _expect(prefill["role"] == "assistant", "the continuation request had no prefill")
+    _expect(rec.mode == "continue", f"recovery mode was {rec.mode}")
+    _expect("".join(received) == CUT_TEXT, "the caller did not get exactly one whole answer")
+
+
 async def _stream_cancel(demo: _Demo) -> None:
     server, tl = demo.server, demo.timeline
     model = "gpt-demo-long-answer"
@@ -498,6 +547,13 @@ _STEPS: list[tuple[str, str, str, Callable[[_Demo], Awaitable[None]]]] = [
         "stream: the primary hangs; failover at the first-chunk timeout",
         "primary never sends headers; after 1 s the stream moves to backup.",
         _stream_failover,
+    ),
+    (
+        "stream, cut and continued",
+        "stream cut mid-answer: the backup continues the same answer",
+        "primary's connection drops after 8 words; backup (Anthropic) is sent the text so "
+        "far as a prefill and finishes it: one answer, nothing repeated or lost.",
+        _stream_continue,
     ),
     (
         "stream, cancelled",
