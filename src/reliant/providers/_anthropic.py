@@ -401,8 +401,9 @@ class Anthropic(HTTPProvider):
                         elif kind == "content_block_stop":
                             slot = calls.pop(_index(event), None)
                             if slot is not None and events:
+                                tool_event = ToolCallEvent(_tool_call(slot))
                                 committed = True
-                                yield ToolCallEvent(_tool_call(slot))
+                                yield tool_event
                         elif kind == "message_start":
                             message = need_object(event.get("message") or {}, "message")
                             usage = _usage(message.get("usage"))

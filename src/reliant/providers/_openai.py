@@ -494,15 +494,16 @@ class OpenAICompatible(HTTPProvider):
                                 for call in _finish(calls):
                                     committed = True
                                     yield ToolCallEvent(call)
-                        if events:
-                            usage = chunk.get("usage")
-                            if usage:
-                                committed = True
-                                yield UsageEvent(_usage(usage) or TokenUsage())
                         elif type(choices) is not list:
                             if choices is not None:
                                 raise wrong("choices", choices, "a list")
                             bare = True
+                        if events:
+                            usage = chunk.get("usage")
+                            if usage:
+                                usage_event = UsageEvent(_usage(usage) or TokenUsage())
+                                committed = True
+                                yield usage_event
                     if sse.stopped:
                         break
                 await self._end_event_stream(body, sse, committed)
