@@ -878,3 +878,24 @@ async def test_custom_provider_quoting_a_registered_key() -> None:
         assert secret not in str(info.value)
     finally:
         forget()
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_decoding_yields_so_first_chunk_timeout_fires_on_time(
+    server: FakeLLMServer, name: str
+) -> None:
+    """A compressed stream of 30 MiB that yields no item cannot stall the loop past the timeout.
+
+    Real time on purpose: the stall being guarded against is CPU spent
+    decoding, which a virtual clock does not see.
+    """
+    unit = b'data: {"choices":[]}\n\n' if name == "openai" else b'data: {"type":"ping"}\n\n'
+    headers = {**SSE, "content-encoding": "gzip"}
+    body = bomb(30 * MiB, unit)
+    server.script_raw("pings", [RawResponse([http_response(body, headers=headers)], then="hang")])
+    async with build(name, server) as provider:
+        llm = ReliableProvider([("p", provider)], max_retries=0, first_chunk_timeout=0.2)
+        started = time.perf_counter()
+        with pytest.raises(FailoverError, match=r"no first chunk within 0\.2 s"):
+            await drain_stream(llm, "pings")
+        assert time.perf_counter() - started < 0.8
