@@ -52,8 +52,14 @@ from reliant.classify import parse_retry_after as classify_retry_after
 from reliant.providers import Anthropic, OpenAICompatible, create_client, parse_retry_after
 from reliant.providers._http import HTTPProvider, SSELineDecoder
 from reliant.providers._limits import ResponseTooLarge
-from reliant.testing._raw import RawResponse, gzip_bomb, http_response, trickle
-from reliant.testing.fake_server import Behavior, FakeLLMServer
+from reliant.testing.fake_server import (
+    Behavior,
+    FakeLLMServer,
+    RawResponse,
+    gzip_bomb,
+    http_response,
+    trickle,
+)
 
 NAMES = ["openai", "anthropic"]
 KEY = "k3y/with+odd=chars&more-0123456789"

@@ -12,7 +12,7 @@ of 200 MB. Helpers build the common shapes (:func:`http_response`,
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -87,13 +87,9 @@ def gzip_bomb(size: int, *, unit: bytes = b"a") -> bytes:
     return b"".join(parts)
 
 
-def _chunks(raw: RawResponse) -> Iterator[tuple[int, bytes]]:
-    yield from enumerate(raw.chunks)
-
-
 async def send_raw(stream: trio.SocketStream, raw: RawResponse) -> None:
     """Write ``raw``'s chunks to ``stream``, ``gap`` apart."""
-    for i, chunk in _chunks(raw):
+    for i, chunk in enumerate(raw.chunks):
         if i and raw.gap > 0:
             await trio.sleep(raw.gap)
         await stream.send_all(chunk)
