@@ -211,6 +211,9 @@ class Attempt:
         max_attempts: Attempts allowed on the pair (``max_retries + 1``).
         reason: How the failure was classified.
         error: Sanitized, whitespace-collapsed error text.
+        started_at: Trio-clock time the attempt started (None for an
+            attempt that was skipped without a call).
+        ended_at: Trio-clock time its outcome was known.
     """
 
     provider: str
@@ -219,6 +222,8 @@ class Attempt:
     max_attempts: int
     reason: FailureReason
     error: str
+    started_at: float | None = None
+    ended_at: float | None = None
 
     def __str__(self) -> str:
         return (

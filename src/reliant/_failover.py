@@ -271,6 +271,8 @@ class Slot:
     attempt: int
     probe: bool = False
     started_at: float = 0.0
+    chain_model: str = ""
+    hedge: bool = False
 
     def failed(self, err: Exception) -> None:
         """Classify ``err`` and decide the next step (may raise ``ContextWindowExceededError``)."""
@@ -307,6 +309,7 @@ class FailoverRun:
         "_forcing",
         "_header",
         "_health",
+        "_hedge_refusals",
         "_held",
         "_local",
         "_max_attempts",
@@ -365,11 +368,12 @@ class FailoverRun:
         self._deferred: list[_Deferred] = []
         self._forcing = False
         self._new_request = True
-        self._pending: tuple[RouteKey, Outcome, bool] | None = None
-        self._held: RouteKey | None = None
+        self._pending: list[tuple[RouteKey, Outcome, bool]] = []
+        self._held: list[RouteKey] = []
         # Mid-stream recovery only: what was recovered, and candidates the
         # bridge wants passed over (those that cannot continue a prefill).
         self._recoveries: list[StreamRecovery] = []
+        self._hedge_refusals: list[str] = []
         self.skip_if: Callable[[Provider], bool] | None = None
 
     def __aiter__(self) -> FailoverRun:
@@ -388,9 +392,20 @@ class FailoverRun:
             delay, self._sleep = self._sleep, 0.0
             await trio.sleep(delay)
         name, provider = self._pool[self._pi]
-        model_id = self._planner.model_id(name, self._models[self._mi])
+        chain_model = self._models[self._mi]
+        model_id = self._planner.model_id(name, chain_model)
         self._state = _PENDING
-        return Slot(self, name, provider, model_id, self.messages, self._n)
+        return Slot(
+            self,
+            name,
+            provider,
+            model_id,
+            self.messages,
+            self._n,
+            False,
+            trio.current_time(),
+            chain_model,
+        )
 
     async def _next_with_health(self, health: HealthStore) -> Slot:
         # The same walk, with every candidate first asked of provider health:
@@ -433,7 +448,7 @@ class FailoverRun:
                 continue
             probe = admission == "probe"
             if probe:
-                self._held = key
+                self._held.append(key)
             if self._sleep:
                 delay, self._sleep = self._sleep, 0.0
                 await trio.sleep(delay)
@@ -447,8 +462,130 @@ class FailoverRun:
                 self._n,
                 probe,
                 trio.current_time(),
+                self._models[self._mi],
             )
         raise StopAsyncIteration
+
+    # -- hedging (see _hedge) -------------------------------------------------
+
+    async def hedge(self) -> Slot | None:
+        """The next candidate, handed out while the current attempt is still running.
+
+        Only a candidate provider health admits right now (never a forced
+        last resort, and the hedge counts against the retry budget); others
+        are deferred as usual. Returns None, leaving the run as it was, when
+        no candidate can be hedged to.
+        """
+        if self._state is not _PENDING:
+            raise RuntimeError("hedge() needs an attempt in flight")
+        saved = (self._mi, self._pi, self._n, self._wait, self._forcing, list(self._deferred))
+        trail_len = len(self._trail)
+        self._next_candidate()
+        while self._state is _READY and not self._forcing:
+            name, provider = self._pool[self._pi]
+            chain_model = self._models[self._mi]
+            model_id = self._planner.model_id(name, chain_model)
+            key = (name, model_id)
+            probe = False
+            health = self._health
+            if self.skip_if is not None and self.skip_if(provider):
+                self._next_candidate()
+                continue
+            if health is not None:
+                local = self._local
+                decision = (
+                    local.admit_nowait(key, retry=True)
+                    if local is not None
+                    else await health.admit(key, retry=True)
+                )
+                if decision.admission == "skip":
+                    self._skip(name, model_id, "circuit_open", _open_detail(decision.reopens_at))
+                    self._deferred.append(
+                        _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
+                    )
+                    self._next_candidate()
+                    continue
+                if decision.admission == "no_budget":
+                    break
+                probe = decision.admission == "probe"
+                if probe:
+                    self._held.append(key)
+            self._state = _PENDING
+            logger.info(
+                "hedging: started the next candidate too",
+                extra={"provider": name, "model": model_id, "attempt": self._n},
+            )
+            return Slot(
+                self,
+                name,
+                provider,
+                model_id,
+                self.messages,
+                self._n,
+                probe,
+                trio.current_time(),
+                chain_model,
+                True,
+            )
+        # Nothing to hedge to: put the walk back where it was.
+        self._mi, self._pi, self._n, self._wait, self._forcing, self._deferred = saved
+        del self._trail[trail_len:]
+        self._state = _PENDING
+        return None
+
+    def note_failure(self, slot: Slot, err: Exception) -> None:
+        """A racer failed while the race went on: trail and provider health only.
+
+        The planner's next step is decided by the newest racer's outcome
+        (``slot.failed``), reported last. A content-filter refusal is final
+        all the same.
+        """
+        verdict = _verdict(err)
+        if verdict.content_filter and not self._planner.fallback_on_content_filter:
+            self._record(slot, "content_filter", err)
+            self._state = _DONE
+            raise err
+        self._saw_error = True
+        if not verdict.context_window:
+            self._all_context = False
+        detail = self._record(slot, verdict.reason, err)
+        if self._health is not None:
+            open_for = verdict.retry_after if verdict.rate_limited else None
+            silent = _silent(slot, err, self._health.policy)
+            self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
+
+    def lost(self, slot: Slot, started: float, ended: float, winner: Slot | None) -> None:
+        """A racer was cancelled because another answered first: ``hedge_lost`` in the trail."""
+        who = f"{winner.name} (model {winner.model_id})" if winner is not None else "another"
+        self._trail.append(
+            Attempt(
+                slot.name,
+                slot.model_id,
+                slot.attempt,
+                self._max_attempts,
+                "hedge_lost",
+                f"cancelled after {ended - started:.3f} s: {who} answered first",
+                started,
+                ended,
+            )
+        )
+        self.abandon(slot)
+
+    def abandon(self, slot: Slot) -> None:
+        """Forget a racer without an outcome: its probe slot, if any, is given back."""
+        key = (slot.name, slot.model_id)
+        # (a shared store's slot is released by aclose())
+        if slot.probe and key in self._held and self._local is not None:
+            self._held.remove(key)
+            self._local.release_nowait(key)
+
+    def note_hedge_refused(self, slot: Slot, detail: str) -> None:
+        """The hedge budget refused a hedge; logged, and the race goes on alone."""
+        logger.info(
+            "hedge refused",
+            extra={"provider": slot.name, "model": slot.model_id, "reason": "hedge_budget"},
+        )
+        self._hedge_refusals.append(detail)
 
     def _pass_over(self, skip: Callable[[Provider], bool]) -> None:
         while self._state is _READY and skip(self._pool[self._pi][1]):
@@ -481,7 +618,7 @@ class FailoverRun:
             if self._local is not None:
                 self._local.record_nowait(key, outcome)
             else:
-                self._pending = (key, outcome, False)
+                self._pending.append((key, outcome, False))
         return detail
 
     def recover(self, slot: Slot, err: Exception, *, after_chars: int, mode: str) -> None:
@@ -547,12 +684,11 @@ class FailoverRun:
     @property
     def unsettled(self) -> bool:
         """True while :meth:`aclose` has something to report to provider health."""
-        return self._pending is not None or self._held is not None
+        return bool(self._pending or self._held)
 
     async def _settle(self, health: HealthStore) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            key, outcome, probe = pending
+        while self._pending:
+            key, outcome, probe = self._pending.pop(0)
             await health.record(key, outcome, probe=probe)
 
     async def aclose(self) -> None:
@@ -566,15 +702,13 @@ class FailoverRun:
         if health is None or not self.unsettled:
             return
         if self._local is not None:
-            held, self._held = self._held, None
-            if held is not None:
-                self._local.release_nowait(held)
+            while self._held:
+                self._local.release_nowait(self._held.pop())
             return
         with trio.CancelScope(shield=True, deadline=trio.current_time() + _SETTLE_TIMEOUT):
             await self._settle(health)
-            held, self._held = self._held, None
-            if held is not None:
-                await health.release(held)
+            while self._held:
+                await health.release(self._held.pop())
 
     @property
     def trail(self) -> list[Attempt]:
@@ -597,7 +731,16 @@ class FailoverRun:
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
         detail = collapse_whitespace(sanitize_api_error(_describe(err)))
         self._trail.append(
-            Attempt(slot.name, slot.model_id, slot.attempt, self._max_attempts, reason, detail)
+            Attempt(
+                slot.name,
+                slot.model_id,
+                slot.attempt,
+                self._max_attempts,
+                reason,
+                detail,
+                slot.started_at,
+                trio.current_time(),
+            )
         )
         if not isinstance(err, EmptyStream):
             self._errors.append(err)
@@ -608,12 +751,12 @@ class FailoverRun:
         # at aclose(), both async: a store may need I/O, this method may not.
         if self._health is not None:
             key = (slot.name, slot.model_id)
-            if slot.probe:
-                self._held = None  # recording the outcome frees the slot
+            if slot.probe and key in self._held:
+                self._held.remove(key)  # recording the outcome frees the slot
             if self._local is not None:
                 self._local.record_nowait(key, outcome, probe=slot.probe)
             else:
-                self._pending = (key, outcome, slot.probe)
+                self._pending.append((key, outcome, slot.probe))
 
     def _next_candidate(self) -> None:
         self._n = 1
@@ -727,10 +870,11 @@ class FailoverRun:
             raise RuntimeError("an attempt's outcome was reported twice")
         self._state = _DONE
         self._report(slot, _SUCCESS)
-        chain_model = self._models[self._mi]
+        chain_model = slot.chain_model or self._models[self._mi]
         if (
             slot.attempt > 1
             or self._recoveries
+            or self._trail
             or self._truncated
             or chain_model != self._requested
             or slot.name != self._planner.primary
@@ -751,7 +895,12 @@ class FailoverRun:
             self._recoveries = list(recoveries)
             record_provider_fallback(
                 ProviderFallbackInfo(
-                    self._planner.primary, self._requested, slot.name, slot.model_id, recoveries
+                    self._planner.primary,
+                    self._requested,
+                    slot.name,
+                    slot.model_id,
+                    recoveries,
+                    tuple(self._trail),
                 )
             )
 

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from ._exceptions import Attempt
+
 __all__ = [
     "ProviderFallbackInfo",
     "StreamRecovery",
@@ -65,6 +67,9 @@ class ProviderFallbackInfo:
             (after ``model_aliases`` mapping).
         recoveries: Streams that broke mid-way and were recovered
             (``ReliableProvider(mid_stream=...)``), in order.
+        attempts: The attempts before the one that served, with their
+            timings: failures, candidates provider health skipped, hedges
+            that lost (the failure trail a ``FailoverError`` would carry).
     """
 
     requested_provider: str
@@ -72,6 +77,7 @@ class ProviderFallbackInfo:
     actual_provider: str
     actual_model: str
     recoveries: tuple[StreamRecovery, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
 
 
 class _Cell:

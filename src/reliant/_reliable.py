@@ -62,6 +62,9 @@ _DEFAULT_HEALTH = HealthPolicy()
 _CHUNKS = ChunkItems()
 _EVENTS = EventItems()
 
+MAX_RETRIES = 100
+"""Largest ``max_retries`` accepted (101 attempts per provider and model)."""
+
 
 class ReliableProvider(Provider):
     """A provider that retries, falls back and fails over across other providers.
@@ -140,7 +143,7 @@ class ReliableProvider(Provider):
                 "max_stream_recoveries must be an integer from 0 to 10, "
                 f"got {max_stream_recoveries!r}"
             )
-        _validate(providers, max_retries, base_backoff, model_fallbacks, model_aliases)
+        _validate(providers, max_retries, base_backoff, model_fallbacks, model_aliases, rng)
         _validate_timeout("first_chunk_timeout", first_chunk_timeout)
         _validate_timeout("idle_timeout", idle_timeout)
         store = _health_store(health)
@@ -479,6 +482,7 @@ def _validate(
     base_backoff: float,
     model_fallbacks: Mapping[str, Sequence[str]] | None,
     model_aliases: Mapping[str, Mapping[str, str]] | None,
+    rng: object = None,
 ) -> None:
     if not providers:
         raise ValueError("ReliableProvider needs at least one (name, provider) pair")
@@ -496,15 +500,60 @@ def _validate(
         names.add(name)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    # An upper bound, so a typo (max_retries=10**9) cannot retry for hours.
+    if max_retries > MAX_RETRIES:
+        raise ValueError(f"max_retries must be at most {MAX_RETRIES}, got {max_retries!r}")
+    if isinstance(base_backoff, bool) or not isinstance(base_backoff, int | float):
+        raise TypeError(f"base_backoff must be a number of seconds, got {base_backoff!r}")
     if not (base_backoff >= 0 and math.isfinite(base_backoff)):
         raise ValueError(
             f"base_backoff must be a non-negative number of seconds, got {base_backoff!r}"
         )
+    if rng is not None and not isinstance(rng, random.Random):
+        raise TypeError(f"rng must be a random.Random or None, got {type(rng).__name__}")
+    if model_fallbacks is not None and not isinstance(model_fallbacks, Mapping):
+        raise TypeError(
+            f"model_fallbacks must be a mapping of model -> models, "
+            f"got {type(model_fallbacks).__name__}"
+        )
     for model, chain in (model_fallbacks or {}).items():
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"model_fallbacks keys must be model names (strings), got {model!r}")
         if isinstance(chain, str):
             raise TypeError(
                 f"model_fallbacks[{model!r}] must be a list of models, not the string {chain!r}"
             )
+        if not isinstance(chain, Sequence):
+            raise TypeError(
+                f"model_fallbacks[{model!r}] must be a list of models, got {type(chain).__name__}"
+            )
+        seen = {model}
+        for fallback in chain:
+            if not isinstance(fallback, str) or not fallback:
+                raise TypeError(
+                    f"model_fallbacks[{model!r}] must hold model names (strings), got {fallback!r}"
+                )
+            if fallback in seen:
+                what = "names the model itself" if fallback == model else "repeats"
+                raise ValueError(f"model_fallbacks[{model!r}] {what}: {fallback!r}")
+            seen.add(fallback)
+    if model_aliases is not None and not isinstance(model_aliases, Mapping):
+        raise TypeError(
+            f"model_aliases must be a mapping of provider -> {{model: id}}, "
+            f"got {type(model_aliases).__name__}"
+        )
+    for provider_name, aliases in (model_aliases or {}).items():
+        if not isinstance(aliases, Mapping):
+            raise TypeError(
+                f"model_aliases[{provider_name!r}] must be a mapping of model -> id, "
+                f"got {type(aliases).__name__}"
+            )
+        for requested, actual in aliases.items():
+            if not isinstance(requested, str) or not isinstance(actual, str) or not actual:
+                raise TypeError(
+                    f"model_aliases[{provider_name!r}] must map model names to model ids "
+                    f"(strings), got {requested!r}: {actual!r}"
+                )
     unknown = sorted(set(model_aliases or {}) - names)
     if unknown:
         raise ValueError(

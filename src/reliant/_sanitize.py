@@ -17,13 +17,40 @@ JSON string fields named like credentials (``"api_key": "..."``) are
 redacted too, since those carry keys of any shape. Finally the text is cut
 to 500 characters and ``...`` is appended when something was cut, so one huge
 HTML error page cannot flood a log.
+
+Known secrets
+-------------
+Keys of any shape (custom gateways hand out keys that look like nothing in
+particular) are scrubbed by exact match: the HTTP providers register their
+key with :func:`register_secret`, and from then on every text that goes
+through :func:`sanitize_api_error` (every ``ProviderError``, failure trail
+and log line of reliant) has it replaced, in each spelling a server or a
+library may echo it back in: as is, JSON-escaped (``\\/`` for ``/``),
+URL-encoded (``quote`` and ``quote_plus``, either hex case), and base64 of
+``user:key`` when the key travels as HTTP basic auth. A custom provider that
+quotes its own key back in its errors can register it the same way.
+Registration is counted, so two providers sharing a key may come and go
+independently; keys shorter than six characters (``EMPTY``) are not
+secrets and are never registered, or ordinary words would be mangled.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import threading
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus
 
-__all__ = ["MAX_ERROR_CHARS", "collapse_whitespace", "sanitize_api_error"]
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "collapse_whitespace",
+    "register_secret",
+    "sanitize_api_error",
+    "scrub_secrets",
+    "secret_spellings",
+]
 
 MAX_ERROR_CHARS = 500
 
@@ -41,6 +68,89 @@ _JSON_FIELD_RE = re.compile(
 )
 _WS_RE = re.compile(r"\s+")
 
+MIN_SECRET_CHARS = 6
+"""Shorter credentials (``EMPTY``, ``none``) are not treated as secrets."""
+
+_lock = threading.Lock()
+_secrets: dict[str, int] = {}
+_secrets_re: re.Pattern[str] | None = None
+
+
+def secret_spellings(secret: str, user: str | None = None) -> set[str]:
+    """Every spelling of ``secret`` that may come back in an error text.
+
+    As is, JSON-escaped (with and without ``\\/`` for ``/``), URL-encoded
+    with ``quote`` (``safe=""`` and the default ``safe="/"``) and
+    ``quote_plus``, and, with ``user``, base64 of ``user:secret`` (HTTP basic
+    auth). Hex case of the percent-escapes is covered by matching them case
+    insensitively in :func:`sanitize_api_error`.
+    """
+    escaped = json.dumps(secret)[1:-1]
+    spellings = {
+        secret,
+        escaped,
+        escaped.replace("/", "\\/"),
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+    }
+    if user is not None:
+        spellings.add(base64.b64encode(f"{user}:{secret}".encode()).decode("ascii"))
+    return {s for s in spellings if len(s) >= MIN_SECRET_CHARS}
+
+
+def register_secret(secret: str | None, user: str | None = None) -> Callable[[], None]:
+    """Scrub ``secret`` (in every spelling) from all sanitized text from now on.
+
+    Args:
+        secret: An API key or password; None or one shorter than six
+            characters is ignored.
+        user: The basic-auth user name that goes with it, if any.
+
+    Returns:
+        A function that forgets the registration again (idempotent).
+    """
+    if not secret or len(secret) < MIN_SECRET_CHARS:
+        return lambda: None
+    spellings = secret_spellings(secret, user)
+    with _lock:
+        for spelling in spellings:
+            _secrets[spelling] = _secrets.get(spelling, 0) + 1
+        _rebuild()
+    done = False
+
+    def forget() -> None:
+        nonlocal done
+        with _lock:
+            if done:
+                return
+            done = True
+            for spelling in spellings:
+                left = _secrets.get(spelling, 0) - 1
+                if left > 0:
+                    _secrets[spelling] = left
+                else:
+                    _secrets.pop(spelling, None)
+            _rebuild()
+
+    return forget
+
+
+def _rebuild() -> None:
+    global _secrets_re
+    if not _secrets:
+        _secrets_re = None
+        return
+    # Longest first, so a spelling that contains another is replaced whole.
+    ordered = sorted(_secrets, key=len, reverse=True)
+    _secrets_re = re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` with every registered secret (in every spelling) replaced."""
+    pattern = _secrets_re
+    return text if pattern is None else pattern.sub("[REDACTED]", text)
+
 
 def sanitize_api_error(text: str) -> str:
     """Redact credentials from ``text`` and cap it at 500 characters.
@@ -54,6 +164,9 @@ def sanitize_api_error(text: str) -> str:
     """
     if not text:
         return text
+    pattern = _secrets_re
+    if pattern is not None:
+        text = pattern.sub("[REDACTED]", text)
     text = _TOKEN_RE.sub("[REDACTED]", text)
     text = _BEARER_RE.sub(r"\1 [REDACTED]", text)
     text = _QUERY_RE.sub(r"\1[REDACTED]", text)

@@ -88,8 +88,9 @@ def next_backoff(base: float, err: BaseException, *, rng: random.Random | None =
         ``jitter_backoff(base)``.
     """
     retry_after = parse_retry_after(err)
-    if retry_after is not None:
-        return max(base, min(retry_after, MAX_RETRY_AFTER))
+    if retry_after is not None and not math.isnan(retry_after):
+        # Clamped on both sides whatever the hint was (negative, 1e12, inf).
+        return max(base, min(max(retry_after, 0.0), MAX_RETRY_AFTER))
     return jitter_backoff(base, rng=rng)
 
 

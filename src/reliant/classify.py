@@ -273,14 +273,23 @@ def _status_fact(err: BaseException) -> int | None:
     return err.status_code if isinstance(err, ProviderError) else None
 
 
+# Longest Retry-After we record, in seconds; anything above (1e12, inf) is a
+# broken or hostile hint. The backoff waits at most 30 s whatever this says.
+_MAX_RETRY_AFTER_FACT = 1e9
+
+
 def _retry_after_fact(err: BaseException) -> float | None:
     if not isinstance(err, ProviderError) or err.retry_after is None:
         return None
-    value = float(err.retry_after)
+    # Set by any provider, so any type may arrive: never raise while classifying.
+    try:
+        value = float(err.retry_after)
+    except (TypeError, ValueError, OverflowError):
+        return None
     if math.isnan(value):
         return None
     # A negative value (an HTTP-date already in the past) means "now".
-    return max(value, 0.0)
+    return min(max(value, 0.0), _MAX_RETRY_AFTER_FACT)
 
 
 def _context_window(lower: str) -> bool:
@@ -344,10 +353,10 @@ def _text_retry_after(lower: str) -> float | None:
         number = match.group() if match else ""
         try:
             secs = float(number)
-        except ValueError:
+        except (ValueError, OverflowError):
             continue
         if math.isfinite(secs) and secs >= 0.0:
-            return secs
+            return min(secs, _MAX_RETRY_AFTER_FACT)
     return None
 
 

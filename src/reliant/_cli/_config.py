@@ -193,7 +193,13 @@ def _number(
 
 
 def _integer(
-    table: Mapping[str, Any], key: str, where: str, default: int | None, *, minimum: int
+    table: Mapping[str, Any],
+    key: str,
+    where: str,
+    default: int | None,
+    *,
+    minimum: int,
+    maximum: int | None = None,
 ) -> int | None:
     path = _join(where, key)
     if key not in table:
@@ -203,6 +209,8 @@ def _integer(
         raise _wrong_type(path, "an integer", value)
     if value < minimum:
         raise ConfigError(f"{path}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{path}: must be at most {maximum}")
     return value
 
 
@@ -436,7 +444,7 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
     temperature = _number(data, "temperature", "", 0.7, positive=False)
     if temperature > 2.0:
         raise ConfigError("temperature: must be between 0 and 2")
-    max_retries = _integer(data, "max_retries", "", 2, minimum=0)
+    max_retries = _integer(data, "max_retries", "", 2, minimum=0, maximum=100)
     assert max_retries is not None
     return Config(
         providers=providers,

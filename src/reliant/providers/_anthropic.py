@@ -58,11 +58,19 @@ from .._types import (
 from ._finish import anthropic_finish_reason, final_chunk
 from ._http import (
     DEFAULT_TIMEOUT,
+    PARSE_FAILURES,
     STREAM_FAILURES,
     HTTPProvider,
     SSEEventDecoder,
     TimeoutArg,
 )
+from ._limits import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+)
+from ._wire import append_arguments, count, need_object, opt_object, opt_str, wrong
 
 __all__ = ["Anthropic"]
 
@@ -102,11 +110,12 @@ def _tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
 def _usage(usage: Any, base: TokenUsage | None = None) -> TokenUsage:
     """TokenUsage from an Anthropic ``usage`` object, over what ``base`` already knew."""
     base = base or TokenUsage()
-    if not isinstance(usage, Mapping):
+    if usage is None:
         return base
-    input_tokens = usage.get("input_tokens")
-    output_tokens = usage.get("output_tokens")
-    cached = usage.get("cache_read_input_tokens")
+    usage = need_object(usage, "usage")
+    input_tokens = count(usage, "input_tokens", "usage")
+    output_tokens = count(usage, "output_tokens", "usage")
+    cached = count(usage, "cache_read_input_tokens", "usage")
     return TokenUsage(
         input_tokens=input_tokens if input_tokens is not None else base.input_tokens,
         output_tokens=output_tokens if output_tokens is not None else base.output_tokens,
@@ -120,18 +129,20 @@ def _response(
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[ToolCall] = []
-    for block in content:
+    for i, block in enumerate(content):
+        where = f"content[{i}]"
+        block = need_object(block, where)
         kind = block.get("type")
         if kind == "text":
-            texts.append(block.get("text", ""))
+            texts.append(opt_str(block, "text", where) or "")
         elif kind == "thinking":
-            thinking.append(block.get("thinking", ""))
+            thinking.append(opt_str(block, "thinking", where) or "")
         elif kind == "tool_use":
-            arguments = block.get("input")
+            arguments = opt_object(block, "input", where)
             calls.append(
                 ToolCall(
-                    id=block.get("id", f"toolu_{len(calls)}"),
-                    name=block.get("name", ""),
+                    id=opt_str(block, "id", where) or f"toolu_{len(calls)}",
+                    name=opt_str(block, "name", where) or "",
                     arguments=json.dumps(arguments if arguments is not None else {}),
                 )
             )
@@ -163,6 +174,16 @@ class Anthropic(HTTPProvider):
         max_tokens: ``max_tokens`` of every request (the API requires it).
         anthropic_version: Value of the ``anthropic-version`` header.
         extra_headers: Headers added to every request (``anthropic-beta``, ...).
+        max_response_bytes: Largest response body after decompression
+            (32 MiB); more is ``ProviderError(kind="response_too_large")``.
+        max_event_bytes: Largest SSE line or event (4 MiB).
+        max_tool_arguments_bytes: Largest arguments of one streamed tool call (4 MiB).
+        request_timeout: Seconds a whole non-streaming call may take (600);
+            hitting it is ``ProviderError(kind="timeout")``. None: no total cap.
+
+    Raises:
+        ValueError: ``base_url`` is not an http(s) URL, or a cap is not positive.
+        TypeError: A cap or timeout of the wrong type.
     """
 
     def __init__(
@@ -176,11 +197,23 @@ class Anthropic(HTTPProvider):
         max_tokens: int = 4096,
         anthropic_version: str = "2023-06-01",
         extra_headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_tool_arguments_bytes: int = DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("ANTHROPIC_API_KEY")
         super().__init__(
-            name=name, base_url=base_url, api_key=api_key, client=client, timeout=timeout
+            name=name,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            max_event_bytes=max_event_bytes,
+            max_tool_arguments_bytes=max_tool_arguments_bytes,
+            request_timeout=request_timeout,
         )
         self._max_tokens = max_tokens
         self._url = f"{self._base_url}/v1/messages"
@@ -255,17 +288,20 @@ class Anthropic(HTTPProvider):
 
     async def _complete(self, payload: dict[str, Any]) -> ChatResponse:
         data = await self._post_json(self._url, payload)
-        content = data.get("content")
-        if not isinstance(content, list):
-            error = data.get("error")
-            if error is not None:
-                raise self._payload_error(error, json.dumps(data))
-            raise self._invalid_response(f"response without content: {json.dumps(data)}")
-        stop_reason = data.get("stop_reason")
         try:
-            response = _response(content, data.get("usage"), stop_reason, data.get("model"))
-        except (AttributeError, TypeError) as exc:
-            raise self._invalid_response(f"unexpected response: {json.dumps(data)}") from exc
+            content = data.get("content")
+            if not isinstance(content, list):
+                error = data.get("error")
+                if error is not None:
+                    raise self._payload_error(error, json.dumps(data))
+                if content is not None:
+                    raise wrong("content", content, "a list")
+                raise self._invalid_response(f"response without content: {json.dumps(data)}")
+            stop_reason = opt_str(data, "stop_reason", "response")
+            model = opt_str(data, "model", "response")
+            response = _response(content, data.get("usage"), stop_reason, model)
+        except PARSE_FAILURES as exc:
+            raise self._parse_failure(exc, data) from exc
         if response.finish_reason == "content_filter" and not response.text:
             raise self._refusal(str(stop_reason), json.dumps(data))
         return response
@@ -354,9 +390,10 @@ class Anthropic(HTTPProvider):
         usage: TokenUsage | None = None
         model: str | None = None
         stop_reason: str | None = None
-        # content block index -> [id, name, argument parts, input given at start]
+        # content block index -> [id, name, argument parts, input given at start, parts size]
         calls: dict[int, list[Any]] = {}
-        sse = SSEEventDecoder(done_type="message_stop")
+        limit = self._max_tool_arguments_bytes
+        sse = SSEEventDecoder(done_type="message_stop", max_event_bytes=self._max_event_bytes)
         try:
             async with self._open_event_stream(self._url, payload) as body:
                 async for raw in body:
@@ -364,10 +401,14 @@ class Anthropic(HTTPProvider):
                         kind = event.get("type")
                         if kind == "content_block_delta":
                             delta = event.get("delta") or {}
+                            if type(delta) is not dict:
+                                raise wrong("delta", delta, "an object")
                             delta_kind = delta.get("type")
                             if delta_kind == "text_delta":
                                 piece = delta.get("text")
                                 if piece:
+                                    if type(piece) is not str:
+                                        raise wrong("delta.text", piece, "a string")
                                     committed = True
                                     if events:
                                         yield TextDelta(piece)
@@ -378,12 +419,14 @@ class Anthropic(HTTPProvider):
                                     else:
                                         yield StreamChunk(piece)
                             elif delta_kind == "input_json_delta":
-                                slot = calls.get(event.get("index", -1))
+                                slot = calls.get(_index(event))
                                 partial = delta.get("partial_json")
                                 if slot is not None and partial:
-                                    slot[2].append(partial)
+                                    slot[4] = append_arguments(
+                                        slot[2], partial, slot[4], limit, "delta.partial_json"
+                                    )
                             elif delta_kind == "thinking_delta":
-                                thought = delta.get("thinking")
+                                thought = opt_str(delta, "thinking", "delta")
                                 if thought:
                                     committed = True
                                     if events:
@@ -391,33 +434,39 @@ class Anthropic(HTTPProvider):
                                     else:
                                         yield StreamChunk("", thought)
                         elif kind == "content_block_start":
-                            block = event.get("content_block") or {}
+                            block = need_object(event.get("content_block") or {}, "content_block")
                             block_kind = block.get("type")
                             if block_kind == "tool_use":
-                                calls[event.get("index", -1)] = [
-                                    block.get("id", ""),
-                                    block.get("name", ""),
+                                calls[_index(event)] = [
+                                    opt_str(block, "id", "content_block") or "",
+                                    opt_str(block, "name", "content_block") or "",
                                     [],
-                                    block.get("input"),
+                                    opt_object(block, "input", "content_block"),
+                                    0,
                                 ]
-                            elif block_kind == "text" and block.get("text"):
-                                committed = True
-                                piece = block["text"]
-                                yield TextDelta(piece) if events else StreamChunk(piece)
+                            elif block_kind == "text":
+                                piece = opt_str(block, "text", "content_block")
+                                if piece:
+                                    committed = True
+                                    yield TextDelta(piece) if events else StreamChunk(piece)
                         elif kind == "content_block_stop":
-                            slot = calls.pop(event.get("index", -1), None)
+                            slot = calls.pop(_index(event), None)
                             if slot is not None and events:
+                                tool_event = ToolCallEvent(_tool_call(slot))
                                 committed = True
-                                yield ToolCallEvent(_tool_call(slot))
+                                yield tool_event
                         elif kind == "message_start":
-                            message = event.get("message") or {}
+                            message = need_object(event.get("message") or {}, "message")
                             usage = _usage(message.get("usage"))
-                            given = message.get("model")
-                            model = given if isinstance(given, str) else None
+                            model = opt_str(message, "model", "message")
                         elif kind == "message_delta":
-                            reason = (event.get("delta") or {}).get("stop_reason")
+                            reason = opt_str(
+                                need_object(event.get("delta") or {}, "delta"),
+                                "stop_reason",
+                                "delta",
+                            )
                             if reason:
-                                stop_reason = str(reason)
+                                stop_reason = reason
                                 if stop_reason == "refusal" and not committed:
                                     raise self._refusal(stop_reason, json.dumps(event))
                             if "usage" in event:
@@ -435,7 +484,8 @@ class Anthropic(HTTPProvider):
                     tool_call=events and bool(calls),
                 )
         except STREAM_FAILURES as exc:
-            raise self._stream_failure(exc, committed, events and bool(calls)) from exc
+            # its cause is set by _stream_failure
+            raise self._stream_failure(exc, committed, events and bool(calls))  # noqa: B904
         finish = anthropic_finish_reason(stop_reason)
         if events:
             for slot in calls.values():
@@ -443,6 +493,14 @@ class Anthropic(HTTPProvider):
             yield Final(finish, stop_reason, model, usage)
         else:
             yield final_chunk(finish, stop_reason, model, usage)
+
+
+def _index(event: dict[str, Any]) -> int:
+    """A content block's ``index`` (-1 when absent); a non-integer is malformed."""
+    index = event.get("index", -1)
+    if type(index) is not int:
+        raise wrong("index", index, "an integer")
+    return index
 
 
 def _tool_call(slot: list[Any]) -> ToolCall:

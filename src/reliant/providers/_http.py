@@ -62,23 +62,39 @@ the garbage collector run mid-read (measured +0.15-0.45 us per event).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import email.utils
 import http
 import json
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NoReturn, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import h11
 import httpx2
 import trio
 
-from .._exceptions import ContentFilterError, ProviderError, ReliantError, StreamError
+from .._exceptions import ContentFilterError, ErrorKind, ProviderError, ReliantError, StreamError
 from .._provider import Provider
-from .._sanitize import sanitize_api_error
+from .._sanitize import register_secret, sanitize_api_error
+from ._limits import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    ResponseTooLarge,
+    WireError,
+    check_cap,
+    check_request_timeout,
+    iter_body,
+    read_body,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -140,8 +156,43 @@ _ERROR_TYPE_STATUS = {
 
 TimeoutArg = float | httpx2.Timeout | None
 
-STREAM_FAILURES = (httpx2.RequestError, AttributeError, TypeError)
-"""What may escape a stream's read loop, for :meth:`HTTPProvider._stream_failure`."""
+STREAM_FAILURES = (
+    httpx2.RequestError,
+    WireError,
+    AttributeError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ValueError,
+    RecursionError,
+)
+"""What may escape a stream's read loop, for :meth:`HTTPProvider._stream_failure`.
+
+Beyond transport errors and :class:`WireError` (caps, typed accessors), the
+generic lookup errors are a safety net: valid JSON of a shape no accessor
+expected must still end as a ``ProviderError``, never reach the caller raw.
+"""
+
+PARSE_FAILURES = (
+    WireError,
+    AttributeError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ValueError,
+    RecursionError,
+)
+"""What may escape turning a non-streaming JSON answer into a ``ChatResponse``."""
+
+# Error bodies are cut to 500 characters anyway; read no more than this of them.
+_MAX_ERROR_BODY = 64 * 1024
+
+# A Retry-After beyond 10**9 s (31 years) is a broken or hostile header; the
+# backoff caps the actual wait far lower (30 s), this only keeps the recorded
+# number finite and sane (1e12, 1e308 and dates past 9999 all end here).
+MAX_RETRY_AFTER_HEADER = 1e9
+
+_SCHEMES = ("http", "https")
 
 
 def create_client(
@@ -179,7 +230,7 @@ def reason_phrase(status: int, fallback: str = "") -> str:
 def _finite_non_negative(value: str) -> float | None:
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) and number >= 0 else None
 
@@ -191,7 +242,19 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     as an HTTP date. A date is measured against the response's own ``date``
     header when there is one (so clock skew between us and the server does
     not matter), else against the local wall clock; a date in the past gives 0.
+    Never raises: garbage, NaN, negative numbers and dates past year 9999 give
+    None, and the result is clamped to [0, ``MAX_RETRY_AFTER_HEADER``].
     """
+    try:
+        seconds = _parse_retry_after(headers)
+    except (TypeError, ValueError, OverflowError, IndexError, AttributeError):
+        return None
+    if seconds is None:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_HEADER)
+
+
+def _parse_retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after-ms")
     if value is not None:
         ms = _finite_non_negative(value.strip())
@@ -217,7 +280,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 def _parse_http_date(value: str) -> datetime | None:
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
@@ -281,41 +344,102 @@ def is_content_filter_body(body: str) -> bool:
 
 
 class SSELineDecoder:
-    """Incremental splitter of an SSE byte stream into lines.
+    """Incremental splitter of an SSE byte stream into lines, linear in its input.
 
     ``decode`` is called once per network read and returns the complete
     lines in it (without line terminators; ``\\n``, ``\\r\\n`` and ``\\r``
     all end a line). UTF-8 sequences split across reads are handled.
+
+    Algorithm: each read is decoded and split on its own; only when it
+    contains a line break is the held-back start of the line (the pieces of
+    earlier reads that had none) joined, once, in front of its first line.
+    Reads without a line break are appended to a list, never concatenated
+    to a growing string, so a line that arrives in ``n`` reads costs O(its
+    length) in total instead of O(n x length): a 200 MB line is refused at
+    the cap after reading the cap, not after 20 s of copying. The held-back
+    line is measured in raw bytes (from the position of the last line break
+    of each read) and refused with :class:`ResponseTooLarge` as soon as it
+    passes ``max_line_bytes``; a complete line inside one large read is
+    checked only when the read itself could hold one that long, so ordinary
+    reads pay one addition and one comparison.
     """
 
-    __slots__ = ("_decoder", "_pending")
+    __slots__ = ("_decoder", "_line_bytes", "_max", "_parts", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._pending = ""
+        self._parts: list[str] = []
+        self._line_bytes = 0
+        self._max = max_line_bytes
 
     def decode(self, data: bytes) -> list[str]:
         """The lines completed by ``data``."""
         text = self._decoder.decode(data)
-        if self._pending:
-            text = self._pending + text
         if "\r" in text:
-            # A trailing CR may be the first half of a CRLF: keep it pending.
-            held = text.endswith("\r")
-            if held:
-                text = text[:-1]
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-            lines = text.split("\n")
-            self._pending = lines.pop() + ("\r" if held else "")
-            return lines
+            return self._decode_cr(text, data)
         lines = text.split("\n")
-        self._pending = lines.pop()
+        tail = lines.pop()
+        if not lines:
+            self._hold(tail, len(data))
+            return lines
+        if self._line_bytes + len(data) > self._max:
+            self._check_lines(lines, data)
+        if self._pending:
+            lines[0] = self._take_pending() + lines[0]
+        self._pending = tail
+        self._line_bytes = len(data) - data.rfind(b"\n") - 1
+        return lines
+
+    def _hold(self, tail: str, size: int) -> None:
+        # The line goes on: keep the piece without copying what came before.
+        if self._pending:
+            self._parts.append(tail)
+        else:
+            self._pending = tail
+        self._line_bytes += size
+        if self._line_bytes > self._max:
+            raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
+
+    def _take_pending(self) -> str:
+        pending = self._pending
+        if self._parts:
+            pending += "".join(self._parts)
+            self._parts.clear()
+        self._pending = ""
+        return pending
+
+    def _check_lines(self, lines: list[str], data: bytes) -> None:
+        first = self._line_bytes + len(lines[0].encode())
+        if first > self._max or any(
+            len(line) * 4 > self._max and len(line.encode()) > self._max for line in lines[1:]
+        ):
+            raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
+
+    def _decode_cr(self, text: str, data: bytes) -> list[str]:
+        # Rare (servers send LF): a CR also ends a line, and a trailing CR may
+        # be the first half of a CRLF, so it is kept pending.
+        if self._pending:
+            text = self._take_pending() + text
+        held = text.endswith("\r")
+        if held:
+            text = text[:-1]
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        tail = lines.pop()
+        if any(len(line) * 4 > self._max and len(line.encode()) > self._max for line in lines):
+            raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
+        self._pending = tail + ("\r" if held else "")
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        self._line_bytes = len(data) - cut - 1 if cut >= 0 else self._line_bytes + len(data)
+        if self._line_bytes > self._max:
+            raise ResponseTooLarge(f"SSE line longer than {self._max} bytes")
         return lines
 
     def flush(self) -> list[str]:
         """The last, unterminated line at the end of the stream, if any."""
-        text = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
+        text = self._take_pending() + self._decoder.decode(b"", final=True)
+        self._line_bytes = 0
         text = text.rstrip("\r")
         return [text] if text else []
 
@@ -333,7 +457,11 @@ class SSEEventDecoder:
       event with an ``error`` member, or with ``done_type`` given (typed
       events), an event of type ``error``;
     - data that is not a JSON object (``malformed``, a detail; the
-      ``json.loads`` failure in ``malformed_cause``).
+      ``json.loads`` failure in ``malformed_cause``); JSON nested deeper than
+      the interpreter's recursion limit counts as malformed too.
+
+    A line or an event (its data lines together) longer than
+    ``max_event_bytes`` raises :class:`ResponseTooLarge` from ``feed``.
 
     The events before the stop are still yielded, so the caller dispatches
     them, then leaves its read loop on ``stopped`` and lets
@@ -346,7 +474,10 @@ class SSEEventDecoder:
         "_data",
         "_done_data",
         "_done_type",
+        "_extra",
+        "_extra_size",
         "_lines",
+        "_max",
         "done",
         "inband",
         "malformed",
@@ -355,9 +486,20 @@ class SSEEventDecoder:
         "terminator",
     )
 
-    def __init__(self, *, done_data: str | None = None, done_type: str | None = None) -> None:
-        self._lines = SSELineDecoder()
+    def __init__(
+        self,
+        *,
+        done_data: str | None = None,
+        done_type: str | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self._lines = SSELineDecoder(max_event_bytes)
+        self._max = max_event_bytes
         self._data: str | None = None
+        # Data lines after an event's first (rare): kept in a list so an
+        # event of many lines is joined once, not re-copied per line.
+        self._extra: list[str] = []
+        self._extra_size = 0
         self._done_data = done_data
         self._done_type = done_type
         # The terminator as error messages name it.
@@ -366,7 +508,19 @@ class SSEEventDecoder:
         self.done = False
         self.inband: tuple[Any, str] | None = None
         self.malformed: str | None = None
-        self.malformed_cause: ValueError | None = None
+        self.malformed_cause: BaseException | None = None
+
+    def _more_data(self, first: str, value: str) -> None:
+        self._extra.append(value)
+        self._extra_size += len(value) + 1
+        if len(first) + self._extra_size > self._max:
+            raise ResponseTooLarge(f"SSE event larger than {self._max} bytes")
+
+    def _joined(self, first: str) -> str:
+        text = "\n".join([first, *self._extra])
+        self._extra.clear()
+        self._extra_size = 0
+        return text
 
     def feed(self, raw: bytes) -> Iterator[dict[str, Any]]:
         """The events completed by ``raw``, up to a stop (see the class).
@@ -387,23 +541,29 @@ class SSEEventDecoder:
                     value = line[5:]
                 else:
                     continue
-                data = value if data is None else f"{data}\n{value}"
+                if data is None:
+                    data = value
+                else:
+                    self._more_data(data, value)
                 continue
             if data is None:
                 continue
             text, data = data, None
+            if self._extra:
+                text = self._joined(text)
             if text == done_data:
                 self.done = self.stopped = True
                 return
             try:
                 event = json.loads(text)
-            except ValueError as exc:
-                self.malformed = f"invalid JSON in SSE data: {text[:200]}"
+            except (ValueError, RecursionError) as exc:
+                reason = "invalid JSON" if isinstance(exc, ValueError) else "JSON nested too deeply"
+                self.malformed = f"{reason} in SSE data: {text[:2000]}"
                 self.malformed_cause = exc
                 self.stopped = True
                 return
-            if not isinstance(event, dict):
-                self.malformed = f"unexpected SSE data: {text[:200]}"
+            if type(event) is not dict:
+                self.malformed = f"unexpected SSE data: {text[:2000]}"
                 self.stopped = True
                 return
             if done_type is None:
@@ -433,6 +593,8 @@ class SSEEventDecoder:
         """
         if not self.done:
             data = self._data
+            if data is not None and self._extra:
+                data = self._joined(data)
             for line in self._lines.flush():
                 if line.startswith("data:"):
                     value = line[6:] if line[5:6] == " " else line[5:]
@@ -473,12 +635,34 @@ class _ClosingResponseStream(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         iterator, self._iterator = self._iterator, None
+        _refuse_trailing_bytes(self._inner)
         try:
             if iterator is not None and hasattr(iterator, "aclose"):
                 await iterator.aclose()
         finally:
             if hasattr(self._inner, "aclose"):
                 await self._inner.aclose()
+
+
+def _refuse_trailing_bytes(inner: Any) -> None:
+    """Close, rather than reuse, a connection that sent bytes past its response.
+
+    A server that sends more than its ``Content-Length`` leaves the excess in
+    the HTTP/1.1 parser's buffer; on a kept-alive connection those bytes
+    would be read as the *next* request's response (response smuggling: a
+    forged answer to a different caller). httpcore2 checks the socket for
+    stray bytes before it reuses a connection, but not the parser's buffer.
+    So when the response is complete and bytes are left over, the h11 state
+    is marked failed (``send_failed``, public h11 API), which makes httpcore2
+    close the connection instead of returning it to the pool.
+    """
+    connection = getattr(getattr(inner, "_stream", None), "_connection", None)
+    state = getattr(connection, "_h11_state", None)
+    if not isinstance(state, h11.Connection):
+        return
+    if state.their_state is h11.DONE and state.trailing_data[0]:
+        logger.warning("closing a connection whose server sent bytes past its response")
+        state.send_failed()
 
 
 def closing_response_stream(response: httpx2.Response) -> None:
@@ -521,16 +705,36 @@ class HTTPProvider(Provider):
         api_key: str | None,
         client: httpx2.AsyncClient | None,
         timeout: TimeoutArg,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_tool_arguments_bytes: int = DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty string, got {name!r}")
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a string or None, got {type(api_key).__name__}")
         self._name = name
-        self._base_url = base_url.rstrip("/")
+        self._base_url, user, password = _checked_base_url(base_url)
         self._api_key = api_key or None
+        # Every text this provider raises or logs goes through the sanitizer,
+        # which from now on knows this key (and a password in base_url) in
+        # every spelling; forgotten again when the provider is collected.
+        for secret, secret_user in ((self._api_key, None), (password, user)):
+            if secret:
+                weakref.finalize(self, register_secret(secret, secret_user))
         self._client = client
         self._owns_client = client is None
         # Applied per request, shared clients included: httpx2's own default
         # (5 s for every phase) would kill a model that thinks before it
         # streams. None defers to the client's configuration.
         self._timeout = None if timeout is None else coerce_timeout(timeout)
+        self._max_response_bytes = check_cap("max_response_bytes", max_response_bytes)
+        self._max_event_bytes = check_cap("max_event_bytes", max_event_bytes)
+        self._max_tool_arguments_bytes = check_cap(
+            "max_tool_arguments_bytes", max_tool_arguments_bytes
+        )
+        self._total_timeout = check_request_timeout(request_timeout)
         self._headers: dict[str, str] = {}
 
     # -- identity ------------------------------------------------------------------
@@ -542,11 +746,11 @@ class HTTPProvider(Provider):
 
     @property
     def base_url(self) -> str:
-        """The API base URL."""
-        return self._base_url
+        """The API base URL, with any ``user:password@`` shown as ``[REDACTED]@``."""
+        return _redact_userinfo(self._base_url)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self._name!r}, base_url={self._base_url!r})"
+        return f"{type(self).__name__}(name={self._name!r}, base_url={self.base_url!r})"
 
     # -- client --------------------------------------------------------------------
 
@@ -592,11 +796,31 @@ class HTTPProvider(Provider):
     # -- errors --------------------------------------------------------------------
 
     def _clean(self, text: str) -> str:
-        """``text`` without this provider's key (exact match) and other secrets."""
+        """``text`` without this provider's key (every spelling, see
+        :func:`reliant._sanitize.register_secret`) and other secrets."""
         key = self._api_key
         if key and len(key) >= _MIN_SCRUB_LEN and key in text:
             text = text.replace(key, "[REDACTED]")
         return sanitize_api_error(text)
+
+    def _scrub_chain(self, exc: BaseException | None) -> None:
+        """Scrub secrets out of the exceptions chained below one we raise.
+
+        A transport error may quote a request header and a ``JSONDecodeError``
+        keeps the whole document; both end up in ``__cause__`` and so in
+        every traceback a logger prints (``exc_info``). Their text arguments
+        (and a decode error's ``doc``) are sanitized in place.
+        """
+        seen = 0
+        while exc is not None and seen < 16:
+            seen += 1
+            if exc.args and any(isinstance(a, str) for a in exc.args):
+                exc.args = tuple(self._clean(a) if isinstance(a, str) else a for a in exc.args)
+            doc = getattr(exc, "doc", None)
+            if isinstance(doc, str):
+                with contextlib.suppress(AttributeError):  # a read-only doc stays
+                    exc.doc = self._clean(doc)  # type: ignore[attr-defined]
+            exc = exc.__cause__ or exc.__context__
 
     def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
         status = response.status_code
@@ -617,12 +841,16 @@ class HTTPProvider(Provider):
         )
 
     def _transport_error(self, exc: Exception) -> ProviderError:
-        detail = str(exc) or (
-            "timed out" if isinstance(exc, httpx2.TimeoutException) else "no detail"
-        )
+        self._scrub_chain(exc)
+        timed_out = isinstance(exc, httpx2.TimeoutException)
+        detail = str(exc) or ("timed out" if timed_out else "no detail")
+        kind: ErrorKind | None = "timeout" if timed_out else None
+        if isinstance(exc, httpx2.DecodingError):
+            kind = "malformed_response"
         return ProviderError(
             self._clean(f"{self._name} transport error: {type(exc).__name__}: {detail}"),
             provider=self._name,
+            kind=kind,
         )
 
     def _payload_error(self, error: Any, raw: str) -> ProviderError:
@@ -656,34 +884,70 @@ class HTTPProvider(Provider):
             body=body,
         )
 
-    def _invalid_response(self, detail: str) -> ProviderError:
-        """A 2xx answer we cannot use (not JSON, or JSON of the wrong shape)."""
-        return ProviderError(self._clean(f"{self._name} API error: {detail}"), provider=self._name)
-
-    def _broken(self, detail: str, committed: bool, tool_call: bool = False) -> ReliantError:
-        """A stream failure that is not a transport error (malformed, unterminated).
-
-        ``tool_call``: a tool call's arguments were being received when the
-        stream broke (``StreamError.tool_call_in_progress``).
-        """
-        if committed:
-            return StreamError(
-                self._clean(f"{self._name} stream broke after the first chunk: {detail}"),
-                tool_call_in_progress=tool_call,
-            )
+    def _invalid_response(
+        self, detail: str, kind: ErrorKind = "malformed_response"
+    ) -> ProviderError:
+        """A 2xx answer we cannot use (not JSON, JSON of the wrong shape, too large)."""
         return ProviderError(
-            self._clean(f"{self._name} stream error: {detail}"), provider=self._name
+            self._clean(f"{self._name} API error: {detail}"), provider=self._name, kind=kind
         )
+
+    def _parse_failure(self, exc: Exception, data: Any) -> ProviderError:
+        """The error for one of ``PARSE_FAILURES`` while reading a JSON answer."""
+        if isinstance(exc, WireError):
+            return self._invalid_response(str(exc), exc.kind)
+        try:
+            shown = json.dumps(data)[:2000]
+        except (TypeError, ValueError, RecursionError):
+            shown = type(data).__name__
+        return self._invalid_response(f"unexpected response: {shown}")
+
+    def _broken(
+        self,
+        detail: str,
+        committed: bool,
+        kind: ErrorKind | None = None,
+        cause: BaseException | None = None,
+        tool_call: bool = False,
+    ) -> ReliantError:
+        """A stream failure that is not a transport error (malformed, too large, unterminated).
+
+        Before the first item a ``ProviderError`` (failover may move on);
+        after it the ``StreamError`` of a committed stream, whose
+        ``__cause__`` is that ``ProviderError``. ``tool_call``: a tool call's
+        arguments were being received when the stream broke
+        (``StreamError.tool_call_in_progress``).
+        """
+        self._scrub_chain(cause)
+        failure = ProviderError(
+            self._clean(f"{self._name} stream error: {detail}"), provider=self._name, kind=kind
+        )
+        failure.__cause__ = cause
+        if not committed:
+            return failure
+        broken = StreamError(
+            self._clean(f"{self._name} stream broke after the first chunk: {detail}"),
+            tool_call_in_progress=tool_call,
+        )
+        # The ProviderError (with its kind) is the cause; an undecodable
+        # event keeps its JSONDecodeError as the direct cause, as it always did.
+        broken.__cause__ = cause if isinstance(cause, json.JSONDecodeError) else failure
+        return broken
 
     def _stream_transport_error(
         self, exc: Exception, committed: bool, tool_call: bool = False
     ) -> ReliantError:
         error = self._transport_error(exc)
+        error.__cause__ = exc
         if committed:
-            return StreamError(
+            broken = StreamError(
                 self._clean(f"{self._name} stream broke after the first chunk: {error}"),
                 tool_call_in_progress=tool_call,
             )
+            # A committed transport break keeps the transport error as its
+            # cause, as it always did (the ProviderError adds nothing to it).
+            broken.__cause__ = exc
+            return broken
         return error
 
     def _raise_inband(
@@ -700,37 +964,71 @@ class HTTPProvider(Provider):
     # -- requests ------------------------------------------------------------------
 
     async def _post_json(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a JSON request; the JSON object answered, or ``ProviderError``."""
+        """POST a JSON request; the JSON object answered, or ``ProviderError``.
+
+        The whole call (connect, headers, body) runs under ``request_timeout``
+        so a server trickling its answer a byte at a time cannot hold the
+        caller beyond it (each byte would reset httpx2's per-read timeout);
+        the body is read through :func:`iter_body`, refused past
+        ``max_response_bytes`` after decompression.
+        """
+        deadline = math.inf if self._total_timeout is None else self._total_timeout
+        with trio.move_on_after(deadline):
+            return await self._post_json_within(url, payload)
+        raise ProviderError(
+            f"{self._name} API error: no complete response within "
+            f"{self._total_timeout:g} s (request_timeout); timed out",
+            provider=self._name,
+            kind="timeout",
+        )
+
+    async def _post_json_within(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            response = await self._get_client().post(
-                url, json=payload, headers=self._headers, timeout=self._request_timeout
-            )
+            async with self._get_client().stream(
+                "POST", url, json=payload, headers=self._headers, timeout=self._request_timeout
+            ) as response:
+                closing_response_stream(response)
+                if not 200 <= response.status_code < 300:
+                    raise self._status_error(response, await self._error_text(response))
+                raw = await read_body(response, self._max_response_bytes)
+                encoding = response.encoding or "utf-8"
         except httpx2.RequestError as exc:
             raise self._transport_error(exc) from exc
-        if not 200 <= response.status_code < 300:
-            raise self._status_error(response, response.text)
+        except WireError as exc:
+            raise self._invalid_response(str(exc), exc.kind) from None
         try:
-            data = response.json()
-        except ValueError as exc:
-            raise self._invalid_response(f"invalid JSON response: {response.text}") from exc
-        if not isinstance(data, dict):
-            raise self._invalid_response(f"unexpected response: {response.text}")
+            data = json.loads(raw.decode(encoding, errors="replace"))
+        except (ValueError, RecursionError, LookupError) as exc:
+            self._scrub_chain(exc)
+            text = raw[:2000].decode("utf-8", errors="replace")
+            reason = "JSON nested too deeply" if isinstance(exc, RecursionError) else "invalid JSON"
+            raise self._invalid_response(f"{reason} response: {text}") from exc
+        if type(data) is not dict:
+            text = raw[:2000].decode("utf-8", errors="replace")
+            raise self._invalid_response(f"unexpected response: {text}")
         return data
+
+    async def _error_text(self, response: httpx2.Response) -> str:
+        """The (possibly truncated) body of an error response, as text; never raises a cap."""
+        try:
+            raw = await read_body(response, _MAX_ERROR_BODY, truncate=True)
+        except (httpx2.RequestError, WireError):
+            return ""
+        return raw.decode(response.encoding or "utf-8", errors="replace")
 
     async def _check_event_stream(self, response: httpx2.Response) -> None:
         """Raise ``ProviderError`` unless ``response`` is a 2xx ``text/event-stream``."""
         closing_response_stream(response)
         if not 200 <= response.status_code < 300:
-            await response.aread()
-            raise self._status_error(response, response.text)
+            raise self._status_error(response, await self._error_text(response))
         content_type = response.headers.get("content-type", "")
         if content_type.partition(";")[0].strip().lower() != "text/event-stream":
-            await response.aread()
+            text = await self._error_text(response)
             shown = content_type or "no content type"
             raise ProviderError(
                 self._clean(
                     f"{self._name} API error: expected a text/event-stream response, "
-                    f"got {response.status_code} {shown}: {response.text}"
+                    f"got {response.status_code} {shown}: {text}"
                 ),
                 provider=self._name,
             )
@@ -744,7 +1042,7 @@ class HTTPProvider(Provider):
             "POST", url, json=payload, headers=self._headers, timeout=self._request_timeout
         ) as response:
             await self._check_event_stream(response)
-            async with aclosing(response.aiter_bytes()) as body:
+            async with aclosing(iter_body(response, self._max_response_bytes)) as body:
                 yield body
 
     async def _end_event_stream(
@@ -770,23 +1068,38 @@ class HTTPProvider(Provider):
         middle of a tool call.
         """
         if sse.malformed is not None:
-            raise self._broken(sse.malformed, committed, tool_call) from sse.malformed_cause
+            raise self._broken(
+                sse.malformed, committed, "malformed_response", sse.malformed_cause, tool_call
+            )
         if sse.inband is not None:
             error, raw = sse.inband
             self._raise_inband(error, raw, committed, tool_call)
         if sse.done:
             await drain(body)
         elif not sse.finish() and not finished:
-            raise self._broken(f"stream ended without {sse.terminator}", committed, tool_call)
+            raise self._broken(
+                f"stream ended without {sse.terminator}", committed, tool_call=tool_call
+            )
 
     def _stream_failure(
         self, exc: Exception, committed: bool, tool_call: bool = False
     ) -> ReliantError:
-        """The error for one of ``STREAM_FAILURES`` escaping a stream's read loop."""
+        """The error for one of ``STREAM_FAILURES`` escaping a stream's read loop.
+
+        Callers raise the result as it is (its ``__cause__`` is set here:
+        the ``ProviderError`` under a ``StreamError``, the original below).
+        """
         if isinstance(exc, httpx2.RequestError):
             return self._stream_transport_error(exc, committed, tool_call)
-        # Valid JSON of the wrong shape (a string where an object belongs).
-        return self._broken(f"unexpected SSE data: {exc}", committed, tool_call)
+        if isinstance(exc, ResponseTooLarge):
+            return self._broken(str(exc), committed, exc.kind, tool_call=tool_call)
+        if isinstance(exc, WireError):
+            return self._broken(
+                f"unexpected SSE data: {exc}", committed, exc.kind, tool_call=tool_call
+            )
+        # Valid JSON of a shape no accessor expected (a string where an object belongs).
+        detail = f"unexpected SSE data: {type(exc).__name__}: {exc}"
+        return self._broken(detail, committed, "malformed_response", exc, tool_call)
 
 
 async def drain(body: AsyncIterator[bytes]) -> None:
@@ -795,5 +1108,45 @@ async def drain(body: AsyncIterator[bytes]) -> None:
         try:
             async for _ in body:
                 pass
-        except httpx2.RequestError:
+        except (httpx2.RequestError, WireError):
             pass
+
+
+def _checked_base_url(base_url: object) -> tuple[str, str | None, str | None]:
+    """``base_url`` without a trailing slash, and its userinfo; a clear error if unusable.
+
+    Only ``http`` and ``https`` are accepted: anything else is a
+    configuration mistake (``ftp://``, ``file://``, a missing scheme) that
+    would otherwise surface as an obscure transport error on every call.
+    """
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
+    try:
+        parts = urlsplit(base_url)
+        user, password = parts.username, parts.password
+    except ValueError as exc:
+        raise ValueError(
+            f"base_url is not a valid URL: {_redact_userinfo(base_url)!r} ({exc})"
+        ) from None
+    if parts.scheme.lower() not in _SCHEMES or not parts.hostname:
+        raise ValueError(
+            f"base_url must be an http:// or https:// URL with a host, "
+            f"got {_redact_userinfo(base_url)!r}"
+        )
+    return (
+        base_url.rstrip("/"),
+        None if user is None else unquote(user),
+        None if password is None else unquote(password),
+    )
+
+
+def _redact_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``[REDACTED]@``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "[REDACTED]" if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"[REDACTED]@{host}"))

@@ -67,10 +67,28 @@ from .._types import (
 from ._finish import final_chunk, openai_finish_reason
 from ._http import (
     DEFAULT_TIMEOUT,
+    PARSE_FAILURES,
     STREAM_FAILURES,
     HTTPProvider,
     SSEEventDecoder,
     TimeoutArg,
+)
+from ._limits import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    MalformedResponse,
+)
+from ._wire import (
+    append_arguments,
+    count,
+    need_list,
+    need_object,
+    opt_list,
+    opt_object,
+    opt_str,
+    wrong,
 )
 
 __all__ = ["OpenAICompatible"]
@@ -103,83 +121,101 @@ def _tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
 
 
 def _usage(usage: Any) -> TokenUsage | None:
-    if not isinstance(usage, Mapping):
+    if usage is None:
         return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    usage = need_object(usage, "usage")
+    details = opt_object(usage, "prompt_tokens_details", "usage")
     return TokenUsage(
-        input_tokens=usage.get("prompt_tokens"),
-        output_tokens=usage.get("completion_tokens"),
-        cached_input_tokens=cached,
+        input_tokens=count(usage, "prompt_tokens", "usage"),
+        output_tokens=count(usage, "completion_tokens", "usage"),
+        cached_input_tokens=(
+            count(details, "cached_tokens", "usage.prompt_tokens_details") if details else None
+        ),
     )
 
 
-def _arguments(value: Any) -> str:
-    if isinstance(value, str):
+def _arguments(value: Any, path: str = "function.arguments") -> str:
+    if type(value) is str:
         return value or "{}"
-    return json.dumps(value if value is not None else {})
+    if value is None or type(value) is dict:
+        return json.dumps(value if value is not None else {})
+    raise wrong(path, value, "a string or an object")
 
 
-def _accumulate(calls: dict[int, list[Any]], deltas: Any) -> None:
-    """Fold tool-call deltas into ``calls``: index -> [id, name, argument parts]."""
-    for delta in deltas:
+_TOOL_DELTAS = "choices[0].delta.tool_calls"
+
+
+def _accumulate(
+    calls: dict[int, list[Any]], deltas: Any, limit: int = DEFAULT_MAX_TOOL_ARGUMENTS_BYTES
+) -> None:
+    """Fold tool-call deltas into ``calls``: index -> [id, name, argument parts, size]."""
+    for delta in need_list(deltas, _TOOL_DELTAS):
+        delta = need_object(delta, f"{_TOOL_DELTAS}[]")
         index = delta.get("index")
         if not isinstance(index, int):
             # Some compatible servers omit the index: a new id starts a new call.
-            call_id = delta.get("id")
+            call_id = opt_str(delta, "id", f"{_TOOL_DELTAS}[]")
             last = max(calls) if calls else -1
             index = last + 1 if last < 0 or (call_id and call_id != calls[last][0]) else last
         slot = calls.get(index)
         if slot is None:
-            slot = calls[index] = ["", "", []]
-        call_id = delta.get("id")
+            slot = calls[index] = ["", "", [], 0]
+        call_id = opt_str(delta, "id", f"{_TOOL_DELTAS}[]")
         if call_id:
             slot[0] = call_id
-        function = delta.get("function")
+        function = opt_object(delta, "function", f"{_TOOL_DELTAS}[]")
         if function:
-            name = function.get("name")
+            name = opt_str(function, "name", f"{_TOOL_DELTAS}[].function")
             if name:
                 slot[1] = name
             arguments = function.get("arguments")
             if arguments:
-                slot[2].append(arguments if isinstance(arguments, str) else json.dumps(arguments))
+                path = f"{_TOOL_DELTAS}[].function.arguments"
+                if type(arguments) is dict:
+                    arguments = _arguments(arguments, path)
+                slot[3] = append_arguments(slot[2], arguments, slot[3], limit, path)
 
 
 def _response(
-    message: dict[str, Any], usage: Any, raw_finish: Any = None, model: Any = None
+    message: Any, usage: Any, raw_finish: str | None = None, model: str | None = None
 ) -> ChatResponse:
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    calls = tuple(
-        ToolCall(
-            id=call.get("id") or f"call_{i}",
-            name=(call.get("function") or {}).get("name", ""),
-            arguments=_arguments((call.get("function") or {}).get("arguments")),
+    where = "choices[0].message"
+    message = need_object(message, where)
+    reasoning = opt_str(message, "reasoning_content", where) or opt_str(message, "reasoning", where)
+    calls = []
+    for i, call in enumerate(opt_list(message, "tool_calls", where) or ()):
+        path = f"{where}.tool_calls[{i}]"
+        call = need_object(call, path)
+        function = opt_object(call, "function", path) or {}
+        calls.append(
+            ToolCall(
+                id=opt_str(call, "id", path) or f"call_{i}",
+                name=opt_str(function, "name", f"{path}.function") or "",
+                arguments=_arguments(function.get("arguments"), f"{path}.function.arguments"),
+            )
         )
-        for i, call in enumerate(message.get("tool_calls") or ())
-    )
-    content = message.get("content")
     return ChatResponse(
-        text=content if isinstance(content, str) else None,
-        tool_calls=calls,
+        text=opt_str(message, "content", where),
+        tool_calls=tuple(calls),
         usage=_usage(usage),
-        reasoning_content=reasoning if isinstance(reasoning, str) else None,
+        reasoning_content=reasoning,
         finish_reason=openai_finish_reason(raw_finish),
-        raw_finish_reason=raw_finish if isinstance(raw_finish, str) and raw_finish else None,
-        model=model if isinstance(model, str) else None,
+        raw_finish_reason=raw_finish or None,
+        model=model,
     )
+
+
+_DELTA = "choices[0].delta"
 
 
 def _chunk_from_delta(delta: dict[str, Any], count_tokens: bool) -> StreamChunk | None:
     content = delta.get("content")
-    if content and len(delta) == 1:  # the common case: nothing but text
+    if content and len(delta) == 1 and type(content) is str:  # the common case: only text
         if count_tokens:
             return StreamChunk(content, None, False, estimate_tokens(content))
         return StreamChunk(content)
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-    if not isinstance(reasoning, str):
-        reasoning = None
-    if not isinstance(content, str):
-        content = ""
+    reasoning = opt_str(delta, "reasoning_content", _DELTA) or opt_str(delta, "reasoning", _DELTA)
+    content = opt_str(delta, "content", _DELTA) or ""
     if not content and not reasoning:
         return None
     tokens = estimate_tokens(content) if count_tokens and content else 0
@@ -230,6 +266,16 @@ class OpenAICompatible(HTTPProvider):
             continuation; vLLM refuses the two set to true together. Servers
             that continue a trailing assistant message on their own
             (llama.cpp's server) ignore the unknown fields.
+        max_response_bytes: Largest response body after decompression
+            (32 MiB); more is ``ProviderError(kind="response_too_large")``.
+        max_event_bytes: Largest SSE line or event (4 MiB).
+        max_tool_arguments_bytes: Largest arguments of one streamed tool call (4 MiB).
+        request_timeout: Seconds a whole non-streaming call may take (600);
+            hitting it is ``ProviderError(kind="timeout")``. None: no total cap.
+
+    Raises:
+        ValueError: ``base_url`` is not an http(s) URL, or a cap is not positive.
+        TypeError: A cap or timeout of the wrong type.
     """
 
     def __init__(
@@ -245,11 +291,23 @@ class OpenAICompatible(HTTPProvider):
         streaming: bool = True,
         vision: bool = False,
         supports_prefill: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_tool_arguments_bytes: int = DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY")
         super().__init__(
-            name=name, base_url=base_url, api_key=api_key, client=client, timeout=timeout
+            name=name,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            max_event_bytes=max_event_bytes,
+            max_tool_arguments_bytes=max_tool_arguments_bytes,
+            request_timeout=request_timeout,
         )
         self._native_tools = native_tools
         self._streaming = streaming
@@ -324,20 +382,25 @@ class OpenAICompatible(HTTPProvider):
         data = await self._post_json(
             self._url, self._payload(messages, tools, model, temperature, stream=False)
         )
-        choices = data.get("choices")
-        if not choices or not isinstance(choices, list):
-            error = data.get("error")
-            if error is not None:
-                raise self._payload_error(error, json.dumps(data))
-            raise self._invalid_response(f"response without choices: {json.dumps(data)}")
         try:
-            choice = choices[0]
-            raw_finish = choice.get("finish_reason")
+            choices = data.get("choices")
+            if not choices or not isinstance(choices, list):
+                error = data.get("error")
+                if error is not None:
+                    raise self._payload_error(error, json.dumps(data))
+                if choices is not None:
+                    raise wrong("choices", choices, "a non-empty list")
+                raise self._invalid_response(f"response without choices: {json.dumps(data)}")
+            choice = need_object(choices[0], "choices[0]")
+            raw_finish = opt_str(choice, "finish_reason", "choices[0]")
             response = _response(
-                choice.get("message") or {}, data.get("usage"), raw_finish, data.get("model")
+                choice.get("message") or {},
+                data.get("usage"),
+                raw_finish,
+                opt_str(data, "model", "response"),
             )
-        except (AttributeError, TypeError) as exc:
-            raise self._invalid_response(f"unexpected response: {json.dumps(data)}") from exc
+        except PARSE_FAILURES as exc:
+            raise self._parse_failure(exc, data) from exc
         if response.finish_reason == "content_filter" and not response.text:
             raise self._refusal(str(raw_finish), json.dumps(data))
         return response
@@ -468,18 +531,27 @@ class OpenAICompatible(HTTPProvider):
         raw_finish: str | None = None
         model: str | None = None
         usage: TokenUsage | None = None
-        sse = SSEEventDecoder(done_data="[DONE]")
+        limit = self._max_tool_arguments_bytes
+        sse = SSEEventDecoder(done_data="[DONE]", max_event_bytes=self._max_event_bytes)
+        seen_choices = bare = False
         try:
             async with self._open_event_stream(self._url, payload) as body:
                 async for raw in body:
                     for chunk in sse.feed(raw):
                         choices = chunk.get("choices")
                         if choices:
+                            if type(choices) is not list:
+                                raise wrong("choices", choices, "a list")
+                            seen_choices = True
                             choice = choices[0]
+                            if type(choice) is not dict:
+                                raise wrong("choices[0]", choice, "an object")
                             delta = choice.get("delta")
                             if delta:
+                                if type(delta) is not dict:
+                                    raise wrong(_DELTA, delta, "an object")
                                 content = delta.get("content")
-                                if content and len(delta) == 1:
+                                if content and len(delta) == 1 and type(content) is str:
                                     committed = True
                                     if events:
                                         yield TextDelta(content)
@@ -494,16 +566,17 @@ class OpenAICompatible(HTTPProvider):
                                     # it before (or next to) the text and tool calls.
                                     tool_deltas = delta.get("tool_calls")
                                     if tool_deltas:
-                                        _accumulate(calls, tool_deltas)
-                                    reasoning = delta.get("reasoning_content") or delta.get(
-                                        "reasoning"
-                                    )
-                                    if reasoning and isinstance(reasoning, str):
+                                        _accumulate(calls, tool_deltas, limit)
+                                    reasoning = opt_str(
+                                        delta, "reasoning_content", _DELTA
+                                    ) or opt_str(delta, "reasoning", _DELTA)
+                                    if reasoning:
                                         committed = True
                                         yield ReasoningDelta(reasoning)
-                                    if content and isinstance(content, str):
+                                    text = opt_str(delta, "content", _DELTA)
+                                    if text:
                                         committed = True
-                                        yield TextDelta(content)
+                                        yield TextDelta(text)
                                 else:
                                     item = _chunk_from_delta(delta, count_tokens)
                                     if item is not None:
@@ -512,20 +585,26 @@ class OpenAICompatible(HTTPProvider):
                             reason = choice.get("finish_reason")
                             if not reason:
                                 continue
-                            raw_finish = str(reason)
-                            model = chunk.get("model") or model
+                            if type(reason) is not str:
+                                raise wrong("choices[0].finish_reason", reason, "a string")
+                            raw_finish = reason
+                            model = opt_str(chunk, "model", "chunk") or model
                             if raw_finish == "content_filter" and not committed:
                                 raise self._refusal(raw_finish, json.dumps(chunk))
                             for call in _finish(calls):
                                 committed = True
                                 yield ToolCallEvent(call)
+                        elif type(choices) is not list:
+                            if choices is not None:
+                                raise wrong("choices", choices, "a list")
+                            bare = True
                         # Usage comes in a last chunk with empty choices
                         # (OpenAI) or with the finish reason (Together, vLLM):
                         # text chunks never get here.
                         usage_data = chunk.get("usage")
                         if usage_data:
                             usage = _usage(usage_data) or TokenUsage()
-                            model = chunk.get("model") or model
+                            model = opt_str(chunk, "model", "chunk") or model
                             if events:
                                 committed = True
                                 yield UsageEvent(usage)
@@ -534,8 +613,11 @@ class OpenAICompatible(HTTPProvider):
                 await self._end_event_stream(
                     body, sse, committed, finished=raw_finish is not None, tool_call=bool(calls)
                 )
+                if bare and not seen_choices:
+                    raise MalformedResponse("malformed response: choices missing in every event")
         except STREAM_FAILURES as exc:
-            raise self._stream_failure(exc, committed, bool(calls)) from exc
+            # its cause is set by _stream_failure
+            raise self._stream_failure(exc, committed, bool(calls))  # noqa: B904
         finish = openai_finish_reason(raw_finish)
         if events:
             for call in _finish(calls):

@@ -168,6 +168,8 @@ from typing import Any, Literal, NamedTuple, TypeAlias, get_args
 import h11
 import trio
 
+from ._raw import RawResponse, RawScripts, send_raw
+
 __all__ = [
     "Behavior",
     "BehaviorKind",
@@ -427,7 +429,7 @@ class Disconnect(NamedTuple):
     at: float
 
 
-_Action: TypeAlias = Literal["keep", "close", "reset", "hang"]
+_Action: TypeAlias = Literal["keep", "close", "reset", "hang", "raw_keep"]
 
 
 class FakeLLMServer:
@@ -440,6 +442,7 @@ class FakeLLMServer:
         self.disconnects: list[Disconnect] = []
         self.aborted: list[int] = []
         self._scripts: dict[str | None, list[Behavior]] = {}
+        self._raw = RawScripts()
         self._connections = 0
         self._changed = trio.Event()
 
@@ -481,8 +484,18 @@ class FakeLLMServer:
         else:
             self._scripts[model] = items
 
+    def script_raw(self, model: str | None, responses: Iterable[RawResponse]) -> None:
+        """Answer requests naming ``model`` with raw bytes (see :mod:`._raw`).
+
+        Raw scripts win over behaviours; consumed one per request, the last
+        repeats; an empty list removes the script. ``None`` matches requests
+        whose model has no raw script of its own.
+        """
+        self._raw.set(model, responses)
+
     def clear(self) -> None:
         """Forget scripts and records."""
+        self._raw.queues.clear()
         self._scripts.clear()
         self.requests.clear()
         self.disconnects.clear()
@@ -547,6 +560,13 @@ class FakeLLMServer:
             if action == "reset":
                 stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
+            if action == "raw_keep":
+                # The raw bytes bypassed h11: start a fresh machine, keeping
+                # whatever of the next request was already read.
+                leftover = conn.trailing_data[0]
+                conn = h11.Connection(h11.SERVER)
+                conn.receive_data(leftover)
+                continue
             if action != "keep" or conn.our_state is not h11.DONE:
                 return
             if conn.their_state is not h11.DONE:
@@ -1247,6 +1267,11 @@ async def _respond(
         }
         await _send_json(conn, stream, 404, _dumps(error))
         return "keep"
+
+    raw = server._raw.take(request.model if request.model in server._raw.queues else None)
+    if raw is not None:
+        await send_raw(stream, raw)
+        return {"close": "close", "hang": "hang", "keep": "raw_keep"}[raw.then]  # type: ignore[return-value]
 
     try:
         behavior = server.behavior_for(request.model)

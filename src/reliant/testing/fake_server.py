@@ -32,6 +32,10 @@ from ._fake_server import Disconnect as Disconnect
 from ._fake_server import FakeLLMServer as FakeLLMServer
 from ._fake_server import FakeRequest as FakeRequest
 from ._fake_server import serve_fake_llm as serve_fake_llm
+from ._raw import RawResponse as RawResponse
+from ._raw import gzip_bomb as gzip_bomb
+from ._raw import http_response as http_response
+from ._raw import trickle as trickle
 
 __all__ = [
     "Behavior",
@@ -39,8 +43,12 @@ __all__ = [
     "Disconnect",
     "FakeLLMServer",
     "FakeRequest",
+    "RawResponse",
+    "gzip_bomb",
+    "http_response",
     "main",
     "serve_fake_llm",
+    "trickle",
 ]
 
 

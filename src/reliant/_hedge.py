@@ -1,0 +1,285 @@
+"""Hedged requests: start the next candidate when the current one is slow, keep the first.
+
+A provider that is slow but not dead (queueing, a cold start) is the
+commonest bad day, and a first-chunk timeout punishes it twice: the caller
+waits the whole timeout, then starts from zero elsewhere. Hedging ("The Tail
+at Scale", gRPC's hedging policy) sends the same request to the next
+candidate once the current attempt has been silent for ``after`` seconds,
+and keeps whichever delivers first.
+
+Race algorithm
+--------------
+::
+
+    race(first slot):                       # one nursery; every racer in its own scope
+        start racer(first)
+        while extra < max_extra and no winner and someone still runs:
+            wait until the newest racer has run `after` seconds (its route's
+                p95 TTFT in "p95" mode) or the race settles
+            hedge budget (<= budget x requests in the window) and the retry
+                budget and the next candidate's breaker allow it?
+                -> start racer(next candidate), else stop hedging
+        racer(slot): attempt; at its commit point (first chunk, or the whole
+            response) it claims the win: the first claim cancels every other
+            racer's scope (their connections close at that instant); a later
+            claim loses
+    no winner: every failure is reported to the planner, the newest last, so
+        the usual failover continues after the newest candidate
+
+A racer that fails does not end the race while another still runs. The
+losers appear in the failure trail as ``hedge_lost`` with their timings;
+the winner is what fallback information names. Cancelling the caller
+cancels the nursery, hence every racer; nothing outlives the race.
+
+The ``"p95"`` delay is the 95th percentile of the route's observed times to
+first chunk (winners only), floored at ``min_after``; until 20 samples exist
+it is ``initial_after``. Samples are kept in a ring of 256 per route and the
+percentile is recomputed every 16 new samples, so the cost per request is a
+dict look-up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+
+import trio
+
+from ._health import RetryBudget, RouteKey
+
+if TYPE_CHECKING:
+    from ._failover import FailoverRun, Slot
+
+__all__ = ["Hedge", "Hedger", "race"]
+
+R = TypeVar("R")
+
+P95_MIN_SAMPLES = 20
+_RING = 256
+_REFRESH = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hedge:
+    """When and how much to hedge (``ReliableProvider(hedge=Hedge(...))``).
+
+    Attributes:
+        after: Seconds without a first chunk (or a response) before the
+            next candidate is started too, or ``"p95"``: the route's observed
+            95th-percentile time to first chunk.
+        max_extra: Extra attempts in flight at most (1 to 4).
+        budget: Hedges allowed as a fraction of requests over ``window``.
+        window: Seconds of the hedge budget's sliding window.
+        min_after: Floor of the ``"p95"`` delay.
+        initial_after: The ``"p95"`` delay until 20 samples exist.
+
+    Raises:
+        TypeError, ValueError: For a bad value, naming the field.
+    """
+
+    after: float | Literal["p95"] = 1.0
+    max_extra: int = 1
+    budget: float = 0.1
+    window: float = 10.0
+    min_after: float = 0.05
+    initial_after: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.after != "p95":
+            _positive("after", self.after)
+        if isinstance(self.max_extra, bool) or not isinstance(self.max_extra, int):
+            raise TypeError(f"Hedge.max_extra must be an integer, got {self.max_extra!r}")
+        if not 1 <= self.max_extra <= 4:
+            raise ValueError(f"Hedge.max_extra must be from 1 to 4, got {self.max_extra}")
+        _positive("budget", self.budget, zero=True)
+        if self.budget > 1:
+            raise ValueError(f"Hedge.budget must be at most 1, got {self.budget}")
+        _positive("window", self.window)
+        _positive("min_after", self.min_after)
+        _positive("initial_after", self.initial_after)
+
+
+def _positive(name: str, value: object, *, zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Hedge.{name} must be a number of seconds or 'p95', got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"Hedge.{name} must be a positive finite number, got {value!r}")
+
+
+@dataclass(slots=True)
+class _Samples:
+    ring: deque[float] = field(default_factory=lambda: deque(maxlen=_RING))
+    fresh: int = 0
+    p95: float | None = None
+
+
+class Hedger:
+    """The runtime of one ``Hedge`` policy: its budget and the observed TTFTs."""
+
+    __slots__ = ("_budget", "_routes", "policy")
+
+    def __init__(self, policy: Hedge) -> None:
+        self.policy = policy
+        self._budget = RetryBudget(policy.budget, policy.window, 0.0)
+        self._routes: dict[RouteKey, _Samples] = {}
+
+    def delay_for(self, key: RouteKey) -> float:
+        """Seconds to wait for ``key``'s attempt before hedging."""
+        after = self.policy.after
+        if after != "p95":
+            return after
+        samples = self._routes.get(key)
+        if samples is None or samples.p95 is None:
+            return self.policy.initial_after
+        return max(samples.p95, self.policy.min_after)
+
+    def observe(self, key: RouteKey, ttft: float) -> None:
+        """Record a winner's time to first chunk."""
+        samples = self._routes.get(key)
+        if samples is None:
+            samples = self._routes[key] = _Samples()
+        samples.ring.append(max(ttft, 0.0))
+        samples.fresh += 1
+        n = len(samples.ring)
+        if n >= P95_MIN_SAMPLES and (samples.p95 is None or samples.fresh >= _REFRESH):
+            ordered = sorted(samples.ring)
+            samples.p95 = ordered[max(math.ceil(0.95 * n) - 1, 0)]
+            samples.fresh = 0
+
+    def note_request(self) -> None:
+        """Count one request in the hedge budget's window."""
+        self._budget.note_request(trio.current_time())
+
+    def try_hedge(self) -> bool:
+        """Spend one hedge from the budget; False when it is exhausted."""
+        return self._budget.try_retry(trio.current_time())
+
+
+@dataclass(slots=True, eq=False)
+class _Racer(Generic[R]):
+    slot: Slot
+    scope: trio.CancelScope
+    started: float
+    result: R | None = None
+    error: Exception | None = None
+    finished: bool = False
+
+
+class _Race(Generic[R]):
+    __slots__ = ("changed", "racers", "running", "winner")
+
+    def __init__(self) -> None:
+        self.racers: list[_Racer[R]] = []
+        self.running = 0
+        self.winner: _Racer[R] | None = None
+        self.changed = trio.Event()
+
+
+Attempt = Callable[["Slot", Callable[[], bool]], Awaitable[R]]
+"""``(slot, claim) -> result``: one attempt; it calls ``claim()`` at its commit point
+and raises ``Lost`` when the claim is refused."""
+
+
+class Lost(Exception):
+    """Raised by an attempt whose claim came after another racer's."""
+
+
+async def race(
+    run: FailoverRun, first: Slot, attempt: Attempt[R], hedger: Hedger
+) -> tuple[Slot, R] | None:
+    """Race ``first`` against hedges (see the module comment).
+
+    Returns:
+        The winner and its result, or None when every racer failed (their
+        failures are then reported to ``run``, which decides what is next).
+
+    Raises:
+        Whatever the winner's attempt raised after its commit point (a
+        committed stream that broke), unchanged.
+    """
+    state: _Race[R] = _Race()
+    hedger.note_request()
+
+    async def run_racer(racer: _Racer[R]) -> None:
+        def claim() -> bool:
+            if state.winner is not None:
+                return False
+            state.winner = racer
+            for other in state.racers:
+                if other is not racer:
+                    other.scope.cancel()
+            hedger.observe(
+                (racer.slot.name, racer.slot.model_id), trio.current_time() - racer.started
+            )
+            racer.slot.succeeded()
+            state.changed.set()
+            return True
+
+        try:
+            with racer.scope:
+                try:
+                    racer.result = await attempt(racer.slot, claim)
+                except Lost:
+                    pass
+                except Exception as err:
+                    racer.error = err
+                racer.finished = True
+        finally:
+            state.running -= 1
+            if state.running == 0:
+                state.changed.set()
+
+    async with trio.open_nursery() as nursery:
+
+        def start(slot: Slot) -> _Racer[R]:
+            racer: _Racer[R] = _Racer(slot, trio.CancelScope(), trio.current_time())
+            state.racers.append(racer)
+            state.running += 1
+            nursery.start_soon(run_racer, racer)
+            return racer
+
+        newest = start(first)
+        for _ in range(hedger.policy.max_extra):
+            delay = hedger.delay_for((newest.slot.name, newest.slot.model_id))
+            with trio.move_on_at(newest.started + delay):
+                await state.changed.wait()
+            if state.changed.is_set():
+                break
+            if not hedger.try_hedge():
+                run.note_hedge_refused(newest.slot, "hedge budget exhausted; no hedge sent")
+                break
+            nxt = await run.hedge()
+            if nxt is None:
+                break
+            newest = start(nxt)
+    winner = state.winner
+    now = trio.current_time()
+    for racer in state.racers:
+        if racer is winner:
+            continue
+        if racer.error is None:
+            run.lost(racer.slot, racer.started, now, winner.slot if winner else None)
+    if winner is not None:
+        for racer in state.racers:
+            if racer is not winner and racer.error is not None:
+                run.note_failure(racer.slot, racer.error)
+        if winner.error is not None:
+            raise winner.error
+        assert winner.finished
+        return winner.slot, winner.result  # type: ignore[return-value]
+    failed = [r for r in state.racers if r.error is not None]
+    for racer in failed[:-1]:
+        run.note_failure(racer.slot, racer.error)  # type: ignore[arg-type]
+    if failed:
+        last = failed[-1]
+        if last.slot is not state.racers[-1].slot:
+            # The newest racer was not among the failures (cannot happen without a
+            # winner unless it was cancelled); report in hand-out order anyway.
+            run.note_failure(last.slot, last.error)  # type: ignore[arg-type]
+            run.abandon(state.racers[-1].slot)
+        else:
+            last.slot.failed(last.error)  # type: ignore[arg-type]
+    return None
