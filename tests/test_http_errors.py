@@ -410,6 +410,18 @@ def test_sse_line_decoder_line_endings() -> None:
     assert decoder.flush() == []
 
 
+def test_sse_line_decoder_crlf_split_across_reads() -> None:
+    """A CR held back at the end of one read ends its line whatever the next read brings."""
+    for reads, expected in (
+        ([b"a\r", b"\n"], ["a"]),
+        ([b"a\r", b"b", b"\n"], ["a", "b"]),
+        ([b"\r\n\r\n00\xc2\x80\r", b"\n"], ["", "", "00\x80"]),
+    ):
+        decoder = SSELineDecoder()
+        out = [line for read in reads for line in decoder.decode(read)]
+        assert out + decoder.flush() == expected
+
+
 @given(
     st.lists(
         st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n")),

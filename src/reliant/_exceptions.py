@@ -25,7 +25,7 @@ Messages never carry secrets: bodies are passed through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ._sanitize import sanitize_api_error
@@ -222,8 +222,9 @@ class Attempt:
     max_attempts: int
     reason: FailureReason
     error: str
-    started_at: float | None = None
-    ended_at: float | None = None
+    # Timings are what happened, not what the attempt was: not compared.
+    started_at: float | None = field(default=None, compare=False)
+    ended_at: float | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return (

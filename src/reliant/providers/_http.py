@@ -376,7 +376,9 @@ class SSELineDecoder:
     def decode(self, data: bytes) -> list[str]:
         """The lines completed by ``data``."""
         text = self._decoder.decode(data)
-        if "\r" in text:
+        if "\r" in text or self._pending[-1:] == "\r":
+            # A CR in this read, or one held back from the last read (it may
+            # be the first half of a CRLF, or end a line on its own).
             return self._decode_cr(text, data)
         lines = text.split("\n")
         tail = lines.pop()
