@@ -27,8 +27,10 @@ agree. Keys (``P`` is the prefix, ``R`` the route as ``len(provider):provider:mo
                  requests, t0..t9 retries, b the newest bucket), exactly
                  LocalHealth's RetryBudget. TTL: 2 x budget_window + 1 s.
 
-Every reply carries the route's state and the server's time, which keeps a
-local mirror: :meth:`RedisHealth.snapshot` is synchronous and does no I/O,
+A success on a route that the admit just before it saw closed with no
+failures changes nothing and is not sent, so a healthy request costs one
+round trip in all. Every reply carries the route's state and the server's
+time, which keeps a local mirror: :meth:`RedisHealth.snapshot` is synchronous and does no I/O,
 and converts server times to trio-clock times with the offset observed at
 the last round trip.
 
@@ -527,6 +529,12 @@ class RedisHealth(HealthStore):
 
     async def record(self, key: RouteKey, outcome: Outcome, *, probe: bool = False) -> None:
         """See :meth:`HealthStore.record`."""
+        if outcome.ok and not probe and not self._down:
+            seen = self._mirror.get(key)
+            if seen is None or (seen.state == "closed" and not seen.failures and not seen.probe):
+                # The admit just before this attempt saw nothing to reset:
+                # a healthy request costs one round trip, not two.
+                return
         token = ""
         if probe:
             if key not in self._tokens and key in self._local_probes:
