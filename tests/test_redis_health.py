@@ -152,6 +152,22 @@ async def test_redis_half_open_probe_is_exclusive_and_released(
         assert (await h.admit(KEY)).admission == "allow"
 
 
+async def test_redis_decision_completes_under_cancellation(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """A cancelled caller still learns a granted probe, so its slot is given back, not lost."""
+    async with store(redis_server.url, redis_prefix, open_after=1, open_for=0.05) as h:
+        await h.record(KEY, FAILURE)
+        await trio.sleep(0.1)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            decision = await h.admit(KEY)
+        assert decision.admission == "probe"
+        await h.release(KEY)
+        assert not h.snapshot()[KEY].probe_in_flight
+        assert (await h.admit(KEY)).admission == "probe"
+
+
 async def test_redis_failed_probes_double_the_open_period_up_to_the_cap(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:

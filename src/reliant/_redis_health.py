@@ -343,7 +343,6 @@ class RedisHealth(HealthStore):
         self._keys: dict[RouteKey, tuple[str, str, str]] = {}
         self._client: coredis.Redis[bytes] | None = None
         self._entered = False
-        self._closed = False
         # Offset of the server's clock from trio's, seen at the last reply.
         self._offset = 0.0
         self._mirror: dict[RouteKey, _Mirror] = {}
@@ -401,7 +400,6 @@ class RedisHealth(HealthStore):
     async def aclose(self) -> None:
         """Close the connections (from the task that entered the store)."""
         client, self._client = self._client, None
-        self._closed = True
         if client is not None:
             await client.__aexit__(None, None, None)
 
@@ -433,7 +431,11 @@ class RedisHealth(HealthStore):
             self._trying = trying = True
         try:
             sent = trio.current_time()
-            with trio.move_on_after(self.timeout):
+            # Shielded (for at most `timeout`) so that a request cancelled
+            # meanwhile still learns the answer: a probe slot granted by the
+            # server is then held by the planner and given back, instead of
+            # staying taken, unknown to everyone, until it expires.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
                 keys = self._route_keys(key)
                 args = [op, token, *self._policy_args, *extra]
                 try:
