@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from redis_support import RedisServer
 from reliant._cli import main
 from reliant._cli._config import Config, ConfigError, parse_config
 
@@ -337,3 +338,47 @@ def test_missing_rich_asks_for_the_cli_extra(
     monkeypatch.setitem(sys.modules, "rich", None)
     assert main(["demo"]) == 2
     assert "needs the cli extra: pip install 'reliant[cli]'" in capsys.readouterr().err
+
+
+def test_health_redis_url_is_validated_without_echoing_it() -> None:
+    """[health] redis_url is checked (scheme) and never shown; its companions need it."""
+    config = parse_config(tomllib.loads(GOOD + '[health]\nredis_url = "redis://h:6379/0"\n'))
+    assert config.health_redis is not None
+    assert (config.health_redis.url, config.health_redis.prefix, config.health_redis.name) == (
+        "redis://h:6379/0",
+        "reliant:",
+        "default",
+    )
+    assert "redis://" not in repr(config)
+    with pytest.raises(ConfigError, match=r"health\.redis_url: must start with redis://") as info:
+        parse_config(tomllib.loads(GOOD + '[health]\nredis_url = "http://:s3cret@h"\n'))
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"health\.redis_name: only applies with"):
+        parse_config(tomllib.loads(GOOD + '[health]\nredis_name = "svc"\n'))
+    assert parse_config(tomllib.loads(GOOD)).health_redis is None
+
+
+async def test_health_redis_url_builds_a_shared_store(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """build_reliable makes a RedisHealth from [health]; enter_health opens it for the run."""
+    from contextlib import AsyncExitStack
+
+    from reliant import RedisHealth
+    from reliant._cli._config import build_reliable, enter_health
+    from reliant.testing import Reply, ScriptedProvider
+
+    text = GOOD + (
+        f'[health]\nopen_after = 4\nredis_url = "{redis_server.url}"\n'
+        f'redis_prefix = "{redis_prefix}"\nredis_name = "svc"\n'
+    )
+    config = parse_config(tomllib.loads(text))
+    reliable = build_reliable(config, [("p", ScriptedProvider([Reply("hi")]))])
+    store = reliable.health_store
+    assert isinstance(store, RedisHealth)
+    assert (store.prefix, store.name, store.policy.open_after) == (redis_prefix, "svc", 4)
+    async with AsyncExitStack() as stack:
+        await enter_health(reliable, stack)
+        assert await reliable.simple_chat("hello", "m", 0.0) == "hi"
+        assert store.shared
+    assert not store.shared

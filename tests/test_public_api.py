@@ -21,7 +21,7 @@ TOP_LEVEL = {
     "ReliantError", "ProviderError", "StreamError", "FailoverError",
     "ContextWindowExceededError", "NoStreamingProviderError", "Attempt", "ContentFilterError",
     # provider health
-    "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth",
+    "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth", "RedisHealth",
     # fallback notification
     "ProviderFallbackInfo", "fallback_scope", "take_last_provider_fallback",
     # utilities
@@ -91,10 +91,11 @@ def test_capability_flags_are_read_only_properties() -> None:
 
 
 def test_import_is_light() -> None:
-    """`import reliant` loads no HTTP client, server, CLI or testing code."""
+    """`import reliant` loads no HTTP client, Redis client, server, CLI or testing code."""
     code = (
         "import sys, reliant; heavy = [m for m in ('httpx2', 'h11', 'rich', 'reliant.providers', "
-        "'reliant.testing', 'reliant._cli', 'matplotlib') if m in sys.modules]; print(heavy)"
+        "'reliant.testing', 'reliant._cli', 'matplotlib', 'coredis', 'reliant._redis_health') "
+        "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

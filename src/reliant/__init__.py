@@ -5,10 +5,13 @@ chains, context-window recovery and streaming failover, with strict
 structured-concurrency guarantees. Start with :class:`ReliableProvider`.
 
 ``import reliant`` stays light: HTTP providers (``reliant.providers``), the
-testing kit (``reliant.testing``) and the CLI load only when used.
+testing kit (``reliant.testing``), the CLI and ``RedisHealth`` (with its
+Redis client, coredis) load only when used.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from ._bridge import ReliableStream as ReliableStream
 from ._exceptions import Attempt as Attempt
@@ -47,6 +50,9 @@ from ._types import ToolCallEvent as ToolCallEvent
 from ._types import ToolSpec as ToolSpec
 from ._types import UsageEvent as UsageEvent
 
+if TYPE_CHECKING:
+    from ._redis_health import RedisHealth as RedisHealth
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "ProviderError",
     "ProviderFallbackInfo",
     "ReasoningDelta",
+    "RedisHealth",
     "ReliableProvider",
     "ReliableStream",
     "ReliantError",
@@ -87,3 +94,14 @@ __all__ = [
     "stream_from_generator",
     "take_last_provider_fallback",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # RedisHealth needs coredis (the "redis" extra): imported on first access,
+    # so `import reliant` never loads a Redis client.
+    if name == "RedisHealth":
+        from ._redis_health import RedisHealth
+
+        globals()[name] = RedisHealth
+        return RedisHealth
+    raise AttributeError(f"module 'reliant' has no attribute {name!r}")

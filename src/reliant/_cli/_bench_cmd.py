@@ -33,7 +33,14 @@ from reliant._bench import (
 
 from . import EXIT_BAD_INPUT, EXIT_FAILED
 from ._common import say
-from ._config import Config, ConfigError, build_providers, build_reliable, load_config
+from ._config import (
+    Config,
+    ConfigError,
+    build_providers,
+    build_reliable,
+    enter_health,
+    load_config,
+)
 
 __all__ = ["run_bench_command"]
 
@@ -51,10 +58,12 @@ async def _bench_config(
             if hasattr(provider, "aclose"):
                 stack.push_async_callback(provider.aclose)
         leaves: dict[str, Provider] = dict(providers)
+        reliable = build_reliable(config, providers)
+        await enter_health(reliable, stack)
         target = Target(
             name=f"config:{model}",
             description=f"{config.source}: {' -> '.join(n for n, _ in providers)}",
-            reliable=build_reliable(config, providers),
+            reliable=reliable,
             providers=leaves,
             primary=providers[0][0],
             model=model,

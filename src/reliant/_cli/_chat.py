@@ -29,7 +29,14 @@ from reliant import (
 
 from . import EXIT_BAD_INPUT, EXIT_FAILED
 from ._common import capture_reliant_logs, describe_fallback, say, short_error
-from ._config import Config, ConfigError, build_providers, build_reliable, load_config
+from ._config import (
+    Config,
+    ConfigError,
+    build_providers,
+    build_reliable,
+    enter_health,
+    load_config,
+)
 
 __all__ = ["chat", "run_chat_command"]
 
@@ -67,6 +74,7 @@ async def chat(
             if aclose is not None:
                 stack.push_async_callback(aclose)
         reliable = build_reliable(config, providers)
+        await enter_health(reliable, stack)
         wrote_newline = True
         with fallback_scope(), capture_reliant_logs(remember):
             if stream:

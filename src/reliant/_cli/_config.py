@@ -15,6 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +34,7 @@ __all__ = [
     "api_key_for",
     "build_providers",
     "build_reliable",
+    "enter_health",
     "load_config",
     "parse_config",
     "resolve_config_path",
@@ -76,6 +78,15 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisHealthConfig:
+    """``[health] redis_*``: provider health shared in Redis (``RedisHealth``)."""
+
+    url: str = field(repr=False)  # may carry a password
+    prefix: str = "reliant:"
+    name: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole ``reliant.toml``, validated, with every default filled in."""
 
@@ -93,6 +104,7 @@ class Config:
     mid_stream: Literal["error", "restart", "continue"] = "error"
     max_stream_recoveries: int = 1
     fallback_on_content_filter: bool = False
+    health_redis: RedisHealthConfig | None = None
     source: str = DEFAULT_CONFIG_NAME
 
     @property
@@ -280,7 +292,8 @@ TOP_KEYS: tuple[str, ...] = (
     "health",
     "providers",
 )
-HEALTH_KEYS: tuple[str, ...] = ("enabled", *HealthPolicy.__dataclass_fields__)
+REDIS_KEYS: tuple[str, ...] = ("redis_url", "redis_prefix", "redis_name")
+HEALTH_KEYS: tuple[str, ...] = ("enabled", *HealthPolicy.__dataclass_fields__, *REDIS_KEYS)
 PROVIDER_KEYS: tuple[str, ...] = (
     "name",
     "kind",
@@ -423,6 +436,28 @@ def _recoveries(data: Mapping[str, Any]) -> int:
     return value
 
 
+def _health_redis(data: Mapping[str, Any]) -> RedisHealthConfig | None:
+    table = data.get("health")
+    if not isinstance(table, dict) or "redis_url" not in table:
+        for key in REDIS_KEYS[1:]:
+            if isinstance(table, dict) and key in table:
+                raise ConfigError(f"health.{key}: only applies with health.redis_url")
+        return None
+    url = _string(table, "redis_url", "health")
+    assert url is not None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        # Never echoed: the URL may carry a password.
+        raise ConfigError(
+            "health.redis_url: must start with redis://, rediss:// or unix:// "
+            "(e.g. redis://localhost:6379/0)"
+        )
+    return RedisHealthConfig(
+        url=url,
+        prefix=_string(table, "redis_prefix", "health") or "reliant:",
+        name=_string(table, "redis_name", "health") or "default",
+    )
+
+
 def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> Config:
     """Validate a parsed TOML document and fill in the defaults.
 
@@ -467,6 +502,7 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
         mid_stream=_mid_stream(data),
         max_stream_recoveries=_recoveries(data),
         fallback_on_content_filter=_boolean(data, "fallback_on_content_filter", "", False),
+        health_redis=_health_redis(data),
         source=source,
     )
 
@@ -577,9 +613,27 @@ def build_providers(
 
 
 def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> ReliableProvider:
-    """The ``ReliableProvider`` the configuration describes."""
-    from reliant import ReliableProvider
+    """The ``ReliableProvider`` the configuration describes.
 
+    With ``[health] redis_url`` its health store is a ``RedisHealth``, which
+    the caller opens with :func:`enter_health` before the first request.
+
+    Raises:
+        ConfigError: ``redis_url`` is set but coredis (the ``redis`` extra)
+            is not installed.
+    """
+    from reliant import HealthStore, ReliableProvider
+
+    health: HealthPolicy | HealthStore | None = config.health
+    if config.health is not None and config.health_redis is not None:
+        try:
+            from reliant._redis_health import RedisHealth
+        except ImportError:
+            raise ConfigError(
+                "health.redis_url needs the redis extra: pip install 'reliant[redis]'"
+            ) from None
+        redis = config.health_redis
+        health = RedisHealth(redis.url, config.health, prefix=redis.prefix, name=redis.name)
     return ReliableProvider(
         providers,
         max_retries=config.max_retries,
@@ -589,8 +643,15 @@ def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> Rel
         first_chunk_timeout=config.first_chunk_timeout,
         idle_timeout=config.idle_timeout,
         stream_fallback_to_non_streaming=config.stream_fallback_to_non_streaming,
-        health=config.health,
+        health=health,
         mid_stream=config.mid_stream,
         max_stream_recoveries=config.max_stream_recoveries,
         fallback_on_content_filter=config.fallback_on_content_filter,
     )
+
+
+async def enter_health(reliable: ReliableProvider, stack: AsyncExitStack) -> None:
+    """Open ``reliable``'s health store in ``stack`` when it owns connections (Redis)."""
+    store = reliable.health_store
+    if isinstance(store, AbstractAsyncContextManager):
+        await stack.enter_async_context(store)
