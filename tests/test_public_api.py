@@ -21,7 +21,7 @@ TOP_LEVEL = {
     "ReliantError", "ProviderError", "StreamError", "FailoverError",
     "ContextWindowExceededError", "NoStreamingProviderError", "Attempt", "ContentFilterError",
     # provider health
-    "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth", "RedisHealth",
+    "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth", "Hedge", "RedisHealth",
     # fallback notification
     "ProviderFallbackInfo", "fallback_scope", "take_last_provider_fallback",
     # utilities

@@ -29,6 +29,7 @@ from ._health import HealthPolicy as HealthPolicy
 from ._health import HealthStore as HealthStore
 from ._health import LocalHealth as LocalHealth
 from ._health import RouteHealth as RouteHealth
+from ._hedge import Hedge as Hedge
 from ._provider import Provider as Provider
 from ._provider import stream_from_generator as stream_from_generator
 from ._reliable import ReliableProvider as ReliableProvider
@@ -67,6 +68,7 @@ __all__ = [
     "FinishReason",
     "HealthPolicy",
     "HealthStore",
+    "Hedge",
     "LocalHealth",
     "NoStreamingProviderError",
     "Provider",

@@ -82,6 +82,7 @@ from ._failover import (
     Planner,
     Slot,
 )
+from ._hedge import Hedger, Lost, race
 from ._provider import Provider
 from ._recovery import OverlapTrimmer, RecoverySpec, RecoveryState, continuation_messages
 from ._sanitize import sanitize_api_error
@@ -399,9 +400,14 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     )
     broken: StreamError | None = None  # the break being recovered, if any
     try:
+        hedger = spec.planner.hedger
         async for slot in run:
             try:
-                if await _attempt(spec, slot, stream, run, rec):
+                if hedger is None:
+                    done = await _attempt(spec, slot, stream, run, rec)
+                else:
+                    done = await _hedged(spec, slot, stream, run, rec, hedger)
+                if done:
                     return
                 broken = None
             except _Broke as brk:
@@ -458,16 +464,39 @@ def _cannot_continue(provider: Provider) -> bool:
     return not provider.supports_prefill
 
 
+async def _hedged(
+    spec: BridgeSpec[T],
+    slot: Slot,
+    stream: ReliableStream[T],
+    run: FailoverRun,
+    rec: RecoveryState[T] | None,
+    hedger: Hedger,
+) -> bool:
+    # The same attempt, raced against hedges (see _hedge): each racer claims
+    # the win at its first item, and only the winner forwards.
+    async def attempt(racer: Slot, claim: Callable[[], bool]) -> bool:
+        return await _attempt(spec, racer, stream, run, rec, claim)
+
+    won = await race(run, slot, attempt, hedger)
+    return won is not None and won[1]
+
+
 async def _attempt(
     spec: BridgeSpec[T],
     slot: Slot,
     stream: ReliableStream[T],
     run: FailoverRun,
     rec: RecoveryState[T] | None,
+    claim: Callable[[], bool] | None = None,
 ) -> bool:
     """Run one attempt: True when it committed and ended cleanly, False when it failed
     before its first item (the run decides what is next); a committed stream that
-    broke raises ``StreamError`` (or ``_Broke`` when it may be recovered)."""
+    broke raises ``StreamError`` (or ``_Broke`` when it may be recovered).
+
+    In a hedged race (``claim`` given) the attempt claims the win at its
+    first item (``Lost`` when another racer was first), and a failure before
+    that is raised for the race to report instead of ``slot.failed``.
+    """
     committed = False
     idle = spec.idle_timeout
     first_deadline = (
@@ -498,8 +527,11 @@ async def _attempt(
                     # cancellation as a bogus "stalled" error; it is a
                     # first-chunk timeout, judged at the commit point.
                     raise _LateFirstChunk()
+                if claim is None:
+                    slot.succeeded()
+                elif not claim():
+                    raise Lost()
                 committed = True
-                slot.succeeded()
                 attempt_scope.deadline = math.inf
                 gap = math.inf if idle is None else idle
                 stream._watch_idle(gap, attempt_scope)  # the idle clock starts at commit
@@ -514,16 +546,16 @@ async def _attempt(
         if not committed:
             late = isinstance(err, _LateFirstChunk)
             failure = _first_chunk_timeout(spec, slot) if late else err
-            try:
-                slot.failed(failure)
-            finally:
-                if continuing and rec is not None and _rejects_prefill(failure):
-                    # The continuation was refused (e.g. 400 about the final
-                    # assistant message): the recovery becomes a restart, with
-                    # its signal; the refusal stays in the trail.
-                    rec.to_restart()
-                    run.skip_if = None
-                    run.recovery_mode("restart")
+            if continuing and rec is not None and _rejects_prefill(failure):
+                # The continuation was refused (e.g. 400 about the final
+                # assistant message): the recovery becomes a restart, with
+                # its signal; the refusal stays in the trail.
+                rec.to_restart()
+                run.skip_if = None
+                run.recovery_mode("restart")
+            if claim is not None:
+                raise failure from (None if late else err.__cause__)  # the race reports it
+            slot.failed(failure)
             return False
         broken = err if isinstance(err, StreamError) else _broken(slot, err)
         if broken is not err:
@@ -537,6 +569,8 @@ async def _attempt(
                 tool_call_in_progress=spec.recovery is not None and spec.recovery.tools,
             )
             raise _recoverable(stalled, stalled, slot, run, rec)
+        if claim is not None:
+            raise _first_chunk_timeout(spec, slot)
         slot.failed(_first_chunk_timeout(spec, slot))
         return False
     return committed

@@ -45,6 +45,7 @@ FailureReason = Literal[
     "retry_budget",
     "stream_broken",
     "hedge_lost",
+    "hedge_budget",
 ]
 """How a failed (or skipped) attempt is written in a failure trail.
 
@@ -55,7 +56,8 @@ never retry the same one), ``content_filter`` a safety refusal.
 ``circuit_open`` and ``retry_budget`` mark attempts provider health skipped
 without a call, ``stream_broken`` a committed stream that broke and was
 recovered on another candidate, ``hedge_lost`` a hedged attempt cancelled
-because another answered first.
+because another answered first, ``hedge_budget`` a hedge the hedge budget
+refused (no call was made).
 """
 
 ErrorKind = Literal["timeout", "response_too_large", "malformed_response", "content_filter"]

@@ -93,6 +93,7 @@ from ._exceptions import (
 )
 from ._fallback_info import ProviderFallbackInfo, StreamRecovery, record_provider_fallback
 from ._health import HealthPolicy, HealthStore, LocalHealth, Outcome, RouteKey
+from ._hedge import Hedger, Lost, race
 from ._log import logger
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
@@ -162,6 +163,7 @@ class Planner:
             seed's behaviour (every request pays every retry).
         fallback_on_content_filter: Treat a content-filter refusal like any
             non-retryable error (next candidate) instead of final.
+        hedger: Hedged requests (``_hedge``), or None.
     """
 
     __slots__ = (
@@ -170,6 +172,7 @@ class Planner:
         "base_backoff",
         "fallback_on_content_filter",
         "health",
+        "hedger",
         "max_retries",
         "primary",
         "providers",
@@ -186,9 +189,11 @@ class Planner:
         rng: random.Random | None = None,
         health: HealthStore | None = None,
         fallback_on_content_filter: bool = False,
+        hedger: Hedger | None = None,
     ) -> None:
         self.providers = tuple(providers)
         self.fallback_on_content_filter = fallback_on_content_filter
+        self.hedger = hedger
         self.max_retries = max_retries
         self.base_backoff = max(base_backoff, _backoff.MIN_BASE_BACKOFF)
         self._fallbacks = {k: tuple(v) for k, v in model_fallbacks.items()}
@@ -239,8 +244,14 @@ class Planner:
     ) -> T:
         """Run ``fn(provider, model_id, messages)`` under failover: the non-streaming driver."""
         run = self.attempts(model=model, messages=messages)
+        hedger = self.hedger
         try:
             async for slot in run:
+                if hedger is not None:
+                    won = await race(run, slot, _hedgeable(fn), hedger)
+                    if won is not None:
+                        return won[1]
+                    continue
                 try:
                     value = await fn(slot.provider, slot.model_id, slot.messages)
                 except Exception as err:
@@ -252,6 +263,19 @@ class Planner:
         finally:
             if run.unsettled:
                 await run.aclose()
+
+
+def _hedgeable(
+    fn: Callable[[Provider, str, Sequence[ChatMessage] | None], Awaitable[T]],
+) -> Callable[[Slot, Callable[[], bool]], Awaitable[T]]:
+    # A non-streaming attempt commits when its whole response is there.
+    async def attempt(slot: Slot, claim: Callable[[], bool]) -> T:
+        value = await fn(slot.provider, slot.model_id, slot.messages)
+        if not claim():
+            raise Lost()
+        return value
+
+    return attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +333,6 @@ class FailoverRun:
         "_forcing",
         "_header",
         "_health",
-        "_hedge_refusals",
         "_held",
         "_local",
         "_max_attempts",
@@ -373,7 +396,6 @@ class FailoverRun:
         # Mid-stream recovery only: what was recovered, and candidates the
         # bridge wants passed over (those that cannot continue a prefill).
         self._recoveries: list[StreamRecovery] = []
-        self._hedge_refusals: list[str] = []
         self.skip_if: Callable[[Provider], bool] | None = None
 
     def __aiter__(self) -> FailoverRun:
@@ -580,12 +602,23 @@ class FailoverRun:
             self._local.release_nowait(key)
 
     def note_hedge_refused(self, slot: Slot, detail: str) -> None:
-        """The hedge budget refused a hedge; logged, and the race goes on alone."""
+        """The hedge budget refused a hedge: the trail says so, and the race goes on alone."""
+        self._trail.append(
+            Attempt(
+                slot.name,
+                slot.model_id,
+                slot.attempt,
+                self._max_attempts,
+                "hedge_budget",
+                detail,
+                None,
+                trio.current_time(),
+            )
+        )
         logger.info(
             "hedge refused",
             extra={"provider": slot.name, "model": slot.model_id, "reason": "hedge_budget"},
         )
-        self._hedge_refusals.append(detail)
 
     def _pass_over(self, skip: Callable[[Provider], bool]) -> None:
         while self._state is _READY and skip(self._pool[self._pi][1]):

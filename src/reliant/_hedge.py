@@ -53,7 +53,7 @@ from ._health import RetryBudget, RouteKey
 if TYPE_CHECKING:
     from ._failover import FailoverRun, Slot
 
-__all__ = ["Hedge", "Hedger", "race"]
+__all__ = ["Hedge", "Hedger", "Lost", "race"]
 
 R = TypeVar("R")
 
@@ -95,8 +95,10 @@ class Hedge:
         if not 1 <= self.max_extra <= 4:
             raise ValueError(f"Hedge.max_extra must be from 1 to 4, got {self.max_extra}")
         _positive("budget", self.budget, zero=True)
-        if self.budget > 1:
-            raise ValueError(f"Hedge.budget must be at most 1, got {self.budget}")
+        if self.budget > self.max_extra:
+            raise ValueError(
+                f"Hedge.budget must be at most max_extra ({self.max_extra}), got {self.budget}"
+            )
         _positive("window", self.window)
         _positive("min_after", self.min_after)
         _positive("initial_after", self.initial_after)
@@ -166,6 +168,7 @@ class _Racer(Generic[R]):
     result: R | None = None
     error: Exception | None = None
     finished: bool = False
+    reported: bool = False
 
 
 class _Race(Generic[R]):
@@ -208,12 +211,20 @@ async def race(
             if state.winner is not None:
                 return False
             state.winner = racer
+            now = trio.current_time()
+            # Everyone else is settled now, before the winner commits, so the
+            # trail (and the fallback information the commit records) names
+            # the failures and the losers, with their timings.
             for other in state.racers:
-                if other is not racer:
+                if other is racer:
+                    continue
+                other.reported = True
+                if other.error is not None:
+                    run.note_failure(other.slot, other.error)
+                elif not other.finished:
                     other.scope.cancel()
-            hedger.observe(
-                (racer.slot.name, racer.slot.model_id), trio.current_time() - racer.started
-            )
+                    run.lost(other.slot, other.started, now, racer.slot)
+            hedger.observe((racer.slot.name, racer.slot.model_id), now - racer.started)
             racer.slot.succeeded()
             state.changed.set()
             return True
@@ -256,30 +267,19 @@ async def race(
                 break
             newest = start(nxt)
     winner = state.winner
-    now = trio.current_time()
-    for racer in state.racers:
-        if racer is winner:
-            continue
-        if racer.error is None:
-            run.lost(racer.slot, racer.started, now, winner.slot if winner else None)
     if winner is not None:
         for racer in state.racers:
-            if racer is not winner and racer.error is not None:
-                run.note_failure(racer.slot, racer.error)
+            if racer is not winner and racer.error is not None and not racer.reported:
+                run.note_failure(racer.slot, racer.error)  # failed after the claim
         if winner.error is not None:
             raise winner.error
-        assert winner.finished
         return winner.slot, winner.result  # type: ignore[return-value]
-    failed = [r for r in state.racers if r.error is not None]
-    for racer in failed[:-1]:
-        run.note_failure(racer.slot, racer.error)  # type: ignore[arg-type]
-    if failed:
-        last = failed[-1]
-        if last.slot is not state.racers[-1].slot:
-            # The newest racer was not among the failures (cannot happen without a
-            # winner unless it was cancelled); report in hand-out order anyway.
-            run.note_failure(last.slot, last.error)  # type: ignore[arg-type]
-            run.abandon(state.racers[-1].slot)
-        else:
-            last.slot.failed(last.error)  # type: ignore[arg-type]
+    # Nobody won, so every racer failed: the newest one's failure decides what
+    # the run does next (it holds the run's position), the others are noted.
+    newest = state.racers[-1]
+    for racer in state.racers[:-1]:
+        if racer.error is not None:
+            run.note_failure(racer.slot, racer.error)
+    if newest.error is not None:
+        newest.slot.failed(newest.error)
     return None

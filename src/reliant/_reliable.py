@@ -19,6 +19,7 @@ import trio
 from ._bridge import BridgeSpec, OpenUpstream, StreamContext
 from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
+from ._hedge import Hedge, Hedger
 from ._log import logger
 from ._provider import Provider
 from ._recovery import (
@@ -104,6 +105,10 @@ class ReliableProvider(Provider):
         fallback_on_content_filter: A content-filter refusal is final by
             default (``ContentFilterError``, one call in total); True sends
             the request on to the next candidate like any non-retryable error.
+        hedge: Hedged requests (:class:`Hedge`): when an attempt has not
+            answered (first chunk, or whole response) within ``after``
+            seconds, the next candidate is started too and the first to
+            answer wins; None (the default) never hedges.
 
     Raises:
         ValueError: For an empty provider list, duplicate names, negative
@@ -128,6 +133,7 @@ class ReliableProvider(Provider):
         mid_stream: MidStream = "error",
         max_stream_recoveries: int = 1,
         fallback_on_content_filter: bool = False,
+        hedge: Hedge | None = None,
     ) -> None:
         providers = tuple(providers)
         if mid_stream not in MID_STREAM_MODES:
@@ -156,7 +162,9 @@ class ReliableProvider(Provider):
             rng,
             store,
             fallback_on_content_filter=bool(fallback_on_content_filter),
+            hedger=_hedger(hedge),
         )
+        self.hedge = hedge
         self.mid_stream: MidStream = mid_stream
         self.max_stream_recoveries = max_stream_recoveries
         self._aliases = {k: dict(v) for k, v in (model_aliases or {}).items()}
@@ -205,6 +213,7 @@ class ReliableProvider(Provider):
             mid_stream=self.mid_stream,
             max_stream_recoveries=self.max_stream_recoveries,
             fallback_on_content_filter=self._planner.fallback_on_content_filter,
+            hedge=self.hedge,
         )
 
     @property
@@ -445,6 +454,14 @@ class ReliableProvider(Provider):
         return RecoverySpec(
             self.mid_stream, self.max_stream_recoveries, ops, conversation, open_continuation, tools
         )
+
+
+def _hedger(hedge: Hedge | None) -> Hedger | None:
+    if hedge is None:
+        return None
+    if not isinstance(hedge, Hedge):
+        raise TypeError(f"hedge must be a Hedge or None, got {type(hedge).__name__}")
+    return Hedger(hedge)
 
 
 def _health_store(health: HealthPolicy | HealthStore | None) -> HealthStore | None:
