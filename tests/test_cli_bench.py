@@ -66,6 +66,15 @@ async def test_retry_after_and_hang_scenarios_measure_what_they_claim() -> None:
     assert hang["added_ms"]["p50"] >= 240
 
 
+async def test_hedge_scenario_hedges_the_slow_tail() -> None:
+    """The hedge scenario: every request's first token within the hedge floor or the fast path."""
+    report = await run_builtin(["hedge"], 12)
+    (result,) = report.results
+    summary = result.summary()
+    assert summary["ttft_ms"]["p99"] < 1000  # the 2 s tail never reaches the caller
+    assert result.errors == 0
+
+
 def test_plot_svg_and_bad_extension(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--plot writes SVG by extension; any other extension is refused up front (exit 2)."""
     assert (

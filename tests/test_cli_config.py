@@ -186,6 +186,10 @@ def test_wrong_provider_fields_are_named(snippet: str, expected: str) -> None:
         ("first_chunk_timeout = 0\n" + GOOD, "first_chunk_timeout: must be greater than 0"),
         ("temperature = 3\n" + GOOD, "temperature: must be between 0 and 2"),
         (GOOD + "[health]\nopen_after = 0\n", "health.open_after: must be at least 1"),
+        (GOOD + "[hedge]\nafter = 0\n", "hedge.after: must be greater than 0"),
+        (GOOD + '[hedge]\nafter = "p99"\n', "hedge.after: expected a number"),
+        (GOOD + "[hedge]\nmax_extr = 1\n", "did you mean 'max_extra'?"),
+        (GOOD + "[hedge]\nbudget = 3\n", "hedge: budget must be at most max_extra"),
         ('mid_stream = "retry"\n' + GOOD, 'mid_stream: must be "error", "restart" or "continue"'),
         ("mid_stream = 1\n" + GOOD, "mid_stream: expected one of"),
         ("max_stream_recoveries = 11\n" + GOOD, "max_stream_recoveries: must be at most 10"),
@@ -218,6 +222,15 @@ def test_recovery_keys_reach_the_reliable_provider() -> None:
     assert (llm.mid_stream, llm.max_stream_recoveries) == ("continue", 2)
     assert llm._planner.fallback_on_content_filter is True
     assert parse_config(tomllib.loads(GOOD)).mid_stream == "error"
+
+
+def test_hedge_table_builds_the_policy() -> None:
+    """[hedge] turns hedging on with its fields; "p95" is accepted for after."""
+    from reliant import Hedge
+
+    assert parse_config(tomllib.loads(GOOD)).hedge is None
+    text = GOOD + '[hedge]\nafter = "p95"\nmax_extra = 2\nbudget = 0.05\n'
+    assert parse_config(tomllib.loads(text)).hedge == Hedge(after="p95", max_extra=2, budget=0.05)
 
 
 def test_health_table_builds_the_policy() -> None:

@@ -18,6 +18,7 @@ STEP_MARKERS = (
     "model fallback",
     "context window overflow",
     "stream: the primary hangs",
+    "stream: a slow primary is hedged",
     "stream cut mid-answer: the backup continues",
     "stream cancelled mid-flight",
 )
@@ -54,6 +55,8 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     assert "served by backup (model claude-demo-stream)" in text
     assert "circuit open -> skipped without a call" in text
     assert "continued the same answer (continue)" in text
+    assert "slow: hedged, started this one too" in text
+    assert "after primary (model demo-stream) was slower (hedged)" in text
     assert proc.stderr == ""
 
 

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import platform
+import random
 import statistics
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ import trio
 from . import __version__
 from ._fallback_info import fallback_scope, take_last_provider_fallback
 from ._health import LocalHealth
+from ._hedge import Hedge
 from ._provider import Provider
 from ._reliable import ReliableProvider
 from ._types import ChatMessage
@@ -97,6 +99,10 @@ class Scenario:
             fresh provider health, so each measures the first encounter
             with the fault; True: health carries over, so repetitions
             measure the steady state (a breaker that is already open).
+        tail: model -> (probability, behaviours): in that share of the
+            repetitions (drawn from a seeded generator) the model behaves
+            so instead of as ``script`` says, e.g. a heavy-tailed TTFT.
+        hedge: The ``Hedge`` policy of the ``ReliableProvider``, if any.
     """
 
     name: str
@@ -110,6 +116,8 @@ class Scenario:
     base_backoff: float = 0.05
     first_chunk_timeout: float = 5.0
     keep_health: bool = False
+    tail: Mapping[str, tuple[float, Sequence[str]]] = field(default_factory=dict)
+    hedge: Hedge | None = None
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -171,6 +179,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
         max_retries=2,
         keep_health=True,
+    ),
+    Scenario(
+        name="hedge",
+        description="primary TTFT 50 ms, 2 s in 10 % of requests; hedged after 150 ms "
+        "to backup (TTFT 100 ms)",
+        chain=("primary", "backup"),
+        model="bench-model",
+        script={"bench-tail": ["ok:chunks=20:ttft=0.05"], "bench-ok": ["ok:chunks=20:ttft=0.1"]},
+        tail={"bench-tail": (0.1, ["ok:chunks=20:ttft=2"])},
+        model_aliases={
+            "primary": {"bench-model": "bench-tail"},
+            "backup": {"bench-model": "bench-ok"},
+        },
+        hedge=Hedge(after=0.15, budget=0.5),
     ),
 )
 SCENARIO_NAMES: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -469,10 +491,12 @@ def scenario_target(
     """A :class:`Target` for a built-in scenario on ``server``."""
 
     health = LocalHealth()
+    rng = random.Random(7)  # the same tail draws in every run
 
     def rescript() -> None:
         for model, behaviours in scenario.script.items():
-            server.script(model, behaviours)
+            chance, instead = scenario.tail.get(model, (0.0, behaviours))
+            server.script(model, instead if chance and rng.random() < chance else behaviours)
         if not scenario.keep_health:
             health.clear()
 
@@ -485,6 +509,7 @@ def scenario_target(
         first_chunk_timeout=scenario.first_chunk_timeout,
         idle_timeout=5.0,
         health=health,
+        hedge=scenario.hedge,
     )
     return Target(
         name=scenario.name,

@@ -80,9 +80,16 @@ def describe_fallback(info: ProviderFallbackInfo) -> str:
             f"served by {info.actual_provider} (model {info.actual_model}) "
             f"after model {info.requested_model} failed"
         )
+    primary = [a for a in info.attempts if a.provider == info.requested_provider]
+    if primary and all(a.reason == "hedge_lost" for a in primary):
+        why = "was slower (hedged)"
+    elif primary and all(a.reason == "circuit_open" for a in primary):
+        why = "was skipped (circuit open)"
+    else:
+        why = "failed"
     return (
         f"served by {info.actual_provider} (model {info.actual_model}) "
-        f"after {info.requested_provider} (model {info.requested_model}) failed"
+        f"after {info.requested_provider} (model {info.requested_model}) {why}"
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._health import HealthPolicy
+from .._hedge import Hedge
 
 if TYPE_CHECKING:
     from reliant import Provider, ReliableProvider
@@ -101,6 +102,7 @@ class Config:
     stream_fallback_to_non_streaming: bool = False
     model_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     health: HealthPolicy | None = field(default_factory=HealthPolicy)
+    hedge: Hedge | None = None
     mid_stream: Literal["error", "restart", "continue"] = "error"
     max_stream_recoveries: int = 1
     fallback_on_content_filter: bool = False
@@ -290,8 +292,10 @@ TOP_KEYS: tuple[str, ...] = (
     "max_stream_recoveries",
     "fallback_on_content_filter",
     "health",
+    "hedge",
     "providers",
 )
+HEDGE_KEYS: tuple[str, ...] = tuple(Hedge.__dataclass_fields__)
 REDIS_KEYS: tuple[str, ...] = ("redis_url", "redis_prefix", "redis_name")
 HEALTH_KEYS: tuple[str, ...] = ("enabled", *HealthPolicy.__dataclass_fields__, *REDIS_KEYS)
 PROVIDER_KEYS: tuple[str, ...] = (
@@ -418,6 +422,29 @@ def _health(data: Mapping[str, Any]) -> HealthPolicy | None:
         raise ConfigError(f"health: {str(err).removeprefix('HealthPolicy.')}") from None
 
 
+def _hedge(data: Mapping[str, Any]) -> Hedge | None:
+    if "hedge" not in data:
+        return None
+    table = data["hedge"]
+    if not isinstance(table, dict):
+        raise _wrong_type("hedge", "a table ([hedge])", table)
+    _unknown_keys(table, HEDGE_KEYS, "hedge")
+    values: dict[str, Any] = {}
+    for key in HEDGE_KEYS:
+        if key not in table:
+            continue
+        if key == "after" and table[key] == "p95":
+            values[key] = "p95"
+        elif key == "max_extra":
+            values[key] = _integer(table, key, "hedge", None, minimum=1)
+        else:
+            values[key] = _number(table, key, "hedge", 0.0, positive=key != "budget")
+    try:
+        return Hedge(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"hedge: {str(err).removeprefix('Hedge.')}") from None
+
+
 def _mid_stream(data: Mapping[str, Any]) -> Literal["error", "restart", "continue"]:
     value = data.get("mid_stream", "error")
     if not isinstance(value, str):
@@ -499,6 +526,7 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
         ),
         model_fallbacks=_model_fallbacks(data),
         health=_health(data),
+        hedge=_hedge(data),
         mid_stream=_mid_stream(data),
         max_stream_recoveries=_recoveries(data),
         fallback_on_content_filter=_boolean(data, "fallback_on_content_filter", "", False),
@@ -644,6 +672,7 @@ def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> Rel
         idle_timeout=config.idle_timeout,
         stream_fallback_to_non_streaming=config.stream_fallback_to_non_streaming,
         health=health,
+        hedge=config.hedge,
         mid_stream=config.mid_stream,
         max_stream_recoveries=config.max_stream_recoveries,
         fallback_on_content_filter=config.fallback_on_content_filter,

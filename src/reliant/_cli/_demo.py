@@ -24,6 +24,7 @@ from rich.text import Text
 from reliant import (
     ChatMessage,
     HealthPolicy,
+    Hedge,
     Provider,
     ProviderFallbackInfo,
     ReliableProvider,
@@ -147,6 +148,8 @@ class Timeline:
             if moving_on:
                 body += " -> next candidate"
             self.event(Text.assemble(where, (body, "yellow")))
+        elif record.getMessage().startswith("hedging"):
+            self.event(Text.assemble(where, ("slow: hedged, started this one too", "yellow")))
         elif fields.get("reason") == "circuit_open":
             self.event(Text.assemble(where, ("circuit open -> skipped without a call", "yellow")))
         else:
@@ -427,6 +430,54 @@ async def _stream_failover(demo: _Demo) -> None:
     _expect(bool(closed), "the hung upstream connection was not closed")
 
 
+async def _hedged(demo: _Demo) -> None:
+    server, tl = demo.server, demo.timeline
+    server.script("gpt-demo-slow", [Behavior(text="The slow primary answered.", ttft=1.5)])
+    server.script("claude-demo-quick", [Behavior(text="The hedge answered first.", ttft=0.05)])
+    since = len(server.requests)
+    rp = demo.reliable(
+        "primary",
+        "backup",
+        max_retries=0,
+        hedge=Hedge(after=0.3, budget=1.0),
+        model_aliases={
+            "primary": {"demo-stream": "gpt-demo-slow"},
+            "backup": {"demo-stream": "claude-demo-quick"},
+        },
+    )
+    tl.event("primary takes 1.5 s to its first token today; Hedge(after=0.3)")
+    start = trio.current_time()
+    first: float | None = None
+    received: list[str] = []
+    with fallback_scope():
+        async with rp.stream_chat_with_history(
+            [ChatMessage.user("Anyone there?")], "demo-stream", 0.0
+        ) as chunks:
+            async for chunk in chunks:
+                if chunk.delta:
+                    if first is None:
+                        first = trio.current_time() - start
+                    received.append(chunk.delta)
+                    tl.tokens(chunk.delta)
+        info = take_last_provider_fallback()
+    demo.fallback(info)
+    slow = demo.requests_for("gpt-demo-slow", since)
+    closed = [d for d in server.disconnects if slow and d.request_index == slow[0]]
+    _expect(first is not None, "no token arrived")
+    assert first is not None
+    tl.event(f"time to first token: {first * 1000:.0f} ms, instead of 1500 ms")
+    if closed:
+        tl.event(
+            f"the slow primary's connection was closed {(closed[0].at - start) * 1000:.0f} ms "
+            "after the stream was opened, when the hedge answered"
+        )
+    _expect(0.3 <= first < 1.0, f"first token after {first:.2f} s, expected ~0.35 s")
+    _expect("".join(received) == "The hedge answered first.", "the hedge's answer is not intact")
+    _expect(bool(closed), "the losing upstream connection was not closed")
+    lost = [a for a in (info.attempts if info else ()) if a.reason == "hedge_lost"]
+    _expect(len(lost) == 1, "the loser is not recorded as hedge_lost")
+
+
 CUT_TEXT = (
     "The sky looks blue because air molecules scatter short blue wavelengths "
     "of sunlight far more than the long red ones, so blue reaches us from every direction. "
@@ -547,6 +598,13 @@ _STEPS: list[tuple[str, str, str, Callable[[_Demo], Awaitable[None]]]] = [
         "stream: the primary hangs; failover at the first-chunk timeout",
         "primary never sends headers; after 1 s the stream moves to backup.",
         _stream_failover,
+    ),
+    (
+        "stream, hedged",
+        "stream: a slow primary is hedged; the first answer wins",
+        "primary is slow today (1.5 s to its first token); after 0.3 s the backup is asked "
+        "too, its first token wins and the primary's connection is closed.",
+        _hedged,
     ),
     (
         "stream, cut and continued",
