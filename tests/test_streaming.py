@@ -433,10 +433,11 @@ async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.M
     async with rp(("p", Counting())).stream_chat_with_history(HI, "m", 0.0) as chunks:
         first = await chunks.__anext__()
         await trio.sleep(10)
-        # The buffer filled up (BUFFER_SIZE), the consumer took one, and the
-        # bridge holds one more it cannot put: nothing else was pulled.
-        assert len(chunks._buffer) == BUFFER_SIZE - 1
-        assert pulled == 1 + (BUFFER_SIZE - 1) + 1
+        # The consumer took the first item (the bridge waits for that hand-over),
+        # then the buffer filled up (BUFFER_SIZE) and the bridge holds one more
+        # it cannot put: nothing else was pulled.
+        assert len(chunks._buffer) == BUFFER_SIZE
+        assert pulled == 1 + BUFFER_SIZE + 1
     assert first.delta == "t0"
 
 

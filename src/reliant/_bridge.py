@@ -172,6 +172,7 @@ class ReliableStream(Generic[T]):
     """
 
     __slots__ = (
+        "_armed",
         "_buffer",
         "_data",
         "_done",
@@ -203,6 +204,7 @@ class ReliableStream(Generic[T]):
         # timeout, and the committed attempt's cancel scope (see _wait).
         self._idle_at = math.inf
         self._idle_scope: trio.CancelScope | None = None
+        self._armed = False  # the consumer set the idle deadline on _idle_scope
 
     def __aiter__(self) -> ReliableStream[T]:
         return self
@@ -234,6 +236,7 @@ class ReliableStream(Generic[T]):
         scope = self._idle_scope
         if scope is not None and self._idle_at != math.inf:
             scope.deadline = self._idle_at
+            self._armed = True
         self._reader_parked = True
         try:
             await self._data.park()
@@ -260,7 +263,10 @@ class ReliableStream(Generic[T]):
         self._finished = True
         self._buffer.clear()
         self._error = None
-        self._scope.cancel()
+        if not self._done:
+            # A bridge that already put its end has nothing left to stop;
+            # cancelling its (exited) scope would only cost a deadline update.
+            self._scope.cancel()
 
     @property
     def closed(self) -> bool:
@@ -284,11 +290,27 @@ class ReliableStream(Generic[T]):
         if self._reader_parked:
             self._wake_reader()
 
+    async def _handed_over(self) -> None:
+        # Time to first token: after the first item, wait until the waiting
+        # consumer has taken it. Without this the bridge would go on reading
+        # whatever the upstream already sent (a whole burst of chunks) before
+        # the scheduler runs the consumer; measured over loopback that delayed
+        # the first token by ~0.4 ms (1.3x the provider called directly). It
+        # costs one scheduler round trip per stream, once.
+        if self._buffer and not self._finished:
+            self._writer_parked = True
+            try:
+                await self._room.park()
+            finally:
+                self._writer_parked = False
+
     def _wake_reader(self) -> None:
         # The waiting consumer armed the idle deadline (see _wait): lift it,
         # since an item (or the end) has come.
         self._reader_parked = False
-        if self._idle_scope is not None:
+        if self._armed:
+            self._armed = False
+            assert self._idle_scope is not None
             self._idle_scope.deadline = math.inf
         self._data.unpark()
 
@@ -536,7 +558,10 @@ async def _attempt(
                 gap = math.inf if idle is None else idle
                 stream._watch_idle(gap, attempt_scope)  # the idle clock starts at commit
                 if rec is None:
+                    waiting = stream._reader_parked
                     await stream._put(first)
+                    if waiting:
+                        await stream._handed_over()
                     if run.unsettled:
                         await run.aclose()  # tell provider health after the item is on its way
                     await _forward(items, stream, gap)
@@ -631,9 +656,12 @@ async def _forward_recording(
     else:
         pending = [first]
     rec.continuing = False
+    waiting = stream._reader_parked
     for item in pending:
         rec.note(item)
         await stream._put(item)
+    if waiting and pending:
+        await stream._handed_over()
     if run.unsettled:
         await run.aclose()
     async for item in items:

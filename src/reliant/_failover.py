@@ -278,25 +278,56 @@ def _hedgeable(
     return attempt
 
 
-@dataclass(frozen=True, slots=True)
 class Slot:
     """One attempt handed out by :class:`FailoverRun`; report its outcome exactly once.
 
     ``probe`` is True when this attempt holds a half-open breaker's one
-    probe slot; ``started_at`` is the trio time it was handed out (0.0
-    without provider health, which is its only reader).
+    probe slot; ``started_at`` is the trio time it was handed out;
+    ``chain_model`` the model of the chain it serves (before aliases);
+    ``hedge`` True for a hedged attempt. A plain slotted class, not a frozen
+    dataclass: one is built per attempt and a frozen ``__init__`` costs a
+    microsecond more (treat it as read-only all the same).
     """
 
-    run: FailoverRun
-    name: str
-    provider: Provider
-    model_id: str
-    messages: Sequence[ChatMessage] | None
-    attempt: int
-    probe: bool = False
-    started_at: float = 0.0
-    chain_model: str = ""
-    hedge: bool = False
+    __slots__ = (
+        "attempt",
+        "chain_model",
+        "hedge",
+        "messages",
+        "model_id",
+        "name",
+        "probe",
+        "provider",
+        "run",
+        "started_at",
+    )
+
+    def __init__(
+        self,
+        run: FailoverRun,
+        name: str,
+        provider: Provider,
+        model_id: str,
+        messages: Sequence[ChatMessage] | None,
+        attempt: int,
+        probe: bool = False,
+        started_at: float = 0.0,
+        chain_model: str = "",
+        hedge: bool = False,
+    ) -> None:
+        self.run = run
+        self.name = name
+        self.provider = provider
+        self.model_id = model_id
+        self.messages = messages
+        self.attempt = attempt
+        self.probe = probe
+        self.started_at = started_at
+        self.chain_model = chain_model
+        self.hedge = hedge
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r}, {self.model_id!r}, attempt={self.attempt})"
 
     def failed(self, err: Exception) -> None:
         """Classify ``err`` and decide the next step (may raise ``ContextWindowExceededError``)."""

@@ -165,6 +165,7 @@ class ReliableProvider(Provider):
             hedger=_hedger(hedge),
         )
         self.hedge = hedge
+        self._candidates: dict[bool, tuple[tuple[str, Provider], ...]] = {}
         self.mid_stream: MidStream = mid_stream
         self.max_stream_recoveries = max_stream_recoveries
         self._aliases = {k: dict(v) for k, v in (model_aliases or {}).items()}
@@ -418,11 +419,14 @@ class ReliableProvider(Provider):
         fallback: Callable[[], Awaitable[Sequence[T]]],
         recovery: Callable[[], RecoverySpec[T]],
     ) -> StreamContext[T]:
-        candidates = [
-            (name, p)
-            for name, p in self.providers
-            if p.supports_streaming and (not tools or p.supports_streaming_tool_events)
-        ]
+        candidates = self._candidates.get(tools)
+        if candidates is None:
+            # Capabilities are read once per kind of stream, not per request.
+            candidates = self._candidates[tools] = tuple(
+                (name, p)
+                for name, p in self.providers
+                if p.supports_streaming and (not tools or p.supports_streaming_tool_events)
+            )
         spec: BridgeSpec[T] = BridgeSpec(
             planner=self._planner,
             candidates=candidates,

@@ -1,0 +1,255 @@
+"""Per-request overhead of ReliableProvider, in process and over loopback HTTP.
+
+In process (no sockets), medians of interleaved runs, thousands of requests:
+
+- the *floor*: the work a bridged stream cannot avoid, measured bare in the
+  same run: open a nursery, spawn one task, hand one item over (park,
+  unpark) and close;
+- a whole short stream (two chunks and the final one) through the provider
+  alone and through ``ReliableProvider`` (health on, the default): the
+  extra cost, and that extra as a multiple of the floor (target <= 1.5x);
+- a non-streaming call: the extra cost over the provider alone, next to the
+  cost of entering and leaving one cancel scope (target: <= 10 us plus one
+  cancel scope).
+
+Over loopback HTTP against the project's fake server in a subprocess
+(medians of 40 repetitions, variants interleaved):
+
+- healthy stream: time to first token through ``ReliableProvider`` vs the
+  same ``OpenAICompatible`` provider called directly (target <= 1.10x);
+- 500 then fallback: time to first token vs raw httpx2 making the same two
+  requests by hand (target <= 1.15x).
+
+``--check`` exits 1 if a ratio is above 1.5x its target's bound (the loose
+regression check ``.ci/run`` runs; the targets themselves are printed).
+
+    python benchmarks/bench_overhead.py [--check] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+
+import httpx2
+import trio
+
+from _util import raw_stream, write_json
+from bench_http import start_server
+from reliant import ChatMessage, Provider, ReliableProvider, StreamChunk, StreamOptions
+from reliant._provider import stream_from_generator
+from reliant.providers import OpenAICompatible
+
+HI = [ChatMessage.user("hi")]
+CHUNKS = (StreamChunk("a"), StreamChunk("b"), StreamChunk.final())
+
+
+class Instant(Provider):
+    """Answers at once: two chunks and the final one, or "ok"."""
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        return "ok"
+
+    async def chat_with_history(
+        self, messages: Sequence[ChatMessage], model: str, temperature: float
+    ) -> str:
+        return "ok"
+
+    @stream_from_generator
+    async def stream_chat_with_history(  # type: ignore[override]
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncGenerator[StreamChunk, None]:
+        for chunk in CHUNKS:
+            yield chunk
+
+
+async def floor() -> None:
+    """Nursery + one task + one hand-off + close: what a bridged stream cannot avoid."""
+    lot = trio.lowlevel.ParkingLot()
+    box: list[str] = []
+
+    async def producer() -> None:
+        box.append("a")
+        lot.unpark()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        if not box:
+            await lot.park()
+
+
+async def per_op(fn: Callable[[], Awaitable[None]], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        await fn()
+    return (time.perf_counter() - start) / n
+
+
+async def in_process(rounds: int, n: int) -> dict[str, float]:
+    leaf = Instant()
+    llm = ReliableProvider([("p", leaf), ("q", Instant())])
+
+    async def leaf_stream() -> None:
+        async with leaf.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            async for _ in chunks:
+                pass
+
+    async def reliable_stream() -> None:
+        async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            async for _ in chunks:
+                pass
+
+    async def leaf_call() -> None:
+        await leaf.chat_with_history(HI, "m", 0.0)
+
+    async def reliable_call() -> None:
+        await llm.chat_with_history(HI, "m", 0.0)
+
+    async def cancel_scope() -> None:
+        with trio.CancelScope():  # noqa: ASYNC100 - the cost of the scope is the point
+            pass
+
+    variants = {
+        "floor": floor,
+        "leaf_stream": leaf_stream,
+        "reliable_stream": reliable_stream,
+        "leaf_call": leaf_call,
+        "reliable_call": reliable_call,
+        "cancel_scope": cancel_scope,
+    }
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):  # interleaved, so noise hits every variant alike
+        for name, fn in variants.items():
+            samples[name].append(await per_op(fn, n))
+    us = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+    us["stream_extra"] = us["reliable_stream"] - us["leaf_stream"]
+    us["stream_extra_over_floor"] = us["stream_extra"] / us["floor"]
+    us["call_extra"] = us["reliable_call"] - us["leaf_call"]
+    return us
+
+
+async def first_token(fn: Callable[[list[float]], Awaitable[object]]) -> float:
+    marks: list[float] = []
+    start = time.perf_counter()
+    await fn(marks)
+    return marks[0] - start
+
+
+async def over_http(reps: int) -> dict[str, float]:
+    proc, url = start_server()
+    try:
+        async with (
+            httpx2.AsyncClient() as client,
+            OpenAICompatible(name="p", base_url=f"{url}/v1", api_key="k") as p,
+            OpenAICompatible(name="q", base_url=f"{url}/v1", api_key="k") as q,
+        ):
+            healthy = ReliableProvider([("p", p), ("q", q)])
+            failover = ReliableProvider(
+                [("p", p), ("q", q)],
+                max_retries=0,
+                health=None,  # every repetition meets the 500 afresh
+                model_aliases={"p": {"m": "status:500"}, "q": {"m": "ok:chunks=20"}},
+            )
+
+            def via(provider: Provider, model: str) -> Callable[[list[float]], Awaitable[None]]:
+                async def go(marks: list[float]) -> None:
+                    async with provider.stream_chat_with_history(HI, model, 0.0) as chunks:
+                        async for chunk in chunks:
+                            if chunk.delta and not marks:
+                                marks.append(time.perf_counter())
+
+                return go
+
+            async def raw_two(marks: list[float]) -> None:
+                response = await client.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "status:500", "messages": [], "stream": True},
+                )
+                assert response.status_code == 500
+                await raw_stream(client, url, "ok:chunks=20", marks)
+
+            variants = {
+                "direct": via(p, "ok:chunks=20"),
+                "reliable": via(healthy, "ok:chunks=20"),
+                "raw_two": raw_two,
+                "failover": via(failover, "m"),
+            }
+            for fn in variants.values():  # warm every connection pool
+                for _ in range(3):
+                    await first_token(fn)
+            samples: dict[str, list[float]] = {k: [] for k in variants}
+            for _ in range(reps):
+                for name, fn in variants.items():
+                    samples[name].append(await first_token(fn))
+    finally:
+        proc.terminate()
+        proc.wait()
+    ms = {f"{k}_ttft_ms": statistics.median(v) * 1e3 for k, v in samples.items()}
+    ms["healthy_ratio"] = ms["reliable_ttft_ms"] / ms["direct_ttft_ms"]
+    ms["failover_ratio"] = ms["failover_ttft_ms"] / ms["raw_two_ttft_ms"]
+    return ms
+
+
+async def main(check: bool, quick: bool) -> int:
+    local = await in_process(rounds=5 if quick else 15, n=500 if quick else 2000)
+    http = await over_http(reps=15 if quick else 40)
+    print("in process, per request (median of interleaved runs)")
+    print(f"  floor: nursery + task + one hand-off   {local['floor']:7.2f} us")
+    print(f"  2-chunk stream, provider alone         {local['leaf_stream']:7.2f} us")
+    print(f"  2-chunk stream, ReliableProvider       {local['reliable_stream']:7.2f} us")
+    print(
+        f"    extra {local['stream_extra']:.2f} us = {local['stream_extra_over_floor']:.2f}x "
+        "the floor (target <= 1.5x)"
+    )
+    print(
+        f"  non-streaming call: extra {local['call_extra']:.2f} us "
+        f"(target <= 10 us + one cancel scope, {local['cancel_scope']:.2f} us)"
+    )
+    print("over loopback HTTP, time to first token (median)")
+    print(
+        f"  healthy: direct {http['direct_ttft_ms']:.3f} ms, ReliableProvider "
+        f"{http['reliable_ttft_ms']:.3f} ms -> {http['healthy_ratio']:.3f}x (target <= 1.10x)"
+    )
+    print(
+        f"  500 then fallback: raw httpx2 two requests {http['raw_two_ttft_ms']:.3f} ms, "
+        f"ReliableProvider {http['failover_ttft_ms']:.3f} ms -> {http['failover_ratio']:.3f}x "
+        "(target <= 1.15x)"
+    )
+    path = write_json("overhead.json", {"in_process_us": local, "http": http})
+    print(f"  wrote {path}")
+    if not check:
+        return 0
+    # A loose regression check for a noisy 2-core machine: 1.5x each bound.
+    problems = []
+    if local["stream_extra_over_floor"] > 1.5 * 1.5:
+        problems.append(f"stream extra {local['stream_extra_over_floor']:.2f}x the floor")
+    if local["call_extra"] > 1.5 * (10 + local["cancel_scope"]):
+        problems.append(f"call extra {local['call_extra']:.1f} us")
+    if http["healthy_ratio"] > 1 + 1.5 * 0.10:
+        problems.append(f"healthy TTFT {http['healthy_ratio']:.2f}x")
+    if http["failover_ratio"] > 1 + 1.5 * 0.15:
+        problems.append(f"failover TTFT {http['failover_ratio']:.2f}x")
+    for problem in problems:
+        print(f"REGRESSION: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 on a gross regression")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    sys.exit(trio.run(main, args.check, args.quick))
