@@ -6,12 +6,45 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx2
 
+from reliant import ChatMessage, Provider, StreamChunk, StreamOptions, stream_from_generator
+
 RESULTS = Path(__file__).parent / "results"
+
+_CHUNKS = (StreamChunk("a"), StreamChunk("b"), StreamChunk.final())
+
+
+class Instant(Provider):
+    """Answers at once: two chunks and the final one, or "ok"."""
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        return "ok"
+
+    async def chat_with_history(
+        self, messages: Sequence[ChatMessage], model: str, temperature: float
+    ) -> str:
+        return "ok"
+
+    @stream_from_generator
+    async def stream_chat_with_history(  # type: ignore[override]
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncGenerator[StreamChunk, None]:
+        for chunk in _CHUNKS:
+            yield chunk
 
 
 async def best_of(fn: Callable[[], Awaitable[None]], *, repeat: int, inner: int) -> float:

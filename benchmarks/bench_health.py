@@ -23,20 +23,16 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator
 
 import trio
 
-from _util import best_of, row, write_json
+from _util import Instant, best_of, row, write_json
 from reliant import (
     ChatMessage,
     FailoverError,
     LocalHealth,
     Provider,
     ReliableProvider,
-    StreamChunk,
-    StreamOptions,
-    stream_from_generator,
 )
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing.fake_server import serve_fake_llm
@@ -125,32 +121,6 @@ async def outage_latency(server: object, primary: Provider, backup: Provider) ->
     direct = [await ttft(backup, "up") for _ in range(30)]
     result["backup_direct_p50_ms"] = statistics.median(direct) * 1e3
     return result
-
-
-class Instant(Provider):
-    """Answers at once; streams two chunks and the final one."""
-
-    @property
-    def supports_streaming(self) -> bool:
-        return True
-
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        return "ok"
-
-    @stream_from_generator
-    async def stream_chat_with_system(
-        self,
-        system_prompt: str | None,
-        message: str,
-        model: str,
-        temperature: float,
-        options: StreamOptions = StreamOptions(),  # noqa: B008
-    ) -> AsyncIterator[StreamChunk]:
-        yield StreamChunk("a")
-        yield StreamChunk("b")
-        yield StreamChunk.final()
 
 
 async def overhead() -> dict[str, float]:

@@ -32,48 +32,17 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import httpx2
 import trio
 
-from _util import raw_stream, write_json
+from _util import Instant, raw_stream, write_json
 from bench_http import start_server
-from reliant import ChatMessage, Provider, ReliableProvider, StreamChunk, StreamOptions
-from reliant._provider import stream_from_generator
+from reliant import ChatMessage, Provider, ReliableProvider
 from reliant.providers import OpenAICompatible
 
 HI = [ChatMessage.user("hi")]
-CHUNKS = (StreamChunk("a"), StreamChunk("b"), StreamChunk.final())
-
-
-class Instant(Provider):
-    """Answers at once: two chunks and the final one, or "ok"."""
-
-    @property
-    def supports_streaming(self) -> bool:
-        return True
-
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        return "ok"
-
-    async def chat_with_history(
-        self, messages: Sequence[ChatMessage], model: str, temperature: float
-    ) -> str:
-        return "ok"
-
-    @stream_from_generator
-    async def stream_chat_with_history(  # type: ignore[override]
-        self,
-        messages: Sequence[ChatMessage],
-        model: str,
-        temperature: float,
-        options: StreamOptions = StreamOptions(),  # noqa: B008
-    ) -> AsyncGenerator[StreamChunk, None]:
-        for chunk in CHUNKS:
-            yield chunk
 
 
 async def floor() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 
 import pytest
 import trio
@@ -124,6 +125,56 @@ class Continuer(Provider):
         yield Final(finish_reason="stop")
 
 
+class Streams(Provider):
+    """A streaming provider whose chunk stream (or event stream) is the given generator."""
+
+    def __init__(
+        self,
+        chunks: Callable[[], AsyncGenerator[StreamChunk, None]] | None = None,
+        events: Callable[[], AsyncGenerator[StreamEvent, None]] | None = None,
+    ) -> None:
+        self._chunks = chunks
+        self._events = events
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    @property
+    def supports_streaming_tool_events(self) -> bool:
+        return self._events is not None
+
+    async def chat_with_system(self, s: str | None, m: str, model: str, t: float) -> str:
+        return ""
+
+    @stream_from_generator
+    async def stream_chat_with_system(
+        self,
+        s: str | None,
+        m: str,
+        model: str,
+        t: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncGenerator[StreamChunk, None]:
+        assert self._chunks is not None
+        async with aclosing(self._chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    @stream_from_generator
+    async def stream_chat(
+        self,
+        request: ChatRequest,
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncGenerator[StreamEvent, None]:
+        assert self._events is not None
+        async with aclosing(self._events()) as events:
+            async for event in events:
+                yield event
+
+
 def honour(chunks: list[StreamChunk]) -> str:
     """What a consumer that honours the restart signal ends up with."""
     text = ""
@@ -197,30 +248,16 @@ async def test_stall_is_recovered_at_the_exact_idle_deadline(
 ) -> None:
     """A stream silent for idle_timeout after 2 chunks restarts on the backup at that instant."""
 
-    class Stalls(Provider):
-        @property
-        def supports_streaming(self) -> bool:
-            return True
-
-        async def chat_with_system(self, s: str | None, m: str, model: str, t: float) -> str:
-            return ""
-
-        @stream_from_generator
-        async def stream_chat_with_system(
-            self,
-            s: str | None,
-            m: str,
-            model: str,
-            t: float,
-            options: StreamOptions = StreamOptions(),  # noqa: B008
-        ) -> AsyncGenerator[StreamChunk, None]:
-            yield StreamChunk(PIECES[0])
-            await trio.sleep(1.0)
-            yield StreamChunk(PIECES[1])
-            await trio.sleep_forever()
+    async def stalls() -> AsyncGenerator[StreamChunk, None]:
+        yield StreamChunk(PIECES[0])
+        await trio.sleep(1.0)
+        yield StreamChunk(PIECES[1])
+        await trio.sleep_forever()
 
     llm = ReliableProvider(
-        [("primary", Stalls()), ("backup", Continuer())], mid_stream="restart", idle_timeout=5.0
+        [("primary", Streams(stalls)), ("backup", Continuer())],
+        mid_stream="restart",
+        idle_timeout=5.0,
     )
     times: list[float] = []
     chunks: list[StreamChunk] = []
@@ -362,32 +399,15 @@ async def test_tool_call_in_progress_is_restarted_not_continued() -> None:
 async def test_delivered_tool_call_is_restarted_not_continued() -> None:
     """In the event API an answer that already delivered a ToolCallEvent restarts."""
 
-    class ToolThenCut(Provider):
-        @property
-        def supports_streaming(self) -> bool:
-            return True
-
-        @property
-        def supports_streaming_tool_events(self) -> bool:
-            return True
-
-        async def chat_with_system(self, s: str | None, m: str, model: str, t: float) -> str:
-            return ""
-
-        @stream_from_generator
-        async def stream_chat(
-            self,
-            request: ChatRequest,
-            model: str,
-            temperature: float,
-            options: StreamOptions = StreamOptions(),  # noqa: B008
-        ) -> AsyncGenerator[StreamEvent, None]:
-            yield TextDelta("Let me look. ")
-            yield ToolCallEvent(ToolCall("c1", "lookup", "{}"))
-            raise StreamError("reset")
+    async def tool_then_cut() -> AsyncGenerator[StreamEvent, None]:
+        yield TextDelta("Let me look. ")
+        yield ToolCallEvent(ToolCall("c1", "lookup", "{}"))
+        raise StreamError("reset")
 
     able = Continuer()
-    llm = ReliableProvider([("primary", ToolThenCut()), ("backup", able)], mid_stream="continue")
+    llm = ReliableProvider(
+        [("primary", Streams(events=tool_then_cut)), ("backup", able)], mid_stream="continue"
+    )
     async with llm.stream_chat(ChatRequest(USER), "m", 0.0) as events:
         got = [e async for e in events]
     assert StreamRestart() in got and able.requests == [USER]
@@ -460,30 +480,14 @@ async def test_first_chunk_just_after_the_deadline_is_a_timeout(
 ) -> None:
     """A first chunk returned after the deadline fired (no checkpoint) fails over, not 'stalled'."""
 
-    class Late(Provider):
-        @property
-        def supports_streaming(self) -> bool:
-            return True
-
-        async def chat_with_system(self, s: str | None, m: str, model: str, t: float) -> str:
-            return ""
-
-        @stream_from_generator
-        async def stream_chat_with_system(
-            self,
-            s: str | None,
-            m: str,
-            model: str,
-            t: float,
-            options: StreamOptions = StreamOptions(),  # noqa: B008
-        ) -> AsyncGenerator[StreamChunk, None]:
-            with trio.CancelScope(shield=True):
-                await trio.sleep(2.0)  # the item is ready only after the 1 s deadline
-            yield StreamChunk("late")
-            yield StreamChunk.final()
+    async def late() -> AsyncGenerator[StreamChunk, None]:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(2.0)  # the item is ready only after the 1 s deadline
+        yield StreamChunk("late")
+        yield StreamChunk.final()
 
     backup = ScriptedProvider([Stream(["on time"])], name="backup")
-    llm = ReliableProvider([("late", Late()), ("backup", backup)], first_chunk_timeout=1.0)
+    llm = ReliableProvider([("late", Streams(late)), ("backup", backup)], first_chunk_timeout=1.0)
     async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
         got = [(c.delta, trio.current_time()) async for c in chunks]
     assert got == [("on time", 2.0), ("", 2.0)]

@@ -92,7 +92,7 @@ from ._exceptions import (
     ProviderError,
 )
 from ._fallback_info import ProviderFallbackInfo, StreamRecovery, record_provider_fallback
-from ._health import HealthPolicy, HealthStore, LocalHealth, Outcome, RouteKey
+from ._health import Decision, HealthPolicy, HealthStore, LocalHealth, Outcome, RouteKey
 from ._hedge import Hedger, Lost, race
 from ._log import logger
 from ._provider import Provider
@@ -444,79 +444,75 @@ class FailoverRun:
         if self._sleep:
             delay, self._sleep = self._sleep, 0.0
             await trio.sleep(delay)
+        return self._hand_out(False)
+
+    def _hand_out(self, probe: bool, hedge: bool = False) -> Slot:
+        # The current candidate becomes the attempt in flight.
         name, provider = self._pool[self._pi]
         chain_model = self._models[self._mi]
-        model_id = self._planner.model_id(name, chain_model)
         self._state = _PENDING
         return Slot(
             self,
             name,
             provider,
-            model_id,
+            self._planner.model_id(name, chain_model),
             self.messages,
             self._n,
-            False,
+            probe,
             trio.current_time(),
             chain_model,
+            hedge,
         )
+
+    async def _admit(
+        self, health: HealthStore, *, new_request: bool = False, retry: bool, force: bool
+    ) -> tuple[Decision, RouteKey]:
+        # Ask provider health about the current candidate; an open breaker
+        # defers it (trail "circuit_open"), a granted probe is held until its
+        # outcome is reported or aclose() gives it back.
+        name = self._pool[self._pi][0]
+        key = (name, self._planner.model_id(name, self._models[self._mi]))
+        local = self._local
+        if local is not None:
+            decision = local.admit_nowait(key, new_request=new_request, retry=retry, force=force)
+        else:
+            decision = await health.admit(key, new_request=new_request, retry=retry, force=force)
+        if decision.admission == "skip":
+            self._skip(key[0], key[1], "circuit_open", _open_detail(decision.reopens_at))
+            self._deferred.append(
+                _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
+            )
+        elif decision.admission == "probe":
+            self._held.append(key)
+        return decision, key
 
     async def _next_with_health(self, health: HealthStore) -> Slot:
         # The same walk, with every candidate first asked of provider health:
         # an open breaker defers the candidate (no call, no sleep), a retry
         # the budget refuses moves on, and deferred candidates come back,
         # soonest re-open first, once nothing else is left.
-        local = self._local
-        if local is None:
+        if self._local is None:
             await self._settle(health)
         if self.skip_if is not None:
             self._pass_over(self.skip_if)
         while self._state is _READY:
-            name, provider = self._pool[self._pi]
-            model_id = self._planner.model_id(name, self._models[self._mi])
-            key = (name, model_id)
-            retry = self._n > 1
-            force = self._forcing or self._last_candidate()
-            if local is not None:
-                decision = local.admit_nowait(
-                    key, new_request=self._new_request, retry=retry, force=force
-                )
-            else:
-                decision = await health.admit(
-                    key, new_request=self._new_request, retry=retry, force=force
-                )
+            decision, key = await self._admit(
+                health,
+                new_request=self._new_request,
+                retry=self._n > 1,
+                force=self._forcing or self._last_candidate(),
+            )
             self._new_request = False
-            admission = decision.admission
-            if admission == "skip":
-                self._skip(name, model_id, "circuit_open", _open_detail(decision.reopens_at))
-                self._deferred.append(
-                    _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
-                )
+            if decision.admission == "no_budget":
+                self._skip(key[0], key[1], "retry_budget", _BUDGET_DETAIL)
+            if decision.admission in ("skip", "no_budget"):
                 self._sleep = 0.0
                 self._next_candidate()
                 continue
-            if admission == "no_budget":
-                self._skip(name, model_id, "retry_budget", _BUDGET_DETAIL)
-                self._sleep = 0.0
-                self._next_candidate()
-                continue
-            probe = admission == "probe"
-            if probe:
-                self._held.append(key)
             if self._sleep:
                 delay, self._sleep = self._sleep, 0.0
                 await trio.sleep(delay)
-            self._state = _PENDING
-            return Slot(
-                self,
-                name,
-                provider,
-                model_id,
-                self.messages,
-                self._n,
-                probe,
-                trio.current_time(),
-                self._models[self._mi],
-            )
+            return self._hand_out(decision.admission == "probe")
         raise StopAsyncIteration
 
     # -- hedging (see _hedge) -------------------------------------------------
@@ -535,51 +531,24 @@ class FailoverRun:
         trail_len = len(self._trail)
         self._next_candidate()
         while self._state is _READY and not self._forcing:
-            name, provider = self._pool[self._pi]
-            chain_model = self._models[self._mi]
-            model_id = self._planner.model_id(name, chain_model)
-            key = (name, model_id)
-            probe = False
-            health = self._health
-            if self.skip_if is not None and self.skip_if(provider):
+            if self.skip_if is not None and self.skip_if(self._pool[self._pi][1]):
                 self._next_candidate()
                 continue
-            if health is not None:
-                local = self._local
-                decision = (
-                    local.admit_nowait(key, retry=True)
-                    if local is not None
-                    else await health.admit(key, retry=True)
-                )
+            probe = False
+            if self._health is not None:
+                decision, _ = await self._admit(self._health, retry=True, force=False)
                 if decision.admission == "skip":
-                    self._skip(name, model_id, "circuit_open", _open_detail(decision.reopens_at))
-                    self._deferred.append(
-                        _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
-                    )
                     self._next_candidate()
                     continue
                 if decision.admission == "no_budget":
                     break
                 probe = decision.admission == "probe"
-                if probe:
-                    self._held.append(key)
-            self._state = _PENDING
+            slot = self._hand_out(probe, hedge=True)
             logger.info(
                 "hedging: started the next candidate too",
-                extra={"provider": name, "model": model_id, "attempt": self._n},
+                extra={"provider": slot.name, "model": slot.model_id, "attempt": slot.attempt},
             )
-            return Slot(
-                self,
-                name,
-                provider,
-                model_id,
-                self.messages,
-                self._n,
-                probe,
-                trio.current_time(),
-                chain_model,
-                True,
-            )
+            return slot
         # Nothing to hedge to: put the walk back where it was.
         self._mi, self._pi, self._n, self._wait, self._forcing, self._deferred = saved
         del self._trail[trail_len:]
