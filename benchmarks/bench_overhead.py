@@ -20,8 +20,10 @@ Over loopback HTTP against the project's fake server in a subprocess
 - 500 then fallback: time to first token vs raw httpx2 making the same two
   requests by hand (target <= 1.15x).
 
-``--check`` exits 1 if a ratio is above 1.5x its target's bound (the loose
-regression check ``.ci/run`` runs; the targets themselves are printed).
+``--check`` is the loose regression check ``.ci/run`` runs: it exits 1 if a
+ratio is worse than 1.5x the one committed in ``results/overhead.json``
+(measuring once more first), and writes nothing; the targets themselves are
+printed, not enforced.
 
     python benchmarks/bench_overhead.py [--check] [--quick]
 """
@@ -29,6 +31,7 @@ regression check ``.ci/run`` runs; the targets themselves are printed).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -37,7 +40,7 @@ from collections.abc import Awaitable, Callable
 import httpx2
 import trio
 
-from _util import Instant, raw_stream, write_json
+from _util import RESULTS, Instant, raw_stream, write_json
 from bench_http import start_server
 from reliant import ChatMessage, Provider, ReliableProvider
 from reliant.providers import OpenAICompatible
@@ -172,9 +175,7 @@ async def over_http(reps: int) -> dict[str, float]:
     return ms
 
 
-async def main(check: bool, quick: bool) -> int:
-    local = await in_process(rounds=5 if quick else 15, n=500 if quick else 2000)
-    http = await over_http(reps=15 if quick else 40)
+def report(local: dict[str, float], http: dict[str, float]) -> None:
     print("in process, per request (median of interleaved runs)")
     print(f"  floor: nursery + task + one hand-off   {local['floor']:7.2f} us")
     print(f"  2-chunk stream, provider alone         {local['leaf_stream']:7.2f} us")
@@ -197,20 +198,50 @@ async def main(check: bool, quick: bool) -> int:
         f"ReliableProvider {http['failover_ttft_ms']:.3f} ms -> {http['failover_ratio']:.3f}x "
         "(target <= 1.15x)"
     )
-    path = write_json("overhead.json", {"in_process_us": local, "http": http})
-    print(f"  wrote {path}")
+
+
+CHECKED = ("stream_extra_over_floor", "call_extra_over_scope", "healthy_ratio", "failover_ratio")
+
+
+def figures(local: dict[str, float], http: dict[str, float]) -> dict[str, float]:
+    return {
+        "stream_extra_over_floor": local["stream_extra_over_floor"],
+        "call_extra_over_scope": local["call_extra"] / local["cancel_scope"],
+        "healthy_ratio": http["healthy_ratio"],
+        "failover_ratio": http["failover_ratio"],
+    }
+
+
+def regressions(now: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    # A loose regression check for a noisy 2-core machine: a figure fails only
+    # when it is worse than 1.5x the committed one (ratios, so the machine's
+    # own speed cancels out).
+    return [
+        f"{name}: {now[name]:.2f} against {baseline[name]:.2f} committed"
+        for name in CHECKED
+        if name in baseline and now[name] > 1.5 * baseline[name]
+    ]
+
+
+async def main(check: bool, quick: bool) -> int:
+    committed = RESULTS / "overhead.json"
+    baseline = json.loads(committed.read_text())["checked"] if committed.exists() else {}
+    rounds, n, reps = (5, 500, 15) if quick else (15, 2000, 40)
+    local = await in_process(rounds, n)
+    http = await over_http(reps)
+    report(local, http)
+    now = figures(local, http)
+    problems = regressions(now, baseline) if check else []
+    if problems:
+        # One noisy run is not a regression: measure again, keep the better.
+        print("  above the regression bound; measuring once more")
+        local2, http2 = await in_process(rounds, n), await over_http(reps)
+        again = figures(local2, http2)
+        now = {k: min(now[k], again[k]) for k in now}
+        problems = regressions(now, baseline)
     if not check:
-        return 0
-    # A loose regression check for a noisy 2-core machine: 1.5x each bound.
-    problems = []
-    if local["stream_extra_over_floor"] > 1.5 * 1.5:
-        problems.append(f"stream extra {local['stream_extra_over_floor']:.2f}x the floor")
-    if local["call_extra"] > 1.5 * (10 + local["cancel_scope"]):
-        problems.append(f"call extra {local['call_extra']:.1f} us")
-    if http["healthy_ratio"] > 1 + 1.5 * 0.10:
-        problems.append(f"healthy TTFT {http['healthy_ratio']:.2f}x")
-    if http["failover_ratio"] > 1 + 1.5 * 0.15:
-        problems.append(f"failover TTFT {http['failover_ratio']:.2f}x")
+        path = write_json("overhead.json", {"in_process_us": local, "http": http, "checked": now})
+        print(f"  wrote {path}")
     for problem in problems:
         print(f"REGRESSION: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -218,7 +249,9 @@ async def main(check: bool, quick: bool) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 on a gross regression")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 on a gross regression (writes nothing)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
     sys.exit(trio.run(main, args.check, args.quick))

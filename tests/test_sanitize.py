@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -237,3 +239,34 @@ def test_json_credential_fields_are_redacted() -> None:
     """A JSON string field named like a credential loses its value, whatever its shape."""
     out = sanitize_api_error('{"api_key": "custom-Key-123", "apiKey":"q", "x": "keep"}')
     assert out == '{"api_key": "[REDACTED]", "apiKey":"[REDACTED]", "x": "keep"}'
+
+
+def test_forgetting_while_registering_never_deadlocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key forgotten by a finalizer while register_secret holds its lock (GC) never deadlocks."""
+    import threading
+
+    from reliant import _sanitize
+
+    forget_a = _sanitize.register_secret("first-secret-abcdef")
+    real_rebuild = _sanitize._rebuild
+
+    def rebuild_during_gc() -> None:
+        forget_a()  # what a provider's weakref finalizer does when the GC runs here
+        real_rebuild()
+
+    monkeypatch.setattr(_sanitize, "_rebuild", rebuild_during_gc)
+    forgets: list[Callable[[], None]] = []
+    thread = threading.Thread(
+        target=lambda: forgets.append(_sanitize.register_secret("second-secret-abcdef")),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "register_secret deadlocked"
+    monkeypatch.undo()
+    forget_c = _sanitize.register_secret("third-secret-abcdef")  # applies the queued forget
+    assert "first-secret-abcdef" not in _sanitize._secrets
+    assert _sanitize.scrub_secrets("second-secret-abcdef") == "[REDACTED]"
+    for forget in (*forgets, forget_c):
+        forget()
+    assert not any("secret-abcdef" in s for s in _sanitize._secrets)

@@ -116,24 +116,44 @@ def register_secret(secret: str | None, user: str | None = None) -> Callable[[],
     with _lock:
         for spelling in spellings:
             _secrets[spelling] = _secrets.get(spelling, 0) + 1
+        _drain()
         _rebuild()
     done = False
 
     def forget() -> None:
+        # Often called by a weakref finalizer, i.e. by the garbage collector,
+        # which may run in the middle of register_secret on this very thread
+        # while it holds the lock: waiting for the lock there would deadlock
+        # (it did, under hypothesis). So forgetting only queues the spellings
+        # (list.append is atomic) and applies them when the lock is free now,
+        # or else at the next registration. A stale pattern only redacts a
+        # key that is no longer used, which is harmless.
         nonlocal done
-        with _lock:
-            if done:
-                return
-            done = True
-            for spelling in spellings:
-                left = _secrets.get(spelling, 0) - 1
-                if left > 0:
-                    _secrets[spelling] = left
-                else:
-                    _secrets.pop(spelling, None)
-            _rebuild()
+        if done:
+            return
+        done = True
+        _forgotten.append(spellings)
+        if _lock.acquire(blocking=False):
+            try:
+                _drain()
+                _rebuild()
+            finally:
+                _lock.release()
 
     return forget
+
+
+_forgotten: list[set[str]] = []
+
+
+def _drain() -> None:
+    while _forgotten:
+        for spelling in _forgotten.pop():
+            left = _secrets.get(spelling, 0) - 1
+            if left > 0:
+                _secrets[spelling] = left
+            else:
+                _secrets.pop(spelling, None)
 
 
 def _rebuild() -> None:
