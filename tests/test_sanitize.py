@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -237,3 +239,36 @@ def test_json_credential_fields_are_redacted() -> None:
     """A JSON string field named like a credential loses its value, whatever its shape."""
     out = sanitize_api_error('{"api_key": "custom-Key-123", "apiKey":"q", "x": "keep"}')
     assert out == '{"api_key": "[REDACTED]", "apiKey":"[REDACTED]", "x": "keep"}'
+
+
+def test_forgetting_a_key_from_inside_a_rebuild_does_not_deadlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finalizer that forgets a key while the registry is being rebuilt (same thread) works."""
+    import threading
+
+    from reliant import _sanitize
+
+    forget_a = _sanitize.register_secret("aaaaaaaa-old-key")
+    real = _sanitize._pattern
+    fired: list[bool] = []
+
+    def pattern_with_gc(secrets: dict[str, int]) -> re.Pattern[str]:
+        if not fired:  # what the garbage collector may do mid-compile
+            fired.append(True)
+            forget_a()
+        return real(secrets)
+
+    monkeypatch.setattr(_sanitize, "_pattern", pattern_with_gc)
+    result: list[str] = []
+
+    def register() -> None:
+        forget_b = _sanitize.register_secret("bbbbbbbb-new-key")
+        result.append(_sanitize.scrub_secrets("aaaaaaaa-old-key bbbbbbbb-new-key"))
+        forget_b()
+
+    worker = threading.Thread(target=register, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "register_secret deadlocked"
+    assert result == ["aaaaaaaa-old-key [REDACTED]"]

@@ -71,9 +71,13 @@ _WS_RE = re.compile(r"\s+")
 MIN_SECRET_CHARS = 6
 """Shorter credentials (``EMPTY``, ``none``) are not treated as secrets."""
 
-_lock = threading.Lock()
+# Reentrant: the HTTP providers forget their key from a weakref finalizer,
+# which the garbage collector may run in this very thread while the lock is
+# held (during re.compile in _rebuild, say); a plain Lock deadlocked there.
+_lock = threading.RLock()
 _secrets: dict[str, int] = {}
 _secrets_re: re.Pattern[str] | None = None
+_generation = 0  # bumped by every change of _secrets; _rebuild retries on a change
 
 
 def secret_spellings(secret: str, user: str | None = None) -> set[str]:
@@ -113,14 +117,17 @@ def register_secret(secret: str | None, user: str | None = None) -> Callable[[],
     if not secret or len(secret) < MIN_SECRET_CHARS:
         return lambda: None
     spellings = secret_spellings(secret, user)
+    global _generation
     with _lock:
         for spelling in spellings:
             _secrets[spelling] = _secrets.get(spelling, 0) + 1
+        _generation += 1
         _rebuild()
     done = False
 
     def forget() -> None:
         nonlocal done
+        global _generation
         with _lock:
             if done:
                 return
@@ -131,6 +138,7 @@ def register_secret(secret: str | None, user: str | None = None) -> Callable[[],
                     _secrets[spelling] = left
                 else:
                     _secrets.pop(spelling, None)
+            _generation += 1
             _rebuild()
 
     return forget
@@ -138,12 +146,22 @@ def register_secret(secret: str | None, user: str | None = None) -> Callable[[],
 
 def _rebuild() -> None:
     global _secrets_re
-    if not _secrets:
-        _secrets_re = None
-        return
+    while True:
+        # A finalizer may change _secrets (reentrantly) at any allocation
+        # below: work on a copy (dict() copies in C, in one go), and build
+        # again if it changed meanwhile, so the last pattern set is current.
+        seen = _generation
+        snapshot = dict(_secrets)
+        pattern = _pattern(snapshot) if snapshot else None
+        if seen == _generation:
+            _secrets_re = pattern
+            return
+
+
+def _pattern(secrets: dict[str, int]) -> re.Pattern[str]:
     # Longest first, so a spelling that contains another is replaced whole.
-    ordered = sorted(_secrets, key=len, reverse=True)
-    _secrets_re = re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
+    ordered = sorted(secrets, key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
 
 
 def scrub_secrets(text: str) -> str:
