@@ -6,8 +6,8 @@ structured-concurrency guarantees. Start with :class:`ReliableProvider`.
 
 ``import reliant`` stays light: HTTP providers (``reliant.providers``), the
 testing kit (``reliant.testing``), the CLI and ``RedisHealth`` (with its
-Redis client, coredis) load only when used, and ``reliant.otel`` (with
-OpenTelemetry) only when imported.
+Redis client, coredis) and the event classes load only when used, and
+``reliant.otel`` imports OpenTelemetry only when ``instrument()`` runs.
 """
 
 from __future__ import annotations
@@ -15,22 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._bridge import ReliableStream as ReliableStream
-from ._events import AttemptFailed as AttemptFailed
-from ._events import AttemptSkipped as AttemptSkipped
-from ._events import AttemptStarted as AttemptStarted
-from ._events import AttemptSucceeded as AttemptSucceeded
-from ._events import CircuitClosed as CircuitClosed
-from ._events import CircuitOpened as CircuitOpened
-from ._events import FallbackTaken as FallbackTaken
-from ._events import HedgeLost as HedgeLost
-from ._events import HedgeStarted as HedgeStarted
-from ._events import ReliantEvent as ReliantEvent
-from ._events import RequestFinished as RequestFinished
-from ._events import RequestStarted as RequestStarted
-from ._events import RetryScheduled as RetryScheduled
-from ._events import StreamFinished as StreamFinished
-from ._events import StreamRecovered as StreamRecovered
-from ._events import StreamStarted as StreamStarted
 from ._exceptions import Attempt as Attempt
 from ._exceptions import ContentFilterError as ContentFilterError
 from ._exceptions import ContextWindowExceededError as ContextWindowExceededError
@@ -40,7 +24,6 @@ from ._exceptions import ProviderError as ProviderError
 from ._exceptions import ReliantError as ReliantError
 from ._exceptions import StreamError as StreamError
 from ._fallback_info import ProviderFallbackInfo as ProviderFallbackInfo
-from ._fallback_info import RequestRecord as RequestRecord
 from ._fallback_info import fallback_scope as fallback_scope
 from ._fallback_info import take_last_provider_fallback as take_last_provider_fallback
 from ._fallback_info import take_last_request_record as take_last_request_record
@@ -71,6 +54,23 @@ from ._types import ToolSpec as ToolSpec
 from ._types import UsageEvent as UsageEvent
 
 if TYPE_CHECKING:
+    from ._events import AttemptFailed as AttemptFailed
+    from ._events import AttemptSkipped as AttemptSkipped
+    from ._events import AttemptStarted as AttemptStarted
+    from ._events import AttemptSucceeded as AttemptSucceeded
+    from ._events import CircuitClosed as CircuitClosed
+    from ._events import CircuitOpened as CircuitOpened
+    from ._events import FallbackTaken as FallbackTaken
+    from ._events import HedgeLost as HedgeLost
+    from ._events import HedgeStarted as HedgeStarted
+    from ._events import ReliantEvent as ReliantEvent
+    from ._events import RequestFinished as RequestFinished
+    from ._events import RequestRecord as RequestRecord
+    from ._events import RequestStarted as RequestStarted
+    from ._events import RetryScheduled as RetryScheduled
+    from ._events import StreamFinished as StreamFinished
+    from ._events import StreamRecovered as StreamRecovered
+    from ._events import StreamStarted as StreamStarted
     from ._redis_health import RedisHealth as RedisHealth
 
 __version__ = "0.1.0"
@@ -135,7 +135,39 @@ __all__ = [
 ]
 
 
+_EVENTS = frozenset(
+    (
+        "AttemptFailed",
+        "AttemptSkipped",
+        "AttemptStarted",
+        "AttemptSucceeded",
+        "CircuitClosed",
+        "CircuitOpened",
+        "FallbackTaken",
+        "HedgeLost",
+        "HedgeStarted",
+        "ReliantEvent",
+        "RequestFinished",
+        "RequestRecord",
+        "RequestStarted",
+        "RetryScheduled",
+        "StreamFinished",
+        "StreamRecovered",
+        "StreamStarted",
+    )
+)
+
+
 def __getattr__(name: str) -> object:
+    # The event classes and RequestRecord are imported on first access:
+    # building sixteen slotted dataclasses is most of what they would add to
+    # `import reliant`, and most programs never look at an event.
+    if name in _EVENTS:
+        from . import _events
+
+        value = getattr(_events, name)
+        globals()[name] = value
+        return value
     # RedisHealth needs coredis (the "redis" extra): imported on first access,
     # so `import reliant` never loads a Redis client.
     if name == "RedisHealth":

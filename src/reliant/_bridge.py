@@ -73,7 +73,6 @@ from typing import Generic, NoReturn, TypeVar
 
 import trio
 
-from ._events import Tally
 from ._exceptions import ContentFilterError, NoStreamingProviderError, ProviderError, StreamError
 from ._failover import (
     STREAM_FAILOVER_HEADER,
@@ -84,6 +83,7 @@ from ._failover import (
     Slot,
 )
 from ._hedge import Hedger, Lost, race
+from ._observe import Tally
 from ._provider import Provider
 from ._recovery import OverlapTrimmer, RecoverySpec, RecoveryState, continuation_messages
 from ._sanitize import sanitize_api_error

@@ -84,7 +84,6 @@ from typing import TypeVar
 import trio
 
 from . import backoff as _backoff
-from ._events import Emitter, RequestObserver
 from ._exceptions import (
     Attempt,
     ContextWindowExceededError,
@@ -101,6 +100,7 @@ from ._fallback_info import (
 from ._health import HealthPolicy, HealthStore, LocalHealth, Outcome, RouteHealth, RouteKey
 from ._hedge import Hedger, Lost, race
 from ._log import logger
+from ._observe import Emitter, RequestObserver
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import ChatMessage

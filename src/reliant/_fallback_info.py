@@ -20,18 +20,19 @@ meaning (None when the primary served at once).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from ._exceptions import Attempt
-from ._types import TokenUsage
+
+if TYPE_CHECKING:
+    from ._events import RequestRecord
 
 __all__ = [
     "ProviderFallbackInfo",
-    "RequestRecord",
     "StreamRecovery",
     "current_cell",
     "fallback_scope",
@@ -90,78 +91,13 @@ class ProviderFallbackInfo:
     attempts: tuple[Attempt, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestRecord:
-    """What one request did, recorded for every request made inside ``fallback_scope()``.
-
-    Attributes:
-        request_id: The id its events carry.
-        requested_provider: The first (primary) provider of the chain.
-        requested_model: The model the caller asked for.
-        served_provider: Who served (the answer, or the committed stream),
-            or None when nobody did.
-        served_model: The model id that served, as sent to that provider.
-        outcome: ``"success"``, ``"failure"`` or ``"cancelled"``.
-        attempts: Every attempt in order, with ``started_at``/``ended_at``
-            (trio clock): the failure trail (failures, skips, lost hedges,
-            broken streams), then the one that served (reason
-            ``"success"``, or ``"cancelled"``/``"stream_broken"`` when the
-            stream did not finish) and attempts still in flight when the
-            request ended (``"cancelled"``). A history truncation shows as
-            ``"context_truncated"``.
-        recoveries: Streams that broke mid-way and were recovered.
-        started_at: Trio time the request started.
-        ended_at: Trio time it ended (a stream: its upstream ended).
-        stream: True for the stream methods.
-        time_to_first_chunk: Seconds to the first chunk (streams that committed).
-        usage: Token usage, when the answer reported it.
-        error_type: The exception's class name on failure, ``"cancelled"``
-            when cancelled, else None.
-        error: Sanitized error text on failure.
-    """
-
-    request_id: int
-    requested_provider: str
-    requested_model: str
-    served_provider: str | None
-    served_model: str | None
-    outcome: Literal["success", "failure", "cancelled"]
-    attempts: tuple[Attempt, ...]
-    recoveries: tuple[StreamRecovery, ...]
-    started_at: float
-    ended_at: float
-    stream: bool = False
-    time_to_first_chunk: float | None = None
-    usage: TokenUsage | None = None
-    error_type: str | None = None
-    error: str | None = None
-
-    @property
-    def duration(self) -> float:
-        """Seconds from the request's start to its end."""
-        return self.ended_at - self.started_at
-
-    def summary(self) -> str:
-        """One line: who served, after which failures, how long it took."""
-        ms = f"{self.duration * 1000:.0f} ms"
-        failed = [f"{a.provider} ({a.model})" for a in self.attempts if a.reason not in _NOT_FAILED]
-        after = f" after {', '.join(dict.fromkeys(failed))} failed" if failed else ""
-        if self.served_provider is not None and self.outcome == "success":
-            return f"served by {self.served_provider} ({self.served_model}){after} in {ms}"
-        return f"{self.outcome} after {ms}" + (f": {self.error}" if self.error else "")
-
-
-_NOT_FAILED = frozenset(
-    ("success", "cancelled", "circuit_open", "retry_budget", "hedge_lost", "hedge_budget")
-)
-
-
 class _Cell:
     __slots__ = ("record", "value")
 
     def __init__(self) -> None:
         self.value: ProviderFallbackInfo | None = None
-        self.record: RequestRecord | None = None
+        # The record, or what builds it when taken (most scopes never take it).
+        self.record: RequestRecord | Callable[[], RequestRecord] | None = None
 
 
 _CURRENT: ContextVar[_Cell | None] = ContextVar("reliant_fallback_cell", default=None)
@@ -200,7 +136,7 @@ def take_last_request_record() -> RequestRecord | None:
     if cell is None:
         return None
     record, cell.record = cell.record, None
-    return record
+    return record() if callable(record) else record
 
 
 def current_cell() -> _Cell | None:

@@ -12,16 +12,16 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from ._bridge import BridgeSpec, OpenUpstream, StreamContext
-from ._events import Emitter, EventHook, check_hook
 from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
 from ._hedge import Hedge, Hedger
 from ._log import logger
+from ._observe import Emitter, check_hook
 from ._provider import Provider
 from ._recovery import (
     MID_STREAM_MODES,
@@ -58,6 +58,9 @@ minutes a total timeout would take.
 
 DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds allowed between two items of a committed stream (never a total cap)."""
+
+if TYPE_CHECKING:
+    from ._events import EventHook
 
 _DEFAULT_OPTIONS = StreamOptions()
 _DEFAULT_HEALTH = HealthPolicy()
