@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,10 @@ def test_observing_failover_otel_example(capsys: pytest.CaptureFixture[str]) -> 
     """The ConsoleSpanExporter example prints two attempt spans and the request span."""
     pytest.importorskip("opentelemetry.sdk")
     block = next(b for b in _python_blocks() if "ConsoleSpanExporter" in b)
-    exec(block, {"__name__": "readme"})
+    # The exporter's default stream is sys.stdout as it was when the SDK was
+    # first imported (maybe by another test): give it the captured one.
+    block = block.replace("ConsoleSpanExporter()", "ConsoleSpanExporter(out=sys.stdout)")
+    exec(block, {"__name__": "readme", "sys": sys})
     out = capsys.readouterr().out
     assert out.count('"name": "chat gpt-4o"') == 3
     assert '"error.type": "503"' in out
