@@ -137,7 +137,7 @@ async def main() -> None:
     figures: dict[str, dict[str, float]] = {}
     for kind, make, inner in (("call", call, 4000), ("stream", stream, 1000)):
         samples: dict[str, list[float]] = {m: [] for m in MODES}
-        for _ in range(5):
+        for _ in range(9):
             for mode in MODES:
                 llm, reset = modes[mode]
                 samples[mode].append(
