@@ -246,3 +246,27 @@ async def test_cancellation_closes_upstream_at_once(tmp_path: Path) -> None:
         assert closed_at - cancelled_at < 0.1
         assert fake.aborted == [0]
         assert out.getvalue().startswith("tok0 ")
+
+
+def test_trace_prints_the_attempt_tree(
+    server: FakeLLMServer, config_for: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trace prints each attempt (route, outcome, start/end ms) to stderr, also on failure."""
+    config = config_for(primary_model="status:500")
+    for extra in ([], ["--no-stream"]):
+        code = main(["chat", "hello", "--config", str(config), "--trace", *extra])
+        out, err = capsys.readouterr()
+        assert code == 0 and out == "tok0 tok1 tok2 \n"
+        lines = [line for line in err.splitlines() if line.startswith(("reliant trace", "  "))]
+        assert lines[0].startswith("reliant trace: request ")
+        assert "(model chat) success in " in lines[0]
+        assert "served by backup (ok:chunks=3)" in lines[0]
+        assert lines[1].startswith("  |- primary (status:500) #1  retryable  0 -> ")
+        assert "500 Internal Server Error" in lines[1]
+        assert lines[2].startswith("  `- backup (ok:chunks=3) #1  success  ")
+        assert KEY not in err
+    config = config_for(primary_model="status:503", backup_model="status:401")
+    assert main(["chat", "x", "--config", str(config), "--trace"]) == 2
+    err = capsys.readouterr().err
+    assert "(model chat) failure in " in err
+    assert "`- backup (status:401) #1  non_retryable" in err

@@ -22,8 +22,14 @@ TOP_LEVEL = {
     "ContextWindowExceededError", "NoStreamingProviderError", "Attempt", "ContentFilterError",
     # provider health
     "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth", "Hedge", "RedisHealth",
-    # fallback notification
+    # fallback notification and the request record
     "ProviderFallbackInfo", "fallback_scope", "take_last_provider_fallback",
+    "RequestRecord", "take_last_request_record",
+    # events
+    "ReliantEvent", "RequestStarted", "RequestFinished", "AttemptStarted", "AttemptSucceeded",
+    "AttemptFailed", "AttemptSkipped", "RetryScheduled", "FallbackTaken", "StreamStarted",
+    "StreamFinished", "StreamRecovered", "CircuitOpened", "CircuitClosed", "HedgeStarted",
+    "HedgeLost",
     # utilities
     "sanitize_api_error",
 }  # fmt: skip

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -57,3 +59,35 @@ def test_library_example_compiles() -> None:
                 reliant.providers if item.strip() in ("Anthropic", "OpenAICompatible") else reliant
             )
             assert hasattr(module, item.strip()), item
+
+
+def test_observing_failover_hook_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """The on_event example prints the retry, the fallback, the request's end and its record."""
+    block = next(b for b in _python_blocks() if "def on_event(event: ReliantEvent)" in b)
+    exec(block, {"__name__": "readme"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("retry primary in ")
+    assert out[1] == "fallback primary -> backup (retryable)"
+    assert out[2].startswith("request ") and ": success in " in out[2]
+    assert out[3] == "hello"
+    assert out[4].startswith("served by backup (m) after primary (m) failed in ")
+    assert [line.split()[:3] for line in out[5:]] == [
+        ["primary", "1", "retryable"],
+        ["primary", "2", "retryable"],
+        ["backup", "1", "success"],
+    ]
+
+
+def test_observing_failover_otel_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ConsoleSpanExporter example prints two attempt spans and the request span."""
+    pytest.importorskip("opentelemetry.sdk")
+    block = next(b for b in _python_blocks() if "ConsoleSpanExporter" in b)
+    # The exporter's default stream is sys.stdout as it was when the SDK was
+    # first imported (maybe by another test): give it the captured one.
+    block = block.replace("ConsoleSpanExporter()", "ConsoleSpanExporter(out=sys.stdout)")
+    exec(block, {"__name__": "readme", "sys": sys})
+    out = capsys.readouterr().out
+    assert out.count('"name": "chat gpt-4o"') == 3
+    assert '"error.type": "503"' in out
+    assert '"reliant.fallback"' in out
+    assert '"gen_ai.provider.name": "backup"' in out

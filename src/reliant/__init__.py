@@ -6,7 +6,8 @@ structured-concurrency guarantees. Start with :class:`ReliableProvider`.
 
 ``import reliant`` stays light: HTTP providers (``reliant.providers``), the
 testing kit (``reliant.testing``), the CLI and ``RedisHealth`` (with its
-Redis client, coredis) load only when used.
+Redis client, coredis) and the event classes load only when used, and
+``reliant.otel`` imports OpenTelemetry only when ``instrument()`` runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._exceptions import StreamError as StreamError
 from ._fallback_info import ProviderFallbackInfo as ProviderFallbackInfo
 from ._fallback_info import fallback_scope as fallback_scope
 from ._fallback_info import take_last_provider_fallback as take_last_provider_fallback
+from ._fallback_info import take_last_request_record as take_last_request_record
 from ._health import HealthPolicy as HealthPolicy
 from ._health import HealthStore as HealthStore
 from ._health import LocalHealth as LocalHealth
@@ -52,23 +54,49 @@ from ._types import ToolSpec as ToolSpec
 from ._types import UsageEvent as UsageEvent
 
 if TYPE_CHECKING:
+    from ._events import AttemptFailed as AttemptFailed
+    from ._events import AttemptSkipped as AttemptSkipped
+    from ._events import AttemptStarted as AttemptStarted
+    from ._events import AttemptSucceeded as AttemptSucceeded
+    from ._events import CircuitClosed as CircuitClosed
+    from ._events import CircuitOpened as CircuitOpened
+    from ._events import FallbackTaken as FallbackTaken
+    from ._events import HedgeLost as HedgeLost
+    from ._events import HedgeStarted as HedgeStarted
+    from ._events import ReliantEvent as ReliantEvent
+    from ._events import RequestFinished as RequestFinished
+    from ._events import RequestRecord as RequestRecord
+    from ._events import RequestStarted as RequestStarted
+    from ._events import RetryScheduled as RetryScheduled
+    from ._events import StreamFinished as StreamFinished
+    from ._events import StreamRecovered as StreamRecovered
+    from ._events import StreamStarted as StreamStarted
     from ._redis_health import RedisHealth as RedisHealth
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
+    "AttemptFailed",
+    "AttemptSkipped",
+    "AttemptStarted",
+    "AttemptSucceeded",
     "ChatMessage",
     "ChatRequest",
     "ChatResponse",
+    "CircuitClosed",
+    "CircuitOpened",
     "ContentFilterError",
     "ContextWindowExceededError",
     "FailoverError",
+    "FallbackTaken",
     "Final",
     "FinishReason",
     "HealthPolicy",
     "HealthStore",
     "Hedge",
+    "HedgeLost",
+    "HedgeStarted",
     "LocalHealth",
     "NoStreamingProviderError",
     "Provider",
@@ -79,12 +107,20 @@ __all__ = [
     "ReliableProvider",
     "ReliableStream",
     "ReliantError",
+    "ReliantEvent",
+    "RequestFinished",
+    "RequestRecord",
+    "RequestStarted",
+    "RetryScheduled",
     "RouteHealth",
     "StreamChunk",
     "StreamError",
     "StreamEvent",
+    "StreamFinished",
     "StreamOptions",
+    "StreamRecovered",
     "StreamRestart",
+    "StreamStarted",
     "TextDelta",
     "TokenUsage",
     "ToolCall",
@@ -95,10 +131,43 @@ __all__ = [
     "sanitize_api_error",
     "stream_from_generator",
     "take_last_provider_fallback",
+    "take_last_request_record",
 ]
 
 
+_EVENTS = frozenset(
+    (
+        "AttemptFailed",
+        "AttemptSkipped",
+        "AttemptStarted",
+        "AttemptSucceeded",
+        "CircuitClosed",
+        "CircuitOpened",
+        "FallbackTaken",
+        "HedgeLost",
+        "HedgeStarted",
+        "ReliantEvent",
+        "RequestFinished",
+        "RequestRecord",
+        "RequestStarted",
+        "RetryScheduled",
+        "StreamFinished",
+        "StreamRecovered",
+        "StreamStarted",
+    )
+)
+
+
 def __getattr__(name: str) -> object:
+    # The event classes and RequestRecord are imported on first access:
+    # building sixteen slotted dataclasses is most of what they would add to
+    # `import reliant`, and most programs never look at an event.
+    if name in _EVENTS:
+        from . import _events
+
+        value = getattr(_events, name)
+        globals()[name] = value
+        return value
     # RedisHealth needs coredis (the "redis" extra): imported on first access,
     # so `import reliant` never loads a Redis client.
     if name == "RedisHealth":

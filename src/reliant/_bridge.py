@@ -83,6 +83,7 @@ from ._failover import (
     Slot,
 )
 from ._hedge import Hedger, Lost, race
+from ._observe import Tally
 from ._provider import Provider
 from ._recovery import OverlapTrimmer, RecoverySpec, RecoveryState, continuation_messages
 from ._sanitize import sanitize_api_error
@@ -421,6 +422,11 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         else RecoveryState(spec.recovery.mode, spec.recovery.max_recoveries, spec.recovery.ops)
     )
     broken: StreamError | None = None  # the break being recovered, if any
+    obs = run.obs
+    if obs is not None:
+        obs.request_started(True)
+    error: BaseException | None = None
+    exhausted = False
     try:
         hedger = spec.planner.hedger
         async for slot in run:
@@ -436,16 +442,27 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
                 assert rec is not None and spec.recovery is not None
                 broken = brk.error
                 _recover(spec.recovery, rec, run, slot, brk)
+        exhausted = True
+    except BaseException as err:
+        error = err
+        raise
     finally:
         if run.unsettled:
             await run.aclose()
+        if obs is not None and not exhausted:
+            run.finish(error)  # served, failed after commit, or cancelled
     failure = run.failure()
     if broken is not None or (rec is not None and (rec.continuing or rec.restart_pending)):
         # Text was delivered and no candidate could finish the answer: the
         # caller gets the break, never a partial answer passed off as whole.
-        raise StreamError(
-            f"stream broke mid-way and could not be recovered: {failure}"
-        ) from failure
+        unrecovered = StreamError(f"stream broke mid-way and could not be recovered: {failure}")
+        if obs is not None:
+            run.finish(unrecovered)
+        raise unrecovered from failure
+    if obs is not None:
+        # A streaming failure ends this request; a non-streaming fallback
+        # below is a request of its own (its own events and record).
+        run.finish(None if isinstance(failure, OnlyEmptyStreams) else failure)
     if isinstance(failure, OnlyEmptyStreams):
         return  # every candidate was empty and none failed: a clean, empty answer
     if spec.fallback is None:
@@ -564,7 +581,11 @@ async def _attempt(
                         await stream._handed_over()
                     if run.unsettled:
                         await run.aclose()  # tell provider health after the item is on its way
-                    await _forward(items, stream, gap)
+                    if run.obs is None:
+                        await _forward(items, stream, gap)
+                    else:
+                        run.obs.tally.note(first)
+                        await _forward_tallied(items, stream, gap, run.obs.tally)
                 else:
                     await _forward_recording(items, first, stream, gap, rec, run)
     except Exception as err:
@@ -598,6 +619,8 @@ async def _attempt(
             raise _first_chunk_timeout(spec, slot)
         slot.failed(_first_chunk_timeout(spec, slot))
         return False
+    if committed and run.obs is not None:
+        run.obs.stream_finished(slot)
     return committed
 
 
@@ -647,6 +670,7 @@ async def _forward_recording(
     # continued or restarted. A restarted answer's first item carries the
     # signal; a continuation's first items pass the overlap trimmer.
     now = trio.lowlevel.current_clock().current_time
+    tally = None if run.obs is None else run.obs.tally
     trimmer = OverlapTrimmer(rec.text, rec.ops) if rec.continuing else None
     if rec.restart_pending:
         rec.restart_pending = False
@@ -659,6 +683,8 @@ async def _forward_recording(
     waiting = stream._reader_parked
     for item in pending:
         rec.note(item)
+        if tally is not None:
+            tally.note(item)
         await stream._put(item)
     if waiting and pending:
         await stream._handed_over()
@@ -669,11 +695,15 @@ async def _forward_recording(
         pending = trimmer.feed(item) if trimmer is not None and not trimmer.done else [item]
         for out in pending:
             rec.note(out)
+            if tally is not None:
+                tally.note(out)
             await stream._put(out)
         stream._idle_at = now() + idle
     if trimmer is not None and not trimmer.done:
         for out in trimmer.finish():
             rec.note(out)
+            if tally is not None:
+                tally.note(out)
             await stream._put(out)
 
 
@@ -688,6 +718,27 @@ async def _forward(items: AsyncIterator[T], stream: ReliableStream[T], idle: flo
     async for item in items:
         if len(buffer) >= BUFFER_SIZE:
             stream._idle_at = math.inf  # waiting for the consumer is not idleness
+            await stream._put(item)
+        else:
+            append(item)
+            if stream._reader_parked:
+                stream._wake_reader()
+        stream._idle_at = now() + idle
+
+
+async def _forward_tallied(
+    items: AsyncIterator[T], stream: ReliableStream[T], idle: float, tally: Tally
+) -> None:
+    # _forward when someone observes the request: the same loop, counting
+    # what it delivers (kept apart so the unobserved hot loop stays as it is).
+    now = trio.lowlevel.current_clock().current_time
+    buffer = stream._buffer
+    append = buffer.append
+    note = tally.note
+    async for item in items:
+        note(item)
+        if len(buffer) >= BUFFER_SIZE:
+            stream._idle_at = math.inf
             await stream._put(item)
         else:
             append(item)

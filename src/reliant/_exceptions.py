@@ -46,6 +46,10 @@ FailureReason = Literal[
     "stream_broken",
     "hedge_lost",
     "hedge_budget",
+    # Only in RequestRecord.attempts (never in a failure trail):
+    "success",
+    "cancelled",
+    "context_truncated",
 ]
 """How a failed (or skipped) attempt is written in a failure trail.
 
@@ -57,7 +61,10 @@ never retry the same one), ``content_filter`` a safety refusal.
 without a call, ``stream_broken`` a committed stream that broke and was
 recovered on another candidate, ``hedge_lost`` a hedged attempt cancelled
 because another answered first, ``hedge_budget`` a hedge the hedge budget
-refused (no call was made).
+refused (no call was made). ``success``, ``cancelled`` and
+``context_truncated`` appear only in :class:`~reliant.RequestRecord`
+attempts: the attempt that served, one the request's end interrupted, one
+whose history was halved and sent again.
 """
 
 ErrorKind = Literal["timeout", "response_too_large", "malformed_response", "content_filter"]

@@ -91,10 +91,24 @@ from ._exceptions import (
     FailureReason,
     ProviderError,
 )
-from ._fallback_info import ProviderFallbackInfo, StreamRecovery, record_provider_fallback
-from ._health import Decision, HealthPolicy, HealthStore, LocalHealth, Outcome, RouteKey
+from ._fallback_info import (
+    ProviderFallbackInfo,
+    StreamRecovery,
+    current_cell,
+    record_provider_fallback,
+)
+from ._health import (
+    Decision,
+    HealthPolicy,
+    HealthStore,
+    LocalHealth,
+    Outcome,
+    RouteHealth,
+    RouteKey,
+)
 from ._hedge import Hedger, Lost, race
 from ._log import logger
+from ._observe import Emitter, RequestObserver
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import ChatMessage
@@ -164,12 +178,14 @@ class Planner:
         fallback_on_content_filter: Treat a content-filter refusal like any
             non-retryable error (next candidate) instead of final.
         hedger: Hedged requests (``_hedge``), or None.
+        emit: The listeners of events (``_events``), or None when nobody listens.
     """
 
     __slots__ = (
         "_aliases",
         "_fallbacks",
         "base_backoff",
+        "emit",
         "fallback_on_content_filter",
         "health",
         "hedger",
@@ -190,7 +206,9 @@ class Planner:
         health: HealthStore | None = None,
         fallback_on_content_filter: bool = False,
         hedger: Hedger | None = None,
+        emit: Emitter | None = None,
     ) -> None:
+        self.emit = emit
         self.providers = tuple(providers)
         self.fallback_on_content_filter = fallback_on_content_filter
         self.hedger = hedger
@@ -244,13 +262,19 @@ class Planner:
     ) -> T:
         """Run ``fn(provider, model_id, messages)`` under failover: the non-streaming driver."""
         run = self.attempts(model=model, messages=messages)
+        obs = run.obs
+        if obs is not None:
+            obs.request_started(False)
         hedger = self.hedger
+        value: T | None = None
+        error: BaseException | None = None
         try:
             async for slot in run:
                 if hedger is not None:
                     won = await race(run, slot, _hedgeable(fn), hedger)
                     if won is not None:
-                        return won[1]
+                        value = won[1]
+                        return value
                     continue
                 try:
                     value = await fn(slot.provider, slot.model_id, slot.messages)
@@ -260,9 +284,14 @@ class Planner:
                     slot.succeeded()
                     return value
             raise run.failure()
+        except BaseException as err:
+            error = err
+            raise
         finally:
             if run.unsettled:
                 await run.aclose()
+            if obs is not None:
+                run.finish(error, value)
 
 
 def _hedgeable(
@@ -384,6 +413,7 @@ class FailoverRun:
         "_truncated",
         "_wait",
         "messages",
+        "obs",
         "skip_if",
     )
 
@@ -422,12 +452,21 @@ class FailoverRun:
         self._deferred: list[_Deferred] = []
         self._forcing = False
         self._new_request = True
-        self._pending: list[tuple[RouteKey, Outcome, bool]] = []
+        self._pending: list[tuple[RouteKey, Outcome, bool, int]] = []
         self._held: list[RouteKey] = []
         # Mid-stream recovery only: what was recovered, and candidates the
         # bridge wants passed over (those that cannot continue a prefill).
         self._recoveries: list[StreamRecovery] = []
         self.skip_if: Callable[[Provider], bool] | None = None
+        # Events and the request record (``_events``): only when someone
+        # listens or the caller is inside fallback_scope(). Every emission
+        # below is guarded by this one attribute.
+        emit, cell = planner.emit, current_cell()
+        self.obs = (
+            None
+            if emit is None and cell is None
+            else RequestObserver(emit, cell, planner.primary, model, self._max_attempts)
+        )
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -451,7 +490,7 @@ class FailoverRun:
         name, provider = self._pool[self._pi]
         chain_model = self._models[self._mi]
         self._state = _PENDING
-        return Slot(
+        slot = Slot(
             self,
             name,
             provider,
@@ -463,6 +502,12 @@ class FailoverRun:
             chain_model,
             hedge,
         )
+        if self.obs is not None:
+            if hedge:
+                self.obs.hedge_started(slot)
+            else:
+                self.obs.attempt_started(slot)
+        return slot
 
     async def _admit(
         self, health: HealthStore, *, new_request: bool = False, retry: bool, force: bool
@@ -591,6 +636,8 @@ class FailoverRun:
                 ended,
             )
         )
+        if self.obs is not None:
+            self.obs.hedge_lost(slot, started, ended, winner)
         self.abandon(slot)
 
     def abandon(self, slot: Slot) -> None:
@@ -615,6 +662,8 @@ class FailoverRun:
                 trio.current_time(),
             )
         )
+        if self.obs is not None:
+            self.obs.skipped(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail)
         logger.info(
             "hedge refused",
             extra={"provider": slot.name, "model": slot.model_id, "reason": "hedge_budget"},
@@ -645,13 +694,15 @@ class FailoverRun:
         already saw text. See :meth:`recover` for ``mid_stream`` recovery.
         """
         detail = collapse_whitespace(sanitize_api_error(_describe(err)))
+        if self.obs is not None:
+            self.obs.attempt_failed(slot, "stream_broken", detail, err)
         if self._health is not None:
             key = (slot.name, slot.model_id)
             outcome = Outcome(False, True, None, False, detail)
             if self._local is not None:
-                self._local.record_nowait(key, outcome)
+                self._transition(key, slot.attempt, self._local.record_nowait(key, outcome))
             else:
-                self._pending.append((key, outcome, False))
+                self._pending.append((key, outcome, False, slot.attempt))
         return detail
 
     def recover(self, slot: Slot, err: Exception, *, after_chars: int, mode: str) -> None:
@@ -672,8 +723,12 @@ class FailoverRun:
                 self._max_attempts,
                 "stream_broken",
                 f"broke after {after_chars} characters, recovering ({mode}): {detail}",
+                slot.started_at,
+                trio.current_time(),
             )
         )
+        if self.obs is not None:
+            self.obs.recovering()
         self._errors.append(err)
         self._recoveries.append(StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode))
         logger.warning(
@@ -709,6 +764,8 @@ class FailoverRun:
 
     def _skip(self, name: str, model_id: str, reason: FailureReason, detail: str) -> None:
         self._trail.append(Attempt(name, model_id, self._n, self._max_attempts, reason, detail))
+        if self.obs is not None:
+            self.obs.skipped(name, model_id, self._n, reason, detail)
         logger.info(
             "provider health skipped an attempt",
             extra={"provider": name, "model": model_id, "attempt": self._n, "reason": reason},
@@ -721,8 +778,8 @@ class FailoverRun:
 
     async def _settle(self, health: HealthStore) -> None:
         while self._pending:
-            key, outcome, probe = self._pending.pop(0)
-            await health.record(key, outcome, probe=probe)
+            key, outcome, probe, attempt = self._pending.pop(0)
+            self._transition(key, attempt, await health.record(key, outcome, probe=probe))
 
     async def aclose(self) -> None:
         """Report the last outcome to provider health and give back an unused probe slot.
@@ -742,6 +799,16 @@ class FailoverRun:
             await self._settle(health)
             while self._held:
                 await health.release(self._held.pop())
+
+    def finish(self, error: BaseException | None, value: object = None) -> None:
+        """The driver is done with the request (call only when ``obs`` is set).
+
+        Sends ``RequestFinished`` and writes the request record; ``error``
+        is what the caller gets (None on success), ``value`` the answer of
+        a non-streaming call (for its usage).
+        """
+        if self.obs is not None:
+            self.obs.request_finished(self._trail, self._recoveries, error, value)
 
     @property
     def trail(self) -> list[Attempt]:
@@ -777,6 +844,8 @@ class FailoverRun:
         )
         if not isinstance(err, EmptyStream):
             self._errors.append(err)
+        if self.obs is not None:
+            self.obs.attempt_failed(slot, reason, detail, err)
         return detail
 
     def _report(self, slot: Slot, outcome: Outcome) -> None:
@@ -787,9 +856,14 @@ class FailoverRun:
             if slot.probe and key in self._held:
                 self._held.remove(key)  # recording the outcome frees the slot
             if self._local is not None:
-                self._local.record_nowait(key, outcome, probe=slot.probe)
+                view = self._local.record_nowait(key, outcome, probe=slot.probe)
+                self._transition(key, slot.attempt, view)
             else:
-                self._pending.append((key, outcome, slot.probe))
+                self._pending.append((key, outcome, slot.probe, slot.attempt))
+
+    def _transition(self, key: RouteKey, attempt: int, view: RouteHealth | None) -> None:
+        if view is not None and self.obs is not None:
+            self.obs.circuit(key, attempt, view)
 
     def _next_candidate(self) -> None:
         self._n = 1
@@ -854,6 +928,8 @@ class FailoverRun:
             if dropped:
                 assert self.messages is not None
                 self._truncated, self.messages = True, list(shorter)
+                if self.obs is not None:
+                    self.obs.truncated(slot, len(self._trail), err)
                 logger.warning(
                     "context window exceeded; truncated history and retrying",
                     extra={**log_extra, "dropped": dropped, "remaining": len(shorter)},
@@ -892,6 +968,8 @@ class FailoverRun:
             return
         delay = _backoff.next_backoff(self._wait, err, rng=self._planner.rng)
         self._wait = _backoff.double_backoff(self._wait)
+        if self.obs is not None:
+            self.obs.retry(slot, delay, verdict.reason)
         logger.warning(
             "provider call failed, retrying",
             extra={**log_extra, "backoff": delay, "reason": verdict.reason, "error": detail},
@@ -902,6 +980,8 @@ class FailoverRun:
         if self._state is not _PENDING:
             raise RuntimeError("an attempt's outcome was reported twice")
         self._state = _DONE
+        if self.obs is not None:
+            self.obs.succeeded(slot, next((r for r in self._recoveries if not r.to_provider), None))
         self._report(slot, _SUCCESS)
         chain_model = slot.chain_model or self._models[self._mi]
         if (

@@ -11,23 +11,34 @@ bridge task (a child of the caller's nursery) visible to the caller, which
 the seed's design cannot do. Concurrent requests each open their own scope,
 get their own cell, and never see each other's information. Outside any
 scope recording is a no-op and taking returns None.
+
+The same cell carries a :class:`RequestRecord` for *every* request made in
+the scope (success, failure or cancellation, whoever served), taken with
+``take_last_request_record()``; ``take_last_provider_fallback()`` keeps its
+meaning (None when the primary served at once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._exceptions import Attempt
+
+if TYPE_CHECKING:
+    from ._events import RequestRecord
 
 __all__ = [
     "ProviderFallbackInfo",
     "StreamRecovery",
+    "current_cell",
     "fallback_scope",
     "record_provider_fallback",
     "take_last_provider_fallback",
+    "take_last_request_record",
 ]
 
 
@@ -81,10 +92,12 @@ class ProviderFallbackInfo:
 
 
 class _Cell:
-    __slots__ = ("value",)
+    __slots__ = ("record", "value")
 
     def __init__(self) -> None:
         self.value: ProviderFallbackInfo | None = None
+        # The record, or what builds it when taken (most scopes never take it).
+        self.record: RequestRecord | Callable[[], RequestRecord] | None = None
 
 
 _CURRENT: ContextVar[_Cell | None] = ContextVar("reliant_fallback_cell", default=None)
@@ -111,6 +124,24 @@ def take_last_provider_fallback() -> ProviderFallbackInfo | None:
         return None
     value, cell.value = cell.value, None
     return value
+
+
+def take_last_request_record() -> RequestRecord | None:
+    """Return and clear the record of the last request that ended in the current scope.
+
+    Every request made inside ``fallback_scope()`` leaves one, whatever its
+    outcome; None outside any scope or when no request ended since the last take.
+    """
+    cell = _CURRENT.get()
+    if cell is None:
+        return None
+    record, cell.record = cell.record, None
+    return record() if callable(record) else record
+
+
+def current_cell() -> _Cell | None:
+    """The current scope's cell (None outside any scope), for the request observer."""
+    return _CURRENT.get()
 
 
 def record_provider_fallback(info: ProviderFallbackInfo) -> None:

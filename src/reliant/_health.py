@@ -254,8 +254,17 @@ class HealthStore(ABC):
         """
 
     @abstractmethod
-    async def record(self, key: RouteKey, outcome: Outcome, *, probe: bool = False) -> None:
-        """Report an attempt's outcome; ``probe`` when it held the probe slot."""
+    async def record(
+        self, key: RouteKey, outcome: Outcome, *, probe: bool = False
+    ) -> RouteHealth | None:
+        """Report an attempt's outcome; ``probe`` when it held the probe slot.
+
+        Returns:
+            The route's new state when this outcome opened (or re-opened) or
+            closed its breaker, else None (the planner turns it into a
+            ``CircuitOpened``/``CircuitClosed`` event; a store that does not
+            know may always return None).
+        """
 
     @abstractmethod
     async def release(self, key: RouteKey) -> None:
@@ -382,18 +391,25 @@ class LocalHealth(HealthStore):
             route.state, route.probe = "half_open", True
         return decision
 
-    async def record(self, key: RouteKey, outcome: Outcome, *, probe: bool = False) -> None:
+    async def record(
+        self, key: RouteKey, outcome: Outcome, *, probe: bool = False
+    ) -> RouteHealth | None:
         """See :meth:`HealthStore.record`."""
-        self.record_nowait(key, outcome, probe=probe)
+        return self.record_nowait(key, outcome, probe=probe)
 
-    def record_nowait(self, key: RouteKey, outcome: Outcome, *, probe: bool = False) -> None:
-        """The synchronous twin of :meth:`record`."""
+    def record_nowait(
+        self, key: RouteKey, outcome: Outcome, *, probe: bool = False
+    ) -> RouteHealth | None:
+        """The synchronous twin of :meth:`record` (returns a transition, see there)."""
         route = self._routes.get(key)
         if outcome.ok:
             if route is not None and (route.state != "closed" or route.failures):
+                was = route.state
                 route.state, route.failures, route.probe = "closed", 0, False
                 route.open_for = self.policy.open_for
-            return
+                if was != "closed":
+                    return _view(route, trio.current_time())
+            return None
         if route is None:
             route = self._routes[key] = _Route(self.policy.open_for)
         if outcome.error is not None:
@@ -401,7 +417,7 @@ class LocalHealth(HealthStore):
         if probe:
             route.probe = False
         if not outcome.counts:
-            return  # says nothing about the route; a probe's slot is simply free again
+            return None  # says nothing about the route; a probe's slot is simply free again
         route.failures += 1
         now = trio.current_time()
         max_open = self.policy.max_open_for
@@ -410,12 +426,14 @@ class LocalHealth(HealthStore):
             # (capped like every Retry-After wait), and no doubling.
             duration = min(max(outcome.open_for, 0.0), _backoff.MAX_RETRY_AFTER)
             route.open(now, duration, max_open, double=False)
-        else:
-            # A failed probe re-opens, a silent route opens at once, and a
-            # closed route opens at the threshold; each doubles the period.
-            threshold = route.state == "closed" and route.failures >= self.policy.open_after
-            if probe or outcome.silent or threshold:
-                route.open(now, route.open_for, max_open, double=True)
+            return _view(route, now)
+        # A failed probe re-opens, a silent route opens at once, and a
+        # closed route opens at the threshold; each doubles the period.
+        threshold = route.state == "closed" and route.failures >= self.policy.open_after
+        if probe or outcome.silent or threshold:
+            route.open(now, route.open_for, max_open, double=True)
+            return _view(route, now)
+        return None
 
     async def release(self, key: RouteKey) -> None:
         """See :meth:`HealthStore.release`."""

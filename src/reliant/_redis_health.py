@@ -529,21 +529,22 @@ class RedisHealth(HealthStore):
         mirror = self._mirror.get(key)
         return Decision("skip", self._to_trio(mirror.until_ms) if mirror else 0.0)
 
-    async def record(self, key: RouteKey, outcome: Outcome, *, probe: bool = False) -> None:
-        """See :meth:`HealthStore.record`."""
+    async def record(
+        self, key: RouteKey, outcome: Outcome, *, probe: bool = False
+    ) -> RouteHealth | None:
+        """See :meth:`HealthStore.record` (a transition is judged from the mirror)."""
         if outcome.ok and not probe and not self._down:
             seen = self._mirror.get(key)
             if seen is None or (seen.state == "closed" and not seen.failures and not seen.probe):
                 # The admit just before this attempt saw nothing to reset:
                 # a healthy request costs one round trip, not two.
-                return
+                return None
         token = ""
         if probe:
             if key not in self._tokens and key in self._local_probes:
                 # The slot was granted in process during an outage.
                 self._local_probes.discard(key)
-                self._local.record_nowait(key, outcome, probe=True)
-                return
+                return self._local.record_nowait(key, outcome, probe=True)
             token = self._tokens.pop(key, "")
         open_for = ""
         if outcome.open_for is not None:
@@ -557,8 +558,16 @@ class RedisHealth(HealthStore):
             "1" if probe else "0",
             error,
         )
+        before = self._mirror.get(key)
+        was = None if before is None else (before.state, before.until_ms)
         if await self._call(key, "r", token, extra) is None:
-            self._local.record_nowait(key, outcome, probe=probe)
+            return self._local.record_nowait(key, outcome, probe=probe)
+        after = self._mirror.get(key)
+        if after is None or (after.state, after.until_ms) == was:
+            return None
+        if after.state == "open" or (after.state == "closed" and was and was[0] != "closed"):
+            return self._view(after, trio.current_time())
+        return None
 
     async def release(self, key: RouteKey) -> None:
         """See :meth:`HealthStore.release`."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -21,6 +21,7 @@ from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
 from ._hedge import Hedge, Hedger
 from ._log import logger
+from ._observe import Emitter, check_hook
 from ._provider import Provider
 from ._recovery import (
     MID_STREAM_MODES,
@@ -57,6 +58,9 @@ minutes a total timeout would take.
 
 DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds allowed between two items of a committed stream (never a total cap)."""
+
+if TYPE_CHECKING:
+    from ._events import EventHook
 
 _DEFAULT_OPTIONS = StreamOptions()
 _DEFAULT_HEALTH = HealthPolicy()
@@ -109,12 +113,18 @@ class ReliableProvider(Provider):
             answered (first chunk, or whole response) within ``after``
             seconds, the next candidate is started too and the first to
             answer wins; None (the default) never hedges.
+        on_event: A synchronous callable given every event of every
+            request (``reliant.ReliantEvent``: attempts, retries, fallbacks,
+            breakers, hedges, recoveries, the request's end), inline, from
+            the request's task. It must not block; if it raises, that is
+            logged once and ignored. More listeners: :meth:`add_listener`.
 
     Raises:
         ValueError: For an empty provider list, duplicate names, negative
             retries or backoff, non-positive timeouts, or aliases naming an
             unknown provider.
-        TypeError: When a provider is not a ``Provider``.
+        TypeError: When a provider is not a ``Provider``, or ``on_event``
+            is not a synchronous callable (an ``async def`` is refused).
     """
 
     def __init__(
@@ -134,8 +144,10 @@ class ReliableProvider(Provider):
         max_stream_recoveries: int = 1,
         fallback_on_content_filter: bool = False,
         hedge: Hedge | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
         providers = tuple(providers)
+        listeners = () if on_event is None else (check_hook(on_event),)
         if mid_stream not in MID_STREAM_MODES:
             raise ValueError(
                 f"mid_stream must be one of {', '.join(MID_STREAM_MODES)}, got {mid_stream!r}"
@@ -164,6 +176,8 @@ class ReliableProvider(Provider):
             fallback_on_content_filter=bool(fallback_on_content_filter),
             hedger=_hedger(hedge),
         )
+        self._emitter = Emitter(listeners)
+        self._planner.emit = self._emitter if listeners else None
         self.hedge = hedge
         self._candidates: dict[bool, tuple[tuple[str, Provider], ...]] = {}
         self.mid_stream: MidStream = mid_stream
@@ -215,7 +229,39 @@ class ReliableProvider(Provider):
             max_stream_recoveries=self.max_stream_recoveries,
             fallback_on_content_filter=self._planner.fallback_on_content_filter,
             hedge=self.hedge,
-        )
+        )._listening(self._emitter.listeners)
+
+    # -- events ------------------------------------------------------------
+
+    def add_listener(self, listener: EventHook) -> None:
+        """Give every event of this provider's requests to ``listener`` too (a sync callable).
+
+        Listeners are called in the order they were added; requests already
+        running keep the listeners they started with.
+
+        Raises:
+            TypeError: ``listener`` is not callable, or is async.
+        """
+        self._listening((*self._emitter.listeners, check_hook(listener, "listener")))
+
+    def remove_listener(self, listener: EventHook) -> None:
+        """Stop giving events to ``listener`` (no error if it was not listening)."""
+        kept = list(self._emitter.listeners)
+        if listener in kept:
+            kept.remove(listener)
+        self._listening(tuple(kept))
+
+    @property
+    def listeners(self) -> tuple[EventHook, ...]:
+        """The listeners (``on_event`` first), in call order."""
+        return self._emitter.listeners
+
+    def _listening(self, listeners: tuple[EventHook, ...]) -> ReliableProvider:
+        # A new emitter, never a changed one: a running request keeps the
+        # listeners it started with (a listener never sees half a request).
+        self._emitter = self._emitter.with_listeners(listeners)
+        self._planner.emit = self._emitter if listeners else None
+        return self
 
     @property
     def health_store(self) -> HealthStore | None:

@@ -82,6 +82,11 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="sampling temperature (default: the config's temperature, else 0.7)",
     )
+    chat.add_argument(
+        "--trace",
+        action="store_true",
+        help="print the request's attempt tree to stderr (provider, outcome, start/end ms)",
+    )
 
     from reliant._bench import SCENARIO_NAMES
 

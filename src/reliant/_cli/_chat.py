@@ -4,7 +4,9 @@ The answer goes to stdout as it arrives (raw text, nothing else), every
 remark goes to stderr, so ``reliant chat "..." > answer.txt`` captures only
 the answer. Ctrl-C raises ``KeyboardInterrupt`` inside the ``async with`` of
 the stream; leaving it cancels the bridge, which closes the upstream
-connection before the command exits with 130.
+connection before the command exits with 130. ``--trace`` prints the
+request's attempt tree (from its ``RequestRecord``) to stderr, whatever the
+outcome.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import logging
 import math
 from contextlib import AsyncExitStack
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import trio
 from rich.console import Console
@@ -23,8 +25,10 @@ from reliant import (
     FailoverError,
     NoStreamingProviderError,
     ReliantError,
+    RequestRecord,
     fallback_scope,
     take_last_provider_fallback,
+    take_last_request_record,
 )
 
 from . import EXIT_BAD_INPUT, EXIT_FAILED
@@ -38,7 +42,51 @@ from ._config import (
     load_config,
 )
 
-__all__ = ["chat", "run_chat_command"]
+if TYPE_CHECKING:
+    from reliant import ReliableProvider
+
+__all__ = ["chat", "format_trace", "run_chat_command"]
+
+
+def format_trace(record: RequestRecord) -> str:
+    """The attempt tree of one request: each attempt's route, outcome and times (ms from start).
+
+    Example::
+
+        reliant trace: request 3 (model chat) success in 412 ms, served by backup (claude-x)
+          |- primary (gpt-x) #1  retryable  0 -> 208 ms  primary API error (500 ...)
+          `- backup (claude-x) #1  success  208 -> 412 ms
+    """
+
+    def ms(at: float | None) -> str:
+        return "?" if at is None else f"{(at - record.started_at) * 1000:.0f}"
+
+    head = (
+        f"reliant trace: request {record.request_id} (model {record.requested_model}) "
+        f"{record.outcome} in {record.duration * 1000:.0f} ms"
+    )
+    if record.served_provider is not None:
+        head += f", served by {record.served_provider} ({record.served_model})"
+    if record.time_to_first_chunk is not None:
+        head += f", first chunk at {record.time_to_first_chunk * 1000:.0f} ms"
+    lines = [head]
+    for i, a in enumerate(record.attempts):
+        branch = "`-" if i == len(record.attempts) - 1 else "|-"
+        when = (
+            f"skipped at {ms(a.ended_at)} ms"
+            if a.started_at is None
+            else f"{ms(a.started_at)} -> {ms(a.ended_at)} ms"
+        )
+        line = f"  {branch} {a.provider} ({a.model}) #{a.attempt}  {a.reason}  {when}"
+        if a.error:
+            line += f"  {short_error(a.error)}"
+        lines.append(line)
+    for r in record.recoveries:
+        lines.append(
+            f"  recovered: {r.provider} ({r.model}) broke after {r.after_chars} characters, "
+            f"{r.mode} on {r.to_provider or '?'} ({r.to_model or '?'})"
+        )
+    return "\n".join(lines)
 
 
 async def chat(
@@ -51,6 +99,7 @@ async def chat(
     stream: bool,
     out: IO[str],
     err: Console,
+    trace: bool = False,
 ) -> None:
     """Answer ``prompt`` through the configured chain, writing the answer to ``out``.
 
@@ -77,25 +126,18 @@ async def chat(
         await enter_health(reliable, stack)
         wrote_newline = True
         with fallback_scope(), capture_reliant_logs(remember):
-            if stream:
-                async with reliable.stream_chat_with_history(
-                    messages, model, temperature
-                ) as chunks:
-                    async for chunk in chunks:
-                        if chunk.restarted:
-                            # mid_stream = "restart": what was printed is void.
-                            if not wrote_newline:
-                                out.write("\n")
-                            out.flush()
-                            say(err, "reliant: the stream broke; the answer starts again", "yellow")
-                        if chunk.delta:
-                            out.write(chunk.delta)
-                            out.flush()
-                            wrote_newline = chunk.delta.endswith("\n")
-            else:
-                text = await reliable.chat_with_history(messages, model, temperature)
-                out.write(text)
-                wrote_newline = text.endswith("\n")
+            try:
+                wrote_newline = await _ask(
+                    reliable, messages, model, temperature, stream=stream, out=out, err=err
+                )
+            finally:
+                record = take_last_request_record()
+                if trace and record is not None:
+                    if not wrote_newline:
+                        out.write("\n")
+                        wrote_newline = True
+                    out.flush()
+                    say(err, format_trace(record), "dim")
             info = take_last_provider_fallback()
         if not wrote_newline:
             out.write("\n")
@@ -107,6 +149,38 @@ async def chat(
                 note += f" (first failure: {first.__dict__['provider']}: "
                 note += f"{short_error(str(first.__dict__['error']))})"
             say(err, note, "yellow")
+
+
+async def _ask(
+    reliable: ReliableProvider,
+    messages: list[ChatMessage],
+    model: str,
+    temperature: float,
+    *,
+    stream: bool,
+    out: IO[str],
+    err: Console,
+) -> bool:
+    """Send the request, writing the answer to ``out``; True if the output ends with a newline."""
+    wrote_newline = True
+    if stream:
+        async with reliable.stream_chat_with_history(messages, model, temperature) as chunks:
+            async for chunk in chunks:
+                if chunk.restarted:
+                    # mid_stream = "restart": what was printed is void.
+                    if not wrote_newline:
+                        out.write("\n")
+                    out.flush()
+                    say(err, "reliant: the stream broke; the answer starts again", "yellow")
+                if chunk.delta:
+                    out.write(chunk.delta)
+                    out.flush()
+                    wrote_newline = chunk.delta.endswith("\n")
+    else:
+        text = await reliable.chat_with_history(messages, model, temperature)
+        out.write(text)
+        wrote_newline = text.endswith("\n")
+    return wrote_newline
 
 
 def _fail(err: Console, message: str) -> None:
@@ -139,6 +213,7 @@ def run_chat_command(args: argparse.Namespace, out: Console, err: Console) -> in
                 stream=not args.no_stream,
                 out=out.file,
                 err=err,
+                trace=bool(getattr(args, "trace", False)),
             )
         )
     except ConfigError as problem:
