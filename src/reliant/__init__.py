@@ -31,7 +31,6 @@ from ._health import HealthPolicy as HealthPolicy
 from ._health import HealthStore as HealthStore
 from ._health import LocalHealth as LocalHealth
 from ._health import RouteHealth as RouteHealth
-from ._hedge import Hedge as Hedge
 from ._provider import Provider as Provider
 from ._provider import stream_from_generator as stream_from_generator
 from ._reliable import ReliableProvider as ReliableProvider
@@ -71,6 +70,7 @@ if TYPE_CHECKING:
     from ._events import StreamFinished as StreamFinished
     from ._events import StreamRecovered as StreamRecovered
     from ._events import StreamStarted as StreamStarted
+    from ._hedge import Hedge as Hedge
     from ._redis_health import RedisHealth as RedisHealth
 
 __version__ = "0.1.0"
@@ -168,6 +168,12 @@ def __getattr__(name: str) -> object:
         value = getattr(_events, name)
         globals()[name] = value
         return value
+    # Hedge (and the race machinery behind it) loads when first asked for.
+    if name == "Hedge":
+        from ._hedge import Hedge
+
+        globals()[name] = Hedge
+        return Hedge
     # RedisHealth needs coredis (the "redis" extra): imported on first access,
     # so `import reliant` never loads a Redis client.
     if name == "RedisHealth":

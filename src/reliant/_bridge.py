@@ -69,7 +69,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
 import trio
 
@@ -82,12 +82,15 @@ from ._failover import (
     Planner,
     Slot,
 )
-from ._hedge import Hedger, Lost, race
-from ._observe import Tally
 from ._provider import Provider
-from ._recovery import OverlapTrimmer, RecoverySpec, RecoveryState, continuation_messages
 from ._sanitize import sanitize_api_error
 from ._types import ChatMessage
+
+if TYPE_CHECKING:
+    # Loaded on first use (hedging, mid-stream recovery, events).
+    from ._hedge import Hedger
+    from ._observe import Tally
+    from ._recovery import RecoverySpec, RecoveryState
 
 __all__ = ["BUFFER_SIZE", "BridgeSpec", "OpenUpstream", "ReliableStream", "StreamContext"]
 
@@ -416,11 +419,11 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         candidates=spec.candidates,
         header=STREAM_FAILOVER_HEADER,
     )
-    rec = (
-        None
-        if spec.recovery is None
-        else RecoveryState(spec.recovery.mode, spec.recovery.max_recoveries, spec.recovery.ops)
-    )
+    rec: RecoveryState[T] | None = None
+    if spec.recovery is not None:
+        from ._recovery import RecoveryState
+
+        rec = RecoveryState(spec.recovery.mode, spec.recovery.max_recoveries, spec.recovery.ops)
     broken: StreamError | None = None  # the break being recovered, if any
     obs = run.obs
     if obs is not None:
@@ -516,6 +519,8 @@ async def _hedged(
     async def attempt(racer: Slot, claim: Callable[[], bool]) -> bool:
         return await _attempt(spec, racer, stream, run, rec, claim)
 
+    from ._hedge import race
+
     won = await race(run, slot, attempt, hedger)
     return won is not None and won[1]
 
@@ -546,6 +551,8 @@ async def _attempt(
     continuing = rec is not None and rec.continuing
     if continuing:
         assert rec is not None and spec.recovery is not None
+        from ._recovery import continuation_messages
+
         base = slot.messages if slot.messages is not None else spec.recovery.conversation
         upstream = spec.recovery.open_continuation(
             slot.provider, slot.model_id, continuation_messages(base, rec.text)
@@ -569,6 +576,8 @@ async def _attempt(
                 if claim is None:
                     slot.succeeded()
                 elif not claim():
+                    from ._hedge import Lost
+
                     raise Lost()
                 committed = True
                 attempt_scope.deadline = math.inf
@@ -671,6 +680,8 @@ async def _forward_recording(
     # signal; a continuation's first items pass the overlap trimmer.
     now = trio.lowlevel.current_clock().current_time
     tally = None if run.obs is None else run.obs.tally
+    from ._recovery import OverlapTrimmer
+
     trimmer = OverlapTrimmer(rec.text, rec.ops) if rec.continuing else None
     if rec.restart_pending:
         rec.restart_pending = False

@@ -79,7 +79,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -106,13 +106,16 @@ from ._health import (
     RouteHealth,
     RouteKey,
 )
-from ._hedge import Hedger, Lost, race
 from ._log import logger
-from ._observe import Emitter, RequestObserver
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import ChatMessage
 from .classify import Classification, classify
+
+if TYPE_CHECKING:
+    # Loaded on first use (hedging, events): `import reliant` stays light.
+    from ._hedge import Hedger
+    from ._observe import Emitter, RequestObserver
 
 __all__ = [
     "EmptyStream",
@@ -271,6 +274,8 @@ class Planner:
         try:
             async for slot in run:
                 if hedger is not None:
+                    from ._hedge import race
+
                     won = await race(run, slot, _hedgeable(fn), hedger)
                     if won is not None:
                         value = won[1]
@@ -301,6 +306,8 @@ def _hedgeable(
     async def attempt(slot: Slot, claim: Callable[[], bool]) -> T:
         value = await fn(slot.provider, slot.model_id, slot.messages)
         if not claim():
+            from ._hedge import Lost
+
             raise Lost()
         return value
 
@@ -462,11 +469,11 @@ class FailoverRun:
         # listens or the caller is inside fallback_scope(). Every emission
         # below is guarded by this one attribute.
         emit, cell = planner.emit, current_cell()
-        self.obs = (
-            None
-            if emit is None and cell is None
-            else RequestObserver(emit, cell, planner.primary, model, self._max_attempts)
-        )
+        self.obs: RequestObserver | None = None
+        if emit is not None or cell is not None:
+            from ._observe import RequestObserver
+
+            self.obs = RequestObserver(emit, cell, planner.primary, model, self._max_attempts)
 
     def __aiter__(self) -> FailoverRun:
         return self

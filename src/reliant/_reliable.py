@@ -12,26 +12,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
 from ._bridge import BridgeSpec, OpenUpstream, StreamContext
 from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
-from ._hedge import Hedge, Hedger
 from ._log import logger
-from ._observe import Emitter, check_hook
 from ._provider import Provider
-from ._recovery import (
-    MID_STREAM_MODES,
-    ChunkItems,
-    EventItems,
-    ItemOps,
-    MidStream,
-    OpenContinuation,
-    RecoverySpec,
-)
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -60,12 +49,16 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds allowed between two items of a committed stream (never a total cap)."""
 
 if TYPE_CHECKING:
+    # Loaded on first use (hedging, mid-stream recovery, events): `import
+    # reliant` stays light for the many programs that use none of them.
     from ._events import EventHook
+    from ._hedge import Hedge, Hedger
+    from ._recovery import ItemOps, MidStream, OpenContinuation, RecoverySpec
+
+_MID_STREAM_MODES = ("error", "restart", "continue")
 
 _DEFAULT_OPTIONS = StreamOptions()
 _DEFAULT_HEALTH = HealthPolicy()
-_CHUNKS = ChunkItems()
-_EVENTS = EventItems()
 
 MAX_RETRIES = 100
 """Largest ``max_retries`` accepted (101 attempts per provider and model)."""
@@ -147,10 +140,12 @@ class ReliableProvider(Provider):
         on_event: EventHook | None = None,
     ) -> None:
         providers = tuple(providers)
+        from ._observe import Emitter, check_hook
+
         listeners = () if on_event is None else (check_hook(on_event),)
-        if mid_stream not in MID_STREAM_MODES:
+        if mid_stream not in _MID_STREAM_MODES:
             raise ValueError(
-                f"mid_stream must be one of {', '.join(MID_STREAM_MODES)}, got {mid_stream!r}"
+                f"mid_stream must be one of {', '.join(_MID_STREAM_MODES)}, got {mid_stream!r}"
             )
         if (
             isinstance(max_stream_recoveries, bool)
@@ -242,6 +237,8 @@ class ReliableProvider(Provider):
         Raises:
             TypeError: ``listener`` is not callable, or is async.
         """
+        from ._observe import check_hook
+
         self._listening((*self._emitter.listeners, check_hook(listener, "listener")))
 
     def remove_listener(self, listener: EventHook) -> None:
@@ -390,7 +387,7 @@ class ReliableProvider(Provider):
             tools=False,
             fallback=fallback,
             recovery=lambda: self._recovery(
-                _CHUNKS,
+                "chunks",
                 _system_and_user(system_prompt, message),
                 lambda p, m, msgs: p.stream_chat_with_history(msgs, m, temperature, options),
             ),
@@ -418,7 +415,7 @@ class ReliableProvider(Provider):
             tools=False,
             fallback=fallback,
             recovery=lambda: self._recovery(
-                _CHUNKS,
+                "chunks",
                 history,
                 lambda p, m, msgs: p.stream_chat_with_history(msgs, m, temperature, options),
             ),
@@ -447,7 +444,7 @@ class ReliableProvider(Provider):
             tools=bool(tools),
             fallback=fallback,
             recovery=lambda: self._recovery(
-                _EVENTS,
+                "events",
                 tuple(request.messages),
                 lambda p, m, msgs: p.stream_chat(ChatRequest(msgs, tools), m, temperature, options),
                 tools=bool(tools),
@@ -494,13 +491,16 @@ class ReliableProvider(Provider):
 
     def _recovery(
         self,
-        ops: ItemOps[T],
+        kind: Literal["chunks", "events"],
         conversation: Sequence[ChatMessage],
         open_continuation: OpenContinuation[T],
         *,
         tools: bool = False,
     ) -> RecoverySpec[T]:
+        from ._recovery import ChunkItems, EventItems, RecoverySpec
+
         assert self.mid_stream != "error"
+        ops: ItemOps[Any] = ChunkItems() if kind == "chunks" else EventItems()
         return RecoverySpec(
             self.mid_stream, self.max_stream_recoveries, ops, conversation, open_continuation, tools
         )
@@ -509,6 +509,8 @@ class ReliableProvider(Provider):
 def _hedger(hedge: Hedge | None) -> Hedger | None:
     if hedge is None:
         return None
+    from ._hedge import Hedge, Hedger
+
     if not isinstance(hedge, Hedge):
         raise TypeError(f"hedge must be a Hedge or None, got {type(hedge).__name__}")
     return Hedger(hedge)
