@@ -26,6 +26,33 @@ ratio is worse than 1.5x the one committed in ``results/overhead.json``
 printed, not enforced.
 
     python benchmarks/bench_overhead.py [--check] [--quick]
+
+Where the time of a short in-process stream goes (cProfile over 20,000
+streams through ``ReliableProvider`` with health on; shares of self time,
+so profiling overhead inflates every row alike; trio's scheduler counted
+three batches and three task steps per stream, exactly as many as the floor):
+
+==============================================  =======
+trio's run loop, epoll, reschedule               17 %
+cancel scopes: enter, exit, deadline updates      20 %
+  (three per stream: the nursery's, the bridge's, the attempt's)
+nursery open/close and the task spawn             7 %
+the bridge and the hand-off (incl. parking lots)  18 %
+failover plan and provider health                 5 %
+ReliableProvider entry (spec, candidates)         2 %
+the leaf provider's own generator                 1 %
+everything else (contextlib in trio, attrs, ...)  30 %
+==============================================  =======
+
+So the excess over the floor is Python work spread thin, the largest single
+part being the two cancel scopes the floor does not have. Merging the
+bridge's scope with the attempt's (one scope per attempt that also serves
+the caller's aclose) is the next step; it was not taken in this round
+because every cancellation test of the bridge would have to be re-proven.
+Over loopback the largest cost was not CPU but ordering: the bridge went on
+reading the burst the server had already sent before the consumer ran; the
+bridge now waits once, after the first item, until a waiting consumer took
+it (time to first token 1.32x -> 1.15x the provider).
 """
 
 from __future__ import annotations
@@ -225,7 +252,7 @@ def regressions(now: dict[str, float], baseline: dict[str, float]) -> list[str]:
 
 async def main(check: bool, quick: bool) -> int:
     committed = RESULTS / "overhead.json"
-    baseline = json.loads(committed.read_text())["checked"] if committed.exists() else {}
+    baseline = json.loads(committed.read_text()).get("checked", {}) if committed.exists() else {}
     rounds, n, reps = (5, 500, 15) if quick else (15, 2000, 40)
     local = await in_process(rounds, n)
     http = await over_http(reps)
