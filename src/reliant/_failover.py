@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
@@ -615,34 +615,20 @@ class FailoverRun:
         all the same.
         """
         verdict = _verdict(err)
-        if verdict.content_filter and not self._planner.fallback_on_content_filter:
-            self._record(slot, "content_filter", err)
-            self._state = _DONE
-            raise err
         self._saw_error = True
-        if not verdict.context_window:
-            self._all_context = False
-        detail = self._record(slot, verdict.reason, err)
-        if self._health is not None:
-            open_for = verdict.retry_after if verdict.rate_limited else None
-            silent = _silent(slot, err, self._health.policy)
-            self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
+        self._final_if_filtered(slot, err, verdict)
+        if verdict.context_window:
+            self._record(slot, "non_retryable", err)
+            self._report(slot, _NEUTRAL)
+            return
+        self._all_context = False
+        self._judge(slot, err, verdict)
 
     def lost(self, slot: Slot, started: float, ended: float, winner: Slot | None) -> None:
         """A racer was cancelled because another answered first: ``hedge_lost`` in the trail."""
         who = f"{winner.name} (model {winner.model_id})" if winner is not None else "another"
-        self._trail.append(
-            Attempt(
-                slot.name,
-                slot.model_id,
-                slot.attempt,
-                self._max_attempts,
-                "hedge_lost",
-                f"cancelled after {ended - started:.3f} s: {who} answered first",
-                started,
-                ended,
-            )
-        )
+        detail = f"cancelled after {ended - started:.3f} s: {who} answered first"
+        self._note(slot.name, slot.model_id, slot.attempt, "hedge_lost", detail, started, ended)
         if self.obs is not None:
             self.obs.hedge_lost(slot, started, ended, winner)
         self.abandon(slot)
@@ -657,18 +643,8 @@ class FailoverRun:
 
     def note_hedge_refused(self, slot: Slot, detail: str) -> None:
         """The hedge budget refused a hedge: the trail says so, and the race goes on alone."""
-        self._trail.append(
-            Attempt(
-                slot.name,
-                slot.model_id,
-                slot.attempt,
-                self._max_attempts,
-                "hedge_budget",
-                detail,
-                None,
-                trio.current_time(),
-            )
-        )
+        now = trio.current_time()
+        self._note(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail, None, now)
         if self.obs is not None:
             self.obs.skipped(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail)
         logger.info(
@@ -703,13 +679,8 @@ class FailoverRun:
         detail = collapse_whitespace(sanitize_api_error(_describe(err)))
         if self.obs is not None:
             self.obs.attempt_failed(slot, "stream_broken", detail, err)
-        if self._health is not None:
-            key = (slot.name, slot.model_id)
-            outcome = Outcome(False, True, None, False, detail)
-            if self._local is not None:
-                self._transition(key, slot.attempt, self._local.record_nowait(key, outcome))
-            else:
-                self._pending.append((key, outcome, False, slot.attempt))
+        # Not as a probe: its slot was given back when the stream committed.
+        self._report(slot, Outcome(False, True, None, False, detail), probe=False)
         return detail
 
     def recover(self, slot: Slot, err: Exception, *, after_chars: int, mode: str) -> None:
@@ -722,17 +693,14 @@ class FailoverRun:
         if self._state is not _DONE:
             raise RuntimeError("only a committed attempt can be recovered")
         detail = self.broke(slot, err)
-        self._trail.append(
-            Attempt(
-                slot.name,
-                slot.model_id,
-                slot.attempt,
-                self._max_attempts,
-                "stream_broken",
-                f"broke after {after_chars} characters, recovering ({mode}): {detail}",
-                slot.started_at,
-                trio.current_time(),
-            )
+        self._note(
+            slot.name,
+            slot.model_id,
+            slot.attempt,
+            "stream_broken",
+            f"broke after {after_chars} characters, recovering ({mode}): {detail}",
+            slot.started_at,
+            trio.current_time(),
         )
         if self.obs is not None:
             self.obs.recovering()
@@ -757,10 +725,7 @@ class FailoverRun:
     def recovery_mode(self, mode: str) -> None:
         """Correct how the last recovery proceeds (a continuation that became a restart)."""
         if self._recoveries:
-            last = self._recoveries[-1]
-            self._recoveries[-1] = StreamRecovery(
-                last.provider, last.model, last.after_chars, last.reason, mode
-            )
+            self._recoveries[-1] = replace(self._recoveries[-1], mode=mode)
 
     def _last_candidate(self) -> bool:
         # True when nothing else could serve after this candidate: a breaker
@@ -769,8 +734,23 @@ class FailoverRun:
             return False
         return self._mi == len(self._models) - 1 and self._pi == len(self._pool) - 1
 
+    def _note(
+        self,
+        name: str,
+        model_id: str,
+        attempt: int,
+        reason: FailureReason,
+        detail: str,
+        started: float | None = None,
+        ended: float | None = None,
+    ) -> None:
+        # One entry of the failure trail (what FailoverError and fallback info show).
+        self._trail.append(
+            Attempt(name, model_id, attempt, self._max_attempts, reason, detail, started, ended)
+        )
+
     def _skip(self, name: str, model_id: str, reason: FailureReason, detail: str) -> None:
-        self._trail.append(Attempt(name, model_id, self._n, self._max_attempts, reason, detail))
+        self._note(name, model_id, self._n, reason, detail)
         if self.obs is not None:
             self.obs.skipped(name, model_id, self._n, reason, detail)
         logger.info(
@@ -837,36 +817,28 @@ class FailoverRun:
 
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
         detail = collapse_whitespace(sanitize_api_error(_describe(err)))
-        self._trail.append(
-            Attempt(
-                slot.name,
-                slot.model_id,
-                slot.attempt,
-                self._max_attempts,
-                reason,
-                detail,
-                slot.started_at,
-                trio.current_time(),
-            )
-        )
+        now = trio.current_time()
+        self._note(slot.name, slot.model_id, slot.attempt, reason, detail, slot.started_at, now)
         if not isinstance(err, EmptyStream):
             self._errors.append(err)
         if self.obs is not None:
             self.obs.attempt_failed(slot, reason, detail, err)
         return detail
 
-    def _report(self, slot: Slot, outcome: Outcome) -> None:
-        # Provider health hears about the attempt at the next __anext__ or
-        # at aclose(), both async: a store may need I/O, this method may not.
+    def _report(self, slot: Slot, outcome: Outcome, *, probe: bool | None = None) -> None:
+        # Provider health hears about the attempt at once from the in-process
+        # store, else at the next __anext__ or at aclose(), both async: a
+        # shared store may need I/O, this method may not.
         if self._health is not None:
             key = (slot.name, slot.model_id)
-            if slot.probe and key in self._held:
+            probe = slot.probe if probe is None else probe
+            if probe and key in self._held:
                 self._held.remove(key)  # recording the outcome frees the slot
             if self._local is not None:
-                view = self._local.record_nowait(key, outcome, probe=slot.probe)
+                view = self._local.record_nowait(key, outcome, probe=probe)
                 self._transition(key, slot.attempt, view)
             else:
-                self._pending.append((key, outcome, slot.probe, slot.attempt))
+                self._pending.append((key, outcome, probe, slot.attempt))
 
     def _transition(self, key: RouteKey, attempt: int, view: RouteHealth | None) -> None:
         if view is not None and self.obs is not None:
@@ -919,12 +891,7 @@ class FailoverRun:
             return
         self._saw_error = True
         verdict = _verdict(err)
-        if verdict.content_filter and not self._planner.fallback_on_content_filter:
-            # A safety decision is final: not retried, not routed around.
-            self._record(slot, "content_filter", err)
-            self._report(slot, _NEUTRAL)
-            self._state = _DONE
-            raise err
+        self._final_if_filtered(slot, err, verdict)
         if verdict.context_window:
             self._report(slot, _NEUTRAL)
             shorter, dropped = (
@@ -950,13 +917,7 @@ class FailoverRun:
             self._next_candidate()
             return
         self._all_context = False
-        detail = self._record(slot, verdict.reason, err)
-        cooldown = False
-        if self._health is not None:
-            silent = _silent(slot, err, self._health.policy)
-            open_for = verdict.retry_after if verdict.rate_limited else None
-            self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
-            cooldown = silent or open_for is not None
+        detail, cooldown = self._judge(slot, err, verdict)
         if not verdict.retryable:
             logger.warning("non-retryable error, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
@@ -982,6 +943,27 @@ class FailoverRun:
             extra={**log_extra, "backoff": delay, "reason": verdict.reason, "error": detail},
         )
         self._retry(delay)
+
+    def _final_if_filtered(self, slot: Slot, err: Exception, verdict: Classification) -> None:
+        # A safety decision is final: not retried, not routed around (unless
+        # the caller opted into fallback).
+        if verdict.content_filter and not self._planner.fallback_on_content_filter:
+            self._record(slot, "content_filter", err)
+            self._report(slot, _NEUTRAL)
+            self._state = _DONE
+            raise err
+
+    def _judge(self, slot: Slot, err: Exception, verdict: Classification) -> tuple[str, bool]:
+        # Trail and provider health for an ordinary failure. Returns the
+        # sanitized detail and whether the failure opened the route's breaker
+        # at once (a Retry-After, or a silent route).
+        detail = self._record(slot, verdict.reason, err)
+        if self._health is None:
+            return detail, False
+        silent = _silent(slot, err, self._health.policy)
+        open_for = verdict.retry_after if verdict.rate_limited else None
+        self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
+        return detail, silent or open_for is not None
 
     def _succeeded(self, slot: Slot) -> None:
         if self._state is not _PENDING:
@@ -1032,15 +1014,7 @@ _BUDGET_DETAIL = "retry budget exhausted; retry not sent"
 
 
 def _took_over(recovery: StreamRecovery, slot: Slot) -> StreamRecovery:
-    return StreamRecovery(
-        recovery.provider,
-        recovery.model,
-        recovery.after_chars,
-        recovery.reason,
-        recovery.mode,
-        slot.name,
-        slot.model_id,
-    )
+    return replace(recovery, to_provider=slot.name, to_model=slot.model_id)
 
 
 def _open_detail(reopens_at: float) -> str:
