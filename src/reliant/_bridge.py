@@ -590,11 +590,10 @@ async def _attempt(
                         await stream._handed_over()
                     if run.unsettled:
                         await run.aclose()  # tell provider health after the item is on its way
-                    if run.obs is None:
-                        await _forward(items, stream, gap)
-                    else:
-                        run.obs.tally.note(first)
-                        await _forward_tallied(items, stream, gap, run.obs.tally)
+                    tally = None if run.obs is None else run.obs.tally
+                    if tally is not None:
+                        tally.note(first)
+                    await _forward(items, stream, gap, tally)
                 else:
                     await _forward_recording(items, first, stream, gap, rec, run)
     except Exception as err:
@@ -718,38 +717,25 @@ async def _forward_recording(
             await stream._put(out)
 
 
-async def _forward(items: AsyncIterator[T], stream: ReliableStream[T], idle: float) -> None:
+async def _forward(
+    items: AsyncIterator[T],
+    stream: ReliableStream[T],
+    idle: float,
+    tally: Tally | None = None,
+) -> None:
     # The hot loop of every committed stream: a deque append, a clock read and
     # a float store per item. The float is the idle deadline the consumer
     # waits against (see ReliableStream._wait); with no idle timeout it stays
-    # inf and the consumer never arms a deadline.
+    # inf and the consumer never arms a deadline. ``tally`` counts what is
+    # delivered when someone observes the request (one None check otherwise).
     now = trio.lowlevel.current_clock().current_time
     buffer = stream._buffer
     append = buffer.append
     async for item in items:
+        if tally is not None:
+            tally.note(item)
         if len(buffer) >= BUFFER_SIZE:
             stream._idle_at = math.inf  # waiting for the consumer is not idleness
-            await stream._put(item)
-        else:
-            append(item)
-            if stream._reader_parked:
-                stream._wake_reader()
-        stream._idle_at = now() + idle
-
-
-async def _forward_tallied(
-    items: AsyncIterator[T], stream: ReliableStream[T], idle: float, tally: Tally
-) -> None:
-    # _forward when someone observes the request: the same loop, counting
-    # what it delivers (kept apart so the unobserved hot loop stays as it is).
-    now = trio.lowlevel.current_clock().current_time
-    buffer = stream._buffer
-    append = buffer.append
-    note = tally.note
-    async for item in items:
-        note(item)
-        if len(buffer) >= BUFFER_SIZE:
-            stream._idle_at = math.inf
             await stream._put(item)
         else:
             append(item)
