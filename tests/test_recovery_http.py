@@ -36,6 +36,7 @@ FAULTS = {
     "stall": "hang_body:after=2:chunks=6",
     "malformed": "malformed:after=2:chunks=6",
 }
+Three = tuple[OpenAICompatible, Anthropic, OpenAICompatible]
 WEATHER = ToolSpec("get_weather", "Weather for a place.", {"type": "object"})
 
 
@@ -54,6 +55,19 @@ async def providers(
             yield oa, an, "ok:chunks=6"
         else:
             yield an, oa, "ok:prefill:chunks=6"
+
+
+@pytest.fixture
+async def three(
+    server: FakeLLMServer,
+) -> AsyncIterator[Three]:
+    """An OpenAI-compatible primary, an Anthropic backup and a second OpenAI-compatible one."""
+    async with (
+        OpenAICompatible(name="oa", base_url=server.openai_base_url, api_key="k") as oa,
+        Anthropic(name="an", base_url=server.anthropic_base_url, api_key="k") as an,
+        OpenAICompatible(name="third", base_url=server.openai_base_url, api_key="k") as third,
+    ):
+        yield oa, an, third
 
 
 def chain(
@@ -177,40 +191,36 @@ async def test_continue_mode_finishes_the_same_answer(
 
 
 async def test_continuation_overlap_is_trimmed(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+    three: Three,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A continuation that repeats the last 9 characters of the prefill is trimmed."""
-    async with (
-        OpenAICompatible(name="oa", base_url=server.openai_base_url, api_key="k") as oa,
-        Anthropic(name="an", base_url=server.anthropic_base_url, api_key="k") as an,
-    ):
-        llm = chain((oa, an, "ok:chunks=6:overlap=9"), FAULTS["cut"], "continue")
-        text, _ = await chunk_text(llm)
+    oa, an, _ = three
+    llm = chain((oa, an, "ok:chunks=6:overlap=9"), FAULTS["cut"], "continue")
+    text, _chunks = await chunk_text(llm)
     assert text == CANON
 
 
 async def test_rejected_prefill_restarts_with_the_signal(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer,
+    three: Three,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A backup that rejects prefill with a 400: the next candidate restarts; complete answer."""
-    async with (
-        OpenAICompatible(name="oa", base_url=server.openai_base_url, api_key="k") as oa,
-        Anthropic(name="an", base_url=server.anthropic_base_url, api_key="k") as an,
-        OpenAICompatible(name="third", base_url=server.openai_base_url, api_key="k") as third,
-    ):
-        llm = ReliableProvider(
-            [("primary", oa), ("backup", an), ("third", third)],
-            max_retries=0,
-            mid_stream="continue",
-            model_aliases={
-                "primary": {"m": FAULTS["cut"]},
-                "backup": {"m": "reject_prefill:chunks=6"},
-                "third": {"m": "ok:chunks=6"},
-            },
-        )
-        with fallback_scope():
-            text, chunks = await chunk_text(llm)
-            info = take_last_provider_fallback()
+    oa, an, third = three
+    llm = ReliableProvider(
+        [("primary", oa), ("backup", an), ("third", third)],
+        max_retries=0,
+        mid_stream="continue",
+        model_aliases={
+            "primary": {"m": FAULTS["cut"]},
+            "backup": {"m": "reject_prefill:chunks=6"},
+            "third": {"m": "ok:chunks=6"},
+        },
+    )
+    with fallback_scope():
+        text, chunks = await chunk_text(llm)
+        info = take_last_provider_fallback()
     assert text == CANON and sum(c.restarted for c in chunks) == 1
     assert [r.model for r in server.requests] == [
         FAULTS["cut"],
@@ -222,41 +232,38 @@ async def test_rejected_prefill_restarts_with_the_signal(
 
 
 async def test_tool_call_in_progress_restarts(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer,
+    three: Three,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A cut inside a tool call's arguments restarts the answer even in continue mode."""
-    async with (
-        OpenAICompatible(name="oa", base_url=server.openai_base_url, api_key="k") as oa,
-        Anthropic(name="an", base_url=server.anthropic_base_url, api_key="k") as an,
-    ):
-        llm = chain((oa, an, "tools"), "cut:after=3:calls=1:chunks=2", "continue")
-        async with llm.stream_chat(ChatRequest(HI, tools=[WEATHER]), "m", 0.0) as events:
-            got = [e async for e in events]
+    oa, an, _ = three
+    llm = chain((oa, an, "tools"), "cut:after=3:calls=1:chunks=2", "continue")
+    async with llm.stream_chat(ChatRequest(HI, tools=[WEATHER]), "m", 0.0) as events:
+        got = [e async for e in events]
     assert StreamRestart() in got
     assert server.requests[-1].json["messages"][-1]["role"] == "user"
 
 
 async def test_recovery_limit_over_http(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer,
+    three: Three,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """max_stream_recoveries=1 and two breaking candidates: StreamError, third never asked."""
-    async with (
-        OpenAICompatible(name="a", base_url=server.openai_base_url, api_key="k") as a,
-        Anthropic(name="b", base_url=server.anthropic_base_url, api_key="k") as b,
-        OpenAICompatible(name="c", base_url=server.openai_base_url, api_key="k") as c,
-    ):
-        llm = ReliableProvider(
-            [("a", a), ("b", b), ("c", c)],
-            max_retries=0,
-            mid_stream="restart",
-            model_aliases={
-                "a": {"m": "cut:after=1"},
-                "b": {"m": "reset:after=1"},
-                "c": {"m": "ok"},
-            },
-        )
-        with pytest.raises(StreamError):
-            await chunk_text(llm)
+    a, b, c = three
+    llm = ReliableProvider(
+        [("a", a), ("b", b), ("c", c)],
+        max_retries=0,
+        mid_stream="restart",
+        model_aliases={
+            "a": {"m": "cut:after=1"},
+            "b": {"m": "reset:after=1"},
+            "c": {"m": "ok"},
+        },
+    )
+    with pytest.raises(StreamError):
+        await chunk_text(llm)
     assert [r.model for r in server.requests] == ["cut:after=1", "reset:after=1"]
 
 
