@@ -173,6 +173,40 @@ class _Demo:
     def requests_for(self, model: str, since: int) -> list[int]:
         return [r.index for r in self.server.requests[since:] if r.model == model]
 
+    async def stream(
+        self, rp: ReliableProvider, prompt: str
+    ) -> tuple[float, str, ProviderFallbackInfo | None]:
+        """Stream ``prompt`` to model demo-stream, printing tokens as they come.
+
+        Returns the time to the first token (from the call), the whole text
+        and the fallback information; raises StepFailed if no token came.
+        """
+        start = trio.current_time()
+        first: float | None = None
+        received: list[str] = []
+        with fallback_scope():
+            async with rp.stream_chat_with_history(
+                [ChatMessage.user(prompt)], "demo-stream", 0.0
+            ) as chunks:
+                async for chunk in chunks:
+                    _expect(not chunk.restarted, "the answer was restarted, not continued")
+                    if chunk.delta:
+                        if first is None:
+                            first = trio.current_time() - start
+                        received.append(chunk.delta)
+                        self.timeline.tokens(chunk.delta)
+            info = take_last_provider_fallback()
+        self.fallback(info)
+        if first is None:
+            raise StepFailed("no token arrived")
+        return first, "".join(received), info
+
+    def closed_at(self, model: str, since: int) -> float | None:
+        """When the client closed the first connection asking for ``model``, if it did."""
+        asked = self.requests_for(model, since)
+        closed = [d.at for d in self.server.disconnects if asked and d.request_index == asked[0]]
+        return closed[0] if closed else None
+
     def fallback(self, info: ProviderFallbackInfo | None) -> None:
         if info is None:
             self.timeline.event("no fallback recorded: served as requested", style="dim")
@@ -400,34 +434,18 @@ async def _stream_failover(demo: _Demo) -> None:
     )
     tl.event(f"primary accepts the connection and never answers; first_chunk_timeout={timeout} s")
     start = trio.current_time()
-    first: float | None = None
-    received: list[str] = []
-    with fallback_scope():
-        async with rp.stream_chat_with_history(
-            [ChatMessage.user("Tell me something.")], "demo-stream", 0.0
-        ) as chunks:
-            async for chunk in chunks:
-                if chunk.delta:
-                    if first is None:
-                        first = trio.current_time() - start
-                    received.append(chunk.delta)
-                    tl.tokens(chunk.delta)
-        info = take_last_provider_fallback()
-    demo.fallback(info)
-    hung = demo.requests_for("gpt-demo-hangs", since)
-    closed = [d for d in server.disconnects if hung and d.request_index == hung[0]]
-    if closed:
+    first, text, info = await demo.stream(rp, "Tell me something.")
+    closed = demo.closed_at("gpt-demo-hangs", since)
+    if closed is not None:
         tl.event(
             f"the hung connection to primary was closed by the client "
-            f"{(closed[0].at - start) * 1000:.0f} ms after the stream was opened"
+            f"{(closed - start) * 1000:.0f} ms after the stream was opened"
         )
-    _expect(first is not None, "no token arrived")
-    assert first is not None
     tl.event(f"time to first token: {first * 1000:.0f} ms (timeout {timeout * 1000:.0f} ms)")
     _expect(timeout <= first < timeout + 1.0, f"first token after {first:.2f} s, expected ~1 s")
-    _expect("".join(received) == STREAM_TEXT, "the streamed text is not what backup sent")
+    _expect(text == STREAM_TEXT, "the streamed text is not what backup sent")
     _expect(info is not None and info.actual_provider == "backup", "no fallback to backup noted")
-    _expect(bool(closed), "the hung upstream connection was not closed")
+    _expect(closed is not None, "the hung upstream connection was not closed")
 
 
 async def _hedged(demo: _Demo) -> None:
@@ -447,33 +465,17 @@ async def _hedged(demo: _Demo) -> None:
     )
     tl.event("primary takes 1.5 s to its first token today; Hedge(after=0.3)")
     start = trio.current_time()
-    first: float | None = None
-    received: list[str] = []
-    with fallback_scope():
-        async with rp.stream_chat_with_history(
-            [ChatMessage.user("Anyone there?")], "demo-stream", 0.0
-        ) as chunks:
-            async for chunk in chunks:
-                if chunk.delta:
-                    if first is None:
-                        first = trio.current_time() - start
-                    received.append(chunk.delta)
-                    tl.tokens(chunk.delta)
-        info = take_last_provider_fallback()
-    demo.fallback(info)
-    slow = demo.requests_for("gpt-demo-slow", since)
-    closed = [d for d in server.disconnects if slow and d.request_index == slow[0]]
-    _expect(first is not None, "no token arrived")
-    assert first is not None
+    first, text, info = await demo.stream(rp, "Anyone there?")
+    closed = demo.closed_at("gpt-demo-slow", since)
     tl.event(f"time to first token: {first * 1000:.0f} ms, instead of 1500 ms")
-    if closed:
+    if closed is not None:
         tl.event(
-            f"the slow primary's connection was closed {(closed[0].at - start) * 1000:.0f} ms "
+            f"the slow primary's connection was closed {(closed - start) * 1000:.0f} ms "
             "after the stream was opened, when the hedge answered"
         )
     _expect(0.3 <= first < 1.0, f"first token after {first:.2f} s, expected ~0.35 s")
-    _expect("".join(received) == "The hedge answered first.", "the hedge's answer is not intact")
-    _expect(bool(closed), "the losing upstream connection was not closed")
+    _expect(text == "The hedge answered first.", "the hedge's answer is not intact")
+    _expect(closed is not None, "the losing upstream connection was not closed")
     lost = [a for a in (info.attempts if info else ()) if a.reason == "hedge_lost"]
     _expect(len(lost) == 1, "the loser is not recorded as hedge_lost")
 
@@ -500,18 +502,7 @@ async def _stream_continue(demo: _Demo) -> None:
         },
     )
     tl.event('primary\'s connection is cut after 8 words; mid_stream="continue"')
-    received: list[str] = []
-    with fallback_scope():
-        async with rp.stream_chat_with_history(
-            [ChatMessage.user("Why is the sky blue?")], "demo-stream", 0.0
-        ) as chunks:
-            async for chunk in chunks:
-                _expect(not chunk.restarted, "the answer was restarted, not continued")
-                if chunk.delta:
-                    received.append(chunk.delta)
-                    tl.tokens(chunk.delta)
-        info = take_last_provider_fallback()
-    demo.fallback(info)
+    _, text, info = await demo.stream(rp, "Why is the sky blue?")
     _expect(info is not None and len(info.recoveries) == 1, "no recovery was recorded")
     assert info is not None
     rec = info.recoveries[0]
@@ -524,7 +515,7 @@ async def _stream_continue(demo: _Demo) -> None:
     tl.event("backup was sent the delivered text as a trailing assistant message (prefill)")
     _expect(prefill["role"] == "assistant", "the continuation request had no prefill")
     _expect(rec.mode == "continue", f"recovery mode was {rec.mode}")
-    _expect("".join(received) == CUT_TEXT, "the caller did not get exactly one whole answer")
+    _expect(text == CUT_TEXT, "the caller did not get exactly one whole answer")
 
 
 async def _stream_cancel(demo: _Demo) -> None:
