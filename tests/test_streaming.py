@@ -230,12 +230,23 @@ async def test_stream_failover_stops_after_receiver_dropped(
     async with rp(("slow", slow), ("fallback", fallback)).stream_chat_with_history(
         HI, "m", 0.0
     ) as chunks:
-        await trio.lowlevel.checkpoint()
+        await trio.testing.wait_all_tasks_blocked()  # the bridge waits for the first chunk
         await chunks.aclose()
         assert slow.open_streams == 0
     await trio.sleep(0.2)
     assert fallback.call_count == 0
     assert slow.calls[0].cancelled
+
+
+async def test_close_before_the_bridge_ran_calls_no_upstream() -> None:
+    """Closing before the bridge task first ran: no provider is called at all."""
+    first, second = ok("first"), ok("second")
+    async with rp(("first", first), ("second", second)).stream_chat_with_history(
+        HI, "m", 0.0
+    ) as chunks:
+        await chunks.aclose()
+        assert chunks.closed
+    assert (first.call_count, second.call_count) == (0, 0)
 
 
 # -- cancellation at every await point ----------------------------------------
@@ -433,12 +444,59 @@ async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.M
     async with rp(("p", Counting())).stream_chat_with_history(HI, "m", 0.0) as chunks:
         first = await chunks.__anext__()
         await trio.sleep(10)
-        # The consumer took the first item (the bridge waits for that hand-over),
-        # then the buffer filled up (BUFFER_SIZE) and the bridge holds one more
-        # it cannot put: nothing else was pulled.
-        assert len(chunks._buffer) == BUFFER_SIZE
-        assert pulled == 1 + BUFFER_SIZE + 1
+        # This upstream never makes the bridge wait, so there is no hand-over:
+        # the bridge filled the buffer (BUFFER_SIZE) and holds one more it
+        # cannot put, the consumer took the first, and nothing else was pulled
+        # (the bridge waits for the consumer to drain half the buffer).
+        assert len(chunks._buffer) == BUFFER_SIZE - 1
+        assert pulled == BUFFER_SIZE + 1
     assert first.delta == "t0"
+
+
+class Burst(Provider):
+    """Streams ``n`` chunks at once; with ``wait``, after one checkpoint (as a network read)."""
+
+    def __init__(self, n: int, *, wait: bool) -> None:
+        self.n, self.wait, self.pulled = n, wait, 0
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        return ""
+
+    @stream_from_generator
+    async def stream_chat_with_history(  # type: ignore[override]
+        self, messages: object, model: str, temperature: float, options: object = None
+    ) -> AsyncIterator[StreamChunk]:
+        if self.wait:
+            await trio.lowlevel.checkpoint()
+        for i in range(self.n):
+            self.pulled += 1
+            yield StreamChunk(f"t{i}")
+
+
+async def test_first_chunk_is_handed_over_before_a_burst_is_read() -> None:
+    """After an upstream that waited, the consumer gets the first chunk before the bridge reads on."""
+    burst = Burst(50, wait=True)
+    async with rp(("p", burst)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert (await chunks.__anext__()).delta == "t0"
+        assert burst.pulled == 1
+        rest = [c.delta async for c in chunks]
+    assert rest == [f"t{i}" for i in range(1, 50)] and burst.pulled == 50
+
+
+async def test_an_upstream_that_never_waits_is_forwarded_without_a_hand_over() -> None:
+    """An in-process upstream that never suspends is read on at once (a hand-over gains nothing)."""
+    burst = Burst(50, wait=False)
+    async with rp(("p", burst)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert (await chunks.__anext__()).delta == "t0"
+        assert burst.pulled == 50
+        rest = [c.delta async for c in chunks]
+    assert rest == [f"t{i}" for i in range(1, 50)]
 
 
 # -- fallback info, non-streaming fallback, nesting --------------------------------

@@ -27,11 +27,16 @@ Algorithm of the bridge task
                        timeout error, any Exception -> slot.failed(err)
         after commit:  upstream Exception or idle deadline -> StreamError, end
 
-The whole bridge runs inside one cancel scope; the consumer's ``aclose()``
-cancels it. That single cancel scope is what races every await of the bridge
-(connect, first item, backoff sleep inside the planner, a blocked send to a
-slow consumer) against the consumer letting go: the bridge stops at whatever
-it awaits and the planner hands out no further attempt.
+The consumer's ``aclose()`` cancels whichever cancel scope the bridge is
+awaiting in, and a flag makes the bridge stop at its next step: an attempt's
+own scope (the one that carries the first-chunk and idle deadlines), or, for
+the awaits between attempts that can block (a backoff sleep, a shared health
+store, a hedged race, the non-streaming fallback), a scope of their own
+(``_guarded``). That races every await of the bridge (connect, first item,
+backoff sleep inside the planner, a blocked send to a slow consumer) against
+the consumer letting go: the bridge stops at whatever it awaits and the
+planner hands out no further attempt. A healthy stream so enters exactly one
+cancel scope besides its nursery's.
 
 The upstream context is entered *inside* the per-attempt cancel scope and
 exited before it, so scopes always nest (a nested ``ReliableProvider``'s own
@@ -56,6 +61,11 @@ upstream instead of growing memory; the bridge is woken again only when the
 consumer has drained half of it, so a slow consumer does not cause a task
 switch per item either.
 
+After the first item the bridge waits once until the waiting consumer took
+it, but only if the upstream made the bridge wait on the way (it is doing
+I/O, and one network read may have brought a burst the bridge would
+otherwise parse and buffer first); see ``_noting_waits``.
+
 Errors travel out of band: the bridge stores the terminal exception on the
 stream and marks it done; the consumer raises it from ``__anext__``, after
 every item delivered before it, as a plain exception, never an
@@ -65,11 +75,12 @@ every item delivered before it, as a plain exception, never an
 from __future__ import annotations
 
 import math
+import types
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import trio
 
@@ -95,6 +106,7 @@ if TYPE_CHECKING:
 __all__ = ["BUFFER_SIZE", "BridgeSpec", "OpenUpstream", "ReliableStream", "StreamContext"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 BUFFER_SIZE = 256
 """Items the bridge may run ahead of the consumer (about one network read's worth)."""
@@ -179,8 +191,10 @@ class ReliableStream(Generic[T]):
         "_armed",
         "_buffer",
         "_data",
+        "_detached",
         "_done",
         "_error",
+        "_exited",
         "_finished",
         "_idle_at",
         "_idle_scope",
@@ -191,7 +205,7 @@ class ReliableStream(Generic[T]):
         "_writer_parked",
     )
 
-    def __init__(self, scope: trio.CancelScope, stopped: trio.Event) -> None:
+    def __init__(self) -> None:
         self._buffer: deque[T] = deque()
         self._data = trio.lowlevel.ParkingLot()  # the consumer waits here for items
         self._room = trio.lowlevel.ParkingLot()  # the bridge waits here for space
@@ -199,8 +213,12 @@ class ReliableStream(Generic[T]):
         # twice per item was a measurable share of the hot path.
         self._reader_parked = False
         self._writer_parked = False
-        self._scope = scope
-        self._stopped = stopped
+        # The cancel scope the bridge is awaiting in: the current attempt's,
+        # or one around a backoff sleep or a hedged race (see "Detaching").
+        self._scope: trio.CancelScope | None = None
+        self._detached = False  # the consumer let go: the bridge must stop
+        self._exited = False  # the bridge task has finished
+        self._stopped: trio.Event | None = None  # made by aclose() if it must wait
         self._error: Exception | None = None
         self._done = False  # the bridge will put nothing more
         self._finished = False  # the consumer has seen the end
@@ -261,13 +279,19 @@ class ReliableStream(Generic[T]):
         failure are dropped, as the caller said it wants nothing more.
         """
         self._detach()
+        if self._exited:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._stopped is None:
+            self._stopped = trio.Event()
         await self._stopped.wait()
 
     def _detach(self) -> None:
         self._finished = True
+        self._detached = True
         self._buffer.clear()
         self._error = None
-        if not self._done:
+        if not self._done and self._scope is not None:
             # A bridge that already put its end has nothing left to stop;
             # cancelling its (exited) scope would only cost a deadline update.
             self._scope.cancel()
@@ -275,7 +299,7 @@ class ReliableStream(Generic[T]):
     @property
     def closed(self) -> bool:
         """True once the stream ended, failed or was closed."""
-        return self._finished or self._scope.cancel_called
+        return self._finished or self._detached
 
     # -- the bridge's side ---------------------------------------------------
 
@@ -350,12 +374,10 @@ class StreamContext(Generic[T]):
     async def __aenter__(self) -> ReliableStream[T]:
         if self._nursery_cm is not None:
             raise RuntimeError("a stream context can be entered only once")
-        scope = trio.CancelScope()
-        stopped = trio.Event()
-        stream: ReliableStream[T] = ReliableStream(scope, stopped)
+        stream: ReliableStream[T] = ReliableStream()
         self._nursery_cm = trio.open_nursery()
         nursery = await self._nursery_cm.__aenter__()
-        nursery.start_soon(_bridge, self._spec, stream, scope, stopped)
+        nursery.start_soon(_bridge, self._spec, stream)
         self._stream = stream
         return stream
 
@@ -386,22 +408,19 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _bridge(
-    spec: BridgeSpec[T],
-    stream: ReliableStream[T],
-    scope: trio.CancelScope,
-    stopped: trio.Event,
-) -> None:
+async def _bridge(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     error: Exception | None = None
     try:
-        with scope:
-            try:
-                await _run(spec, stream)
-            except Exception as err:
-                error = err
+        await _run(spec, stream)
+    except _Detached:
+        pass
+    except Exception as err:
+        error = err
     finally:
         stream._close(error)
-        stopped.set()
+        stream._exited = True
+        if stream._stopped is not None:
+            stream._stopped.set()
 
 
 async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
@@ -410,8 +429,7 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     if not spec.candidates:
         if spec.fallback is None:
             raise NoStreamingProviderError(spec.no_provider_message)
-        for item in await spec.fallback():
-            await stream._put(item)
+        await _guarded(stream, _serve_fallback, spec.fallback, stream)
         return
     run = spec.planner.attempts(
         model=spec.model,
@@ -432,12 +450,18 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     exhausted = False
     try:
         hedger = spec.planner.hedger
-        async for slot in run:
+        while True:
+            if run.immediate:  # no backoff to sleep: nothing to guard
+                slot = await _next_slot(run)
+            else:
+                slot = await _guarded(stream, _next_slot, run)
+            if slot is None:
+                break
             try:
                 if hedger is None:
                     done = await _attempt(spec, slot, stream, run, rec)
                 else:
-                    done = await _hedged(spec, slot, stream, run, rec, hedger)
+                    done = await _guarded(stream, _hedged, spec, slot, stream, run, rec, hedger)
                 if done:
                     return
                 broken = None
@@ -471,11 +495,46 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     if spec.fallback is None:
         raise failure
     try:
-        items = await spec.fallback()
+        await _guarded(stream, _serve_fallback, spec.fallback, stream)
+    except _Detached:
+        raise
     except Exception as err:
         raise err from failure
-    for item in items:
+
+
+async def _next_slot(run: FailoverRun) -> Slot | None:
+    try:
+        return await run.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _serve_fallback(
+    fallback: Callable[[], Awaitable[Sequence[T]]] | None, stream: ReliableStream[T]
+) -> None:
+    assert fallback is not None
+    for item in await fallback():
         await stream._put(item)
+
+
+class _Detached(BaseException):
+    """The consumer let go of the stream: the bridge stops, quietly (like a cancellation)."""
+
+
+async def _guarded(stream: ReliableStream[Any], fn: Callable[..., Awaitable[R]], *args: Any) -> R:
+    # Detaching: the consumer's aclose() cancels whatever scope the bridge is
+    # awaiting in. An attempt registers its own scope (the one that carries
+    # the first-chunk and idle deadlines); every other await of the bridge
+    # that can block (a backoff sleep, a shared health store, a hedged race,
+    # the non-streaming fallback) runs in a scope of its own, registered
+    # here. So the bridge needs no scope around all of it, which saved one
+    # cancel scope per stream; a healthy stream enters exactly one.
+    with trio.CancelScope() as scope:
+        stream._scope = scope
+        if stream._detached:
+            raise _Detached()
+        return await fn(*args)
+    raise _Detached()  # reached only when the scope caught the detach's cancellation
 
 
 class _Broke(Exception):
@@ -541,6 +600,11 @@ async def _attempt(
     first item (``Lost`` when another racer was first), and a failure before
     that is raised for the race to report instead of ``slot.failed``.
     """
+    # Outside a hedged race the attempt's scope is the one the consumer's
+    # aclose() cancels (a race has one around all of it, see _guarded).
+    owns_scope = claim is None
+    if owns_scope and stream._detached:
+        raise _Detached()
     committed = False
     idle = spec.idle_timeout
     first_deadline = (
@@ -554,19 +618,24 @@ async def _attempt(
         from ._recovery import continuation_messages
 
         base = slot.messages if slot.messages is not None else spec.recovery.conversation
-        upstream = spec.recovery.open_continuation(
+        opening = spec.recovery.open_continuation(
             slot.provider, slot.model_id, continuation_messages(base, rec.text)
         )
     else:
-        upstream = spec.open_upstream(slot.provider, slot.model_id, slot.messages)
+        opening = spec.open_upstream(slot.provider, slot.model_id, slot.messages)
+    upstream = _Upstream(opening)
     try:
         with trio.CancelScope(deadline=first_deadline) as attempt_scope:
+            if owns_scope:
+                stream._scope = attempt_scope
             async with upstream as items:
                 try:
-                    first = await items.__anext__()
+                    first = await _noting_waits(items.__anext__(), upstream)
                 except StopAsyncIteration:
                     raise EmptyStream() from None
                 if attempt_scope.cancel_called:
+                    if owns_scope and stream._detached:
+                        raise _Detached()
                     # The deadline passed while this item was already on its
                     # way (returned without a checkpoint). Committing now
                     # would deliver it and then die of the pending
@@ -586,7 +655,7 @@ async def _attempt(
                 if rec is None:
                     waiting = stream._reader_parked
                     await stream._put(first)
-                    if waiting:
+                    if waiting and upstream.waited:
                         await stream._handed_over()
                     if run.unsettled:
                         await run.aclose()  # tell provider health after the item is on its way
@@ -595,8 +664,10 @@ async def _attempt(
                         tally.note(first)
                     await _forward(items, stream, gap, tally)
                 else:
-                    await _forward_recording(items, first, stream, gap, rec, run)
+                    await _forward_recording(items, first, stream, gap, rec, run, upstream.waited)
     except Exception as err:
+        if owns_scope and stream._detached:
+            raise _Detached() from None  # whatever the upstream made of the cancellation
         if not committed:
             late = isinstance(err, _LateFirstChunk)
             failure = _first_chunk_timeout(spec, slot) if late else err
@@ -616,6 +687,8 @@ async def _attempt(
             broken.__cause__ = err
         raise _recoverable(broken, err, slot, run, rec) from err
     if attempt_scope.cancelled_caught:
+        if owns_scope and stream._detached:
+            raise _Detached()
         if committed:
             stalled = StreamError(
                 f"stream from {slot.name} (model {slot.model_id}) stalled: "
@@ -651,6 +724,67 @@ def _rejects_prefill(err: Exception) -> bool:
     return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
+class _Upstream(Generic[T]):
+    """An upstream stream context, entered noting whether opening it made the bridge wait.
+
+    See :func:`_noting_waits`: ``waited`` says whether the upstream ever
+    suspended the bridge between the attempt's start and its first item.
+    """
+
+    __slots__ = ("_cm", "waited")
+
+    def __init__(self, cm: AbstractAsyncContextManager[AsyncIterator[T]]) -> None:
+        self._cm = cm
+        self.waited = False
+
+    def __aenter__(self) -> Awaitable[AsyncIterator[T]]:
+        return _noting_waits(self._cm.__aenter__(), self)
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[bool | None]:
+        return self._cm.__aexit__(exc_type, exc, tb)
+
+
+@types.coroutine
+def _noting_waits(awaitable: Awaitable[R], note: _Upstream[Any]) -> Generator[Any, Any, R]:
+    # ``await awaitable``, noting on ``note`` whether it suspended the task.
+    # This decides the hand-over after the first item (ReliableStream.
+    # _handed_over): an upstream that made the bridge wait is doing I/O, and
+    # one network read may have brought a whole burst of items, which the
+    # bridge must not parse and buffer before the waiting consumer has the
+    # first; an upstream that never suspended (an in-process generator)
+    # gains nothing from the hand-over, which costs two task switches. The
+    # loop is what ``yield from`` does (PEP 380), written out because only
+    # the first step differs: every trap goes up to trio unchanged, every
+    # value or exception trio sends comes back down.
+    steps = awaitable.__await__()
+    try:
+        trap = steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    note.waited = True
+    while True:
+        try:
+            sent = yield trap
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = steps.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                trap = steps.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+
 class _LateFirstChunk(Exception):
     """The first item came after the first-chunk deadline had already fired."""
 
@@ -672,6 +806,7 @@ async def _forward_recording(
     idle: float,
     rec: RecoveryState[T],
     run: FailoverRun,
+    waited: bool,
 ) -> None:
     # The forwarding loop when mid-stream recovery is on: every delivered
     # item is noted (its text, whether it is a tool call) so a break can be
@@ -696,7 +831,7 @@ async def _forward_recording(
         if tally is not None:
             tally.note(item)
         await stream._put(item)
-    if waiting and pending:
+    if waiting and waited and pending:
         await stream._handed_over()
     if run.unsettled:
         await run.aclose()

@@ -759,6 +759,15 @@ class FailoverRun:
         )
 
     @property
+    def immediate(self) -> bool:
+        """True when the next ``__anext__`` will not await anything.
+
+        That is, no backoff to sleep and no shared health store to ask; the
+        streaming bridge then needs no cancel scope around it.
+        """
+        return not self._sleep and (self._health is None or self._local is not None)
+
+    @property
     def unsettled(self) -> bool:
         """True while :meth:`aclose` has something to report to provider health."""
         return bool(self._pending or self._held)
