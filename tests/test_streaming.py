@@ -480,7 +480,7 @@ class Burst(Provider):
 
 
 async def test_first_chunk_is_handed_over_before_a_burst_is_read() -> None:
-    """After an upstream that waited, the consumer gets the first chunk before the bridge reads on."""
+    """After an upstream that waited, the consumer has the first chunk before the bridge goes on."""
     burst = Burst(50, wait=True)
     async with rp(("p", burst)).stream_chat_with_history(HI, "m", 0.0) as chunks:
         assert (await chunks.__anext__()).delta == "t0"
