@@ -79,6 +79,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from logging import INFO, WARNING
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
@@ -106,7 +107,7 @@ from ._health import (
     RouteHealth,
     RouteKey,
 )
-from ._log import logger
+from ._log import log
 from ._provider import Provider
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import ChatMessage
@@ -596,7 +597,8 @@ class FailoverRun:
                     break
                 probe = decision.admission == "probe"
             slot = self._hand_out(probe, hedge=True)
-            logger.info(
+            log(
+                INFO,
                 "hedging: started the next candidate too",
                 extra={"provider": slot.name, "model": slot.model_id, "attempt": slot.attempt},
             )
@@ -647,7 +649,8 @@ class FailoverRun:
         self._note(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail, None, now)
         if self.obs is not None:
             self.obs.skipped(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail)
-        logger.info(
+        log(
+            INFO,
             "hedge refused",
             extra={"provider": slot.name, "model": slot.model_id, "reason": "hedge_budget"},
         )
@@ -676,7 +679,7 @@ class FailoverRun:
         Returns the sanitized detail. Nothing is retried here: the caller
         already saw text. See :meth:`recover` for ``mid_stream`` recovery.
         """
-        detail = collapse_whitespace(sanitize_api_error(_describe(err)))
+        detail = _detail(err)
         if self.obs is not None:
             self.obs.attempt_failed(slot, "stream_broken", detail, err)
         # Not as a probe: its slot was given back when the stream committed.
@@ -706,7 +709,8 @@ class FailoverRun:
             self.obs.recovering()
         self._errors.append(err)
         self._recoveries.append(StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode))
-        logger.warning(
+        log(
+            WARNING,
             "stream broke mid-answer, recovering",
             extra={
                 "provider": slot.name,
@@ -753,7 +757,8 @@ class FailoverRun:
         self._note(name, model_id, self._n, reason, detail)
         if self.obs is not None:
             self.obs.skipped(name, model_id, self._n, reason, detail)
-        logger.info(
+        log(
+            INFO,
             "provider health skipped an attempt",
             extra={"provider": name, "model": model_id, "attempt": self._n, "reason": reason},
         )
@@ -825,7 +830,7 @@ class FailoverRun:
     # -- transitions -------------------------------------------------------
 
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
-        detail = collapse_whitespace(sanitize_api_error(_describe(err)))
+        detail = _detail(err)
         now = trio.current_time()
         self._note(slot.name, slot.model_id, slot.attempt, reason, detail, slot.started_at, now)
         if not isinstance(err, EmptyStream):
@@ -895,7 +900,7 @@ class FailoverRun:
             self._record(slot, "non_retryable", err)
             self._all_context = False
             self._report(slot, _NEUTRAL)
-            logger.warning("stream produced no events, moving on", extra=log_extra)
+            log(WARNING, "stream produced no events, moving on", extra=log_extra)
             self._next_candidate()
             return
         self._saw_error = True
@@ -913,7 +918,8 @@ class FailoverRun:
                 self._truncated, self.messages = True, list(shorter)
                 if self.obs is not None:
                     self.obs.truncated(slot, len(self._trail), err)
-                logger.warning(
+                log(
+                    WARNING,
                     "context window exceeded; truncated history and retrying",
                     extra={**log_extra, "dropped": dropped, "remaining": len(shorter)},
                 )
@@ -928,7 +934,7 @@ class FailoverRun:
         self._all_context = False
         detail, cooldown = self._judge(slot, err, verdict)
         if not verdict.retryable:
-            logger.warning("non-retryable error, moving on", extra={**log_extra, "error": detail})
+            log(WARNING, "non-retryable error, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
             return
         if cooldown and not self._last_candidate():
@@ -936,18 +942,19 @@ class FailoverRun:
             # or a silent route that made the caller wait out a timeout), so
             # while another candidate remains it is not asked again: the
             # next one now, without a sleep.
-            logger.warning("route cooling down, moving on", extra={**log_extra, "error": detail})
+            log(WARNING, "route cooling down, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
             return
         if self._n >= self._max_attempts:
-            logger.warning("retries exhausted, moving on", extra={**log_extra, "error": detail})
+            log(WARNING, "retries exhausted, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
             return
         delay = _backoff.next_backoff(self._wait, err, rng=self._planner.rng)
         self._wait = _backoff.double_backoff(self._wait)
         if self.obs is not None:
             self.obs.retry(slot, delay, verdict.reason)
-        logger.warning(
+        log(
+            WARNING,
             "provider call failed, retrying",
             extra={**log_extra, "backoff": delay, "reason": verdict.reason, "error": detail},
         )
@@ -990,7 +997,8 @@ class FailoverRun:
             or chain_model != self._requested
             or slot.name != self._planner.primary
         ):
-            logger.info(
+            log(
+                INFO,
                 "provider recovered (failover/retry)",
                 extra={
                     "provider": slot.name,
@@ -1061,6 +1069,15 @@ def _verdict(err: Exception) -> Classification:
     if isinstance(err, FailoverError):
         return _NESTED_FINAL
     return classify(err)
+
+
+def _detail(err: BaseException) -> str:
+    # The one-line, sanitized text of a failure for the trail. A
+    # ProviderError without a cause was sanitized when it was made (its
+    # message is stored sanitized), so only its whitespace is collapsed.
+    if type(err) is ProviderError and err.__cause__ is None:
+        return collapse_whitespace(str(err))
+    return collapse_whitespace(sanitize_api_error(_describe(err)))
 
 
 def _describe(err: BaseException) -> str:

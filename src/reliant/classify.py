@@ -148,6 +148,19 @@ _BUSINESS_HINTS = (
 )
 # Z.AI business codes seen on 429s that no amount of waiting fixes.
 _BUSINESS_CODES = frozenset({1113, 1311})
+
+
+def _any_of(hints: tuple[str, ...]) -> re.Pattern[str]:
+    # One scan of the text per group of hints (plain substrings), instead of
+    # one ``in`` per hint from a Python loop: a third of a failure's cost.
+    return re.compile("|".join(re.escape(hint) for hint in hints))
+
+
+_AUTH_FAILURE_RE = _any_of(_AUTH_FAILURE_HINTS)
+_TOOL_SCHEMA_RE = _any_of(_TOOL_SCHEMA_HINTS)
+_CONTEXT_WINDOW_RE = _any_of(_CONTEXT_WINDOW_HINTS)
+_CONTENT_FILTER_RE = _any_of(_CONTENT_FILTER_HINTS)
+_BUSINESS_RE = _any_of(_BUSINESS_HINTS)
 _RETRY_AFTER_PREFIXES = (
     "retry-after:",
     "retry_after:",
@@ -293,24 +306,32 @@ def _retry_after_fact(err: BaseException) -> float | None:
 
 
 def _context_window(lower: str) -> bool:
-    return any(hint in lower for hint in _CONTEXT_WINDOW_HINTS)
+    return _CONTEXT_WINDOW_RE.search(lower) is not None
 
 
 def _tool_schema(lower: str) -> bool:
-    return any(hint in lower for hint in _TOOL_SCHEMA_HINTS)
+    return _TOOL_SCHEMA_RE.search(lower) is not None
 
 
 def _content_filter(lower: str) -> bool:
-    return any(hint in lower for hint in _CONTENT_FILTER_HINTS)
+    return _CONTENT_FILTER_RE.search(lower) is not None
 
 
-def _non_retryable(status: int | None, msg: str, lower: str) -> bool:
+def _non_retryable(
+    status: int | None,
+    msg: str,
+    lower: str,
+    content_filter: bool | None = None,
+    context_window: bool | None = None,
+) -> bool:
     # A safety refusal is final, whatever else the text says.
-    if _content_filter(lower):
+    if _content_filter(lower) if content_filter is None else content_filter:
         return True
     # Recoverable by truncating history / by prompt-guided tools, so the
     # retry loop must get to handle them even when they come as a 400.
-    if _context_window(lower) or _tool_schema(lower):
+    if (_context_window(lower) if context_window is None else context_window) or _tool_schema(
+        lower
+    ):
         return False
     if status is not None:
         return 400 <= status < 500 and status not in (408, 429)
@@ -319,7 +340,7 @@ def _non_retryable(status: int | None, msg: str, lower: str) -> bool:
         return code not in (408, 429)
     # No (client-error) status: fall back to keywords for transports that
     # carry none, e.g. gRPC or custom clients.
-    if any(hint in lower for hint in _AUTH_FAILURE_HINTS):
+    if _AUTH_FAILURE_RE.search(lower) is not None:
         return True
     return "model" in lower and any(hint in lower for hint in _MODEL_FAILURE_HINTS)
 
@@ -334,7 +355,7 @@ def _rate_limited(status: int | None, msg: str) -> bool:
 def _non_retryable_rate_limit(rate_limited: bool, lower: str) -> bool:
     if not rate_limited:
         return False
-    if any(hint in lower for hint in _BUSINESS_HINTS):
+    if _BUSINESS_RE.search(lower) is not None:
         return True
     return json_code_field(lower) in _BUSINESS_CODES
 
@@ -534,18 +555,19 @@ def _classify_text(err: BaseException) -> Classification:
     lower = msg.lower()
     status = _status_fact(err)
     rate_limited = _rate_limited(status, msg)
-    non_retryable = _non_retryable(status, msg, lower) or _non_retryable_rate_limit(
-        rate_limited, lower
-    )
+    content_filter = _content_filter(lower)
+    context_window = _context_window(lower)
+    non_retryable = _non_retryable(
+        status, msg, lower, content_filter, context_window
+    ) or _non_retryable_rate_limit(rate_limited, lower)
     retry_after = _retry_after_fact(err)
     if retry_after is None:
         retry_after = _text_retry_after(lower)
-    content_filter = _content_filter(lower)
     return Classification(
         reason="content_filter" if content_filter else _failure_reason(rate_limited, non_retryable),
         retryable=not non_retryable,
         rate_limited=rate_limited,
-        context_window=_context_window(lower),
+        context_window=context_window,
         retry_after=retry_after,
         content_filter=content_filter,
     )
