@@ -270,3 +270,25 @@ def test_forgetting_while_registering_never_deadlocks(monkeypatch: pytest.Monkey
     for forget in (*forgets, forget_c):
         forget()
     assert not any("secret-abcdef" in s for s in _sanitize._secrets)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=600),
+        _MIXED_TEXT,
+        st.text(alphabet="BbEeAaRr \t%20skxobghpu_-AIza:.", max_size=80),
+    )
+)
+def test_substring_prefilters_change_nothing(text: str) -> None:
+    """Skipping a pattern whose literal is absent gives what running every pattern gives."""
+    from reliant import _sanitize as s
+
+    secrets = s._secrets_re
+    expected = text if secrets is None else secrets.sub("[REDACTED]", text)
+    expected = s._TOKEN_RE.sub("[REDACTED]", expected)
+    expected = s._BEARER_RE.sub(r"\1 [REDACTED]", expected)
+    expected = s._QUERY_RE.sub(r"\1[REDACTED]", expected)
+    expected = s._JSON_FIELD_RE.sub(r"\1[REDACTED]", expected)
+    if len(expected) > MAX_ERROR_CHARS:
+        expected = expected[:MAX_ERROR_CHARS] + "..."
+    assert sanitize_api_error(text) == expected
