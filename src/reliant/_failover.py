@@ -1012,16 +1012,17 @@ class FailoverRun:
                 r if r.to_provider else _took_over(r, slot) for r in self._recoveries
             )
             self._recoveries = list(recoveries)
-            record_provider_fallback(
-                ProviderFallbackInfo(
-                    self._planner.primary,
-                    self._requested,
-                    slot.name,
-                    slot.model_id,
-                    recoveries,
-                    tuple(self._trail),
+            if current_cell() is not None:  # built only when someone will read it
+                record_provider_fallback(
+                    ProviderFallbackInfo(
+                        self._planner.primary,
+                        self._requested,
+                        slot.name,
+                        slot.model_id,
+                        recoveries,
+                        tuple(self._trail),
+                    )
                 )
-            )
 
 
 _SETTLE_TIMEOUT = 1.0
