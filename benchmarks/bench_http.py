@@ -158,6 +158,7 @@ async def failover_ttft(url: str, reps: int, ttft: float) -> dict[str, float]:
         reliable = ReliableProvider(
             [("bad", bad), ("good", good)],
             max_retries=0,
+            health=None,  # every repetition meets the 500 afresh (no breaker skips it)
             model_aliases={"bad": {"m": "status:500"}, "good": {"m": serving}},
         )
         direct, failover, raw = [], [], []
