@@ -630,7 +630,10 @@ async def _attempt(
                 stream._scope = attempt_scope
             async with upstream as items:
                 try:
-                    first = await _noting_waits(items.__anext__(), upstream)
+                    if upstream.waited:  # opening it waited: nothing left to learn
+                        first = await items.__anext__()
+                    else:
+                        first = await _noting_waits(items.__anext__(), upstream)
                 except StopAsyncIteration:
                     raise EmptyStream() from None
                 if attempt_scope.cancel_called:
