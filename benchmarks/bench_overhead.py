@@ -71,15 +71,19 @@ deque and a parking lot, no planner, no health, no failover) measured
 and the commit bookkeeping add ~25 us to that. The target cannot be met
 without dropping the first-chunk deadline, which is a guarantee.
 
-Over loopback, 500 then fallback, one run's medians of the steps
-(`ReliableProvider` against the two providers called one after the other
-by hand, and raw httpx2): bridge start ~65 us (nursery, task, first
-scheduler pass, plan), the failed attempt's bookkeeping ~60 us (exception
-through the stream contexts, classification, trail, next attempt), the
-hand-over of the first chunk ~40 us; and the providers themselves cost
-~1.08x raw httpx2 on this path (the 500's body read through the capped
-reader, the ``ProviderError`` built and raised through the stream context).
-Together that is ~1.25x the raw two requests, against the 1.15x target.
+Over loopback, 500 then fallback: one run's medians of marks placed in the
+bridge (200 repetitions, against the two providers called one after the
+other by hand, 2.69 ms to the first token): reliant 2.97 ms. The extra
+282 us: the bridge task starts 70 us after the call and opens the first
+upstream at 97 us (the nursery, the spawn, one scheduler pass, the plan);
+the failed attempt costs 75 us more than by hand (``slot.failed`` takes
+54 us there against 14 us in a warm loop: after a millisecond of httpx2
+work every line of reliant runs from cold caches, so what counts is how
+much code a step touches); the second attempt 40 us, the hand-over of the
+first chunk 50 us. The providers themselves are ~1.08x raw httpx2 on the
+same two requests (the 500's body read through the capped reader, the
+``ProviderError`` built and raised through two stream contexts). Together
+that is ~1.22-1.25x the raw two requests, against the 1.15x target.
 """
 
 from __future__ import annotations

@@ -418,41 +418,6 @@ async def test_idle_timeout_does_not_count_consumer_time(
     assert len(got) == BUFFER_SIZE * 3 + 1
 
 
-async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    """A fast producer is pulled at most BUFFER_SIZE (+1 in hand) items ahead of a slow consumer."""
-    pulled = 0
-
-    class Counting(Provider):
-        @property
-        def supports_streaming(self) -> bool:
-            return True
-
-        async def chat_with_system(
-            self, system_prompt: str | None, message: str, model: str, temperature: float
-        ) -> str:
-            return ""
-
-        @stream_from_generator
-        async def stream_chat_with_history(  # type: ignore[override]
-            self, messages: object, model: str, temperature: float, options: object = None
-        ) -> AsyncIterator[StreamChunk]:
-            nonlocal pulled
-            for i in range(10_000):
-                pulled += 1
-                yield StreamChunk(f"t{i}")
-
-    async with rp(("p", Counting())).stream_chat_with_history(HI, "m", 0.0) as chunks:
-        first = await chunks.__anext__()
-        await trio.sleep(10)
-        # This upstream never makes the bridge wait, so there is no hand-over:
-        # the bridge filled the buffer (BUFFER_SIZE) and holds one more it
-        # cannot put, the consumer took the first, and nothing else was pulled
-        # (the bridge waits for the consumer to drain half the buffer).
-        assert len(chunks._buffer) == BUFFER_SIZE - 1
-        assert pulled == BUFFER_SIZE + 1
-    assert first.delta == "t0"
-
-
 class Burst(Provider):
     """Streams ``n`` chunks at once; with ``wait``, after one checkpoint (as a network read)."""
 
@@ -477,6 +442,21 @@ class Burst(Provider):
         for i in range(self.n):
             self.pulled += 1
             yield StreamChunk(f"t{i}")
+
+
+async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    """A fast producer is pulled at most BUFFER_SIZE (+1 in hand) items ahead of a slow consumer."""
+    burst = Burst(10_000, wait=False)
+    async with rp(("p", burst)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        first = await chunks.__anext__()
+        await trio.sleep(10)
+        # This upstream never makes the bridge wait, so there is no hand-over:
+        # the bridge filled the buffer (BUFFER_SIZE) and holds one more it
+        # cannot put, the consumer took the first, and nothing else was pulled
+        # (the bridge waits for the consumer to drain half the buffer).
+        assert len(chunks._buffer) == BUFFER_SIZE - 1
+        assert burst.pulled == BUFFER_SIZE + 1
+    assert first.delta == "t0"
 
 
 async def test_first_chunk_is_handed_over_before_a_burst_is_read() -> None:
