@@ -46,7 +46,9 @@ Hand-off cost
 -------------
 Items travel from the bridge to the consumer through a bounded buffer built
 for exactly one producer and one consumer: a ``collections.deque`` plus two
-``trio.lowlevel.ParkingLot``\ s, one where the consumer waits for data and
+one-task waiters (:class:`_Waiter`, a ``wait_task_rescheduled`` and a
+``reschedule``; trio's ``ParkingLot`` keeps an ordered dict of waiters,
+which one task does not need), one where the consumer waits for data and
 one where the bridge waits for room. Measured on this machine
 (``benchmarks/bench_stream.py``, back-to-back upstream), trio's general memory
 channel made the bridge cost 1.03 us per item against 0.53 us for this
@@ -207,8 +209,8 @@ class ReliableStream(Generic[T]):
 
     def __init__(self) -> None:
         self._buffer: deque[T] = deque()
-        self._data = trio.lowlevel.ParkingLot()  # the consumer waits here for items
-        self._room = trio.lowlevel.ParkingLot()  # the bridge waits here for space
+        self._data = _Waiter()  # the consumer waits here for items
+        self._room = _Waiter()  # the bridge waits here for space
         # Who is parked, as plain flags: asking a ParkingLot (its __bool__)
         # twice per item was a measurable share of the hot path.
         self._reader_parked = False
@@ -240,7 +242,7 @@ class ReliableStream(Generic[T]):
         item = buffer.popleft()
         if self._writer_parked and len(buffer) <= BUFFER_SIZE // 2:
             self._writer_parked = False
-            self._room.unpark()
+            self._room.wake()
         return item
 
     async def _wait(self) -> None:
@@ -261,7 +263,7 @@ class ReliableStream(Generic[T]):
             self._armed = True
         self._reader_parked = True
         try:
-            await self._data.park()
+            await self._data.wait()
         finally:
             self._reader_parked = False
 
@@ -311,7 +313,7 @@ class ReliableStream(Generic[T]):
         while len(self._buffer) >= BUFFER_SIZE:
             self._writer_parked = True
             try:
-                await self._room.park()
+                await self._room.wait()
             finally:
                 self._writer_parked = False
         self._buffer.append(item)
@@ -328,7 +330,7 @@ class ReliableStream(Generic[T]):
         if self._buffer and not self._finished:
             self._writer_parked = True
             try:
-                await self._room.park()
+                await self._room.wait()
             finally:
                 self._writer_parked = False
 
@@ -340,7 +342,7 @@ class ReliableStream(Generic[T]):
             self._armed = False
             assert self._idle_scope is not None
             self._idle_scope.deadline = math.inf
-        self._data.unpark()
+        self._data.wake()
 
     def _close(self, error: Exception | None = None) -> None:
         if error is not None and not self._finished:
@@ -348,6 +350,35 @@ class ReliableStream(Generic[T]):
         self._done = True
         if self._reader_parked:
             self._wake_reader()
+
+
+class _Waiter:
+    """Where one task at a time waits until the other side wakes it.
+
+    Each side of the buffer has exactly one task, so trio's ``ParkingLot``
+    (an ordered dict of waiters, a generator to pop them) is more than this
+    needs: here a wait is one ``wait_task_rescheduled`` and a wake one
+    ``reschedule``. A wait cancelled before the wake leaves nothing behind
+    (the abort clears the task), so a late wake does nothing.
+    """
+
+    __slots__ = ("_task",)
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
 
 class StreamContext(Generic[T]):
