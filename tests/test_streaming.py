@@ -444,6 +444,39 @@ class Burst(Provider):
             yield StreamChunk(f"t{i}")
 
 
+async def test_a_consumer_that_stops_waiting_can_wait_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A read abandoned by the consumer's own timeout loses nothing; the next read gets it."""
+    p = ScriptedProvider([Stream(["a", "b", "c"], gap=2.0)])
+    async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert (await chunks.__anext__()).delta == "a"
+        with trio.move_on_after(0.5) as waited:
+            await chunks.__anext__()
+        assert waited.cancelled_caught and trio.current_time() == 0.5
+        got = [c.delta async for c in chunks]
+        assert trio.current_time() == 4.0
+    assert got == ["b", "c", ""]
+
+
+@pytest.mark.parametrize("run", range(8))
+async def test_a_wait_timing_out_as_the_item_arrives_loses_nothing(
+    run: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The consumer's timeout and the next item at the same instant: the item is kept."""
+    # Both wake-ups happen in one scheduler batch, in either order (trio
+    # shuffles): the bridge may put the item while the consumer's wait is
+    # already being cancelled, and waking it then must do nothing.
+    p = ScriptedProvider([Stream(["a", "b", "c"], gap=2.0)])
+    async with rp(("p", p)).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        assert (await chunks.__anext__()).delta == "a"
+        got: list[str] = []
+        with trio.move_on_after(2.0):
+            got.append((await chunks.__anext__()).delta)
+        got += [c.delta async for c in chunks]
+    assert got == ["b", "c", ""]
+
+
 async def test_slow_consumer_keeps_buffer_bounded(autojump_clock: trio.testing.MockClock) -> None:
     """A fast producer is pulled at most BUFFER_SIZE (+1 in hand) items ahead of a slow consumer."""
     burst = Burst(10_000, wait=False)
