@@ -282,12 +282,13 @@ async def test_leaving_context_during_first_chunk_wait(
 
 
 async def test_cancel_during_backoff_sleep(autojump_clock: trio.testing.MockClock) -> None:
-    """Closing during the backoff sleep opens no new upstream."""
+    """Closing during the backoff sleep stops it at once and opens no new upstream."""
     err = ProviderError("429", status_code=429, retry_after=10.0)
     p = ScriptedProvider([Fail(err), Stream(["late"])])
     async with rp(("p", p), retries=2).stream_chat_with_history(HI, "m", 0.0) as chunks:
         await trio.sleep(5)
         await chunks.aclose()
+        assert trio.current_time() == 5.0  # the sleep was cancelled, not waited out
     await trio.sleep(20)
     assert p.call_count == 1
 
