@@ -1,10 +1,11 @@
-"""Per-request overhead of ReliableProvider, in process and over loopback HTTP.
+r"""Per-request overhead of ReliableProvider, in process and over loopback HTTP.
 
 In process (no sockets), medians of interleaved runs, thousands of requests:
 
 - the *floor*: the work a bridged stream cannot avoid, measured bare in the
-  same run: open a nursery, spawn one task, hand one item over (park,
-  unpark) and close;
+  same run: open a nursery, spawn one task, hand one item over (the
+  cheapest way trio has, the one the bridge uses: ``wait_task_rescheduled``
+  and ``reschedule``) and close;
 - a whole short stream (two chunks and the final one) through the provider
   alone and through ``ReliableProvider`` (health on, the default): the
   extra cost, and that extra as a multiple of the floor (target <= 1.5x);
@@ -45,7 +46,7 @@ parking lots                                       2 %
 everything else (attrs, contextvars, ...)         12 %
 ==============================================  =======
 
-What this round removed (extra cost of the 2-chunk stream 122 us -> 84 us;
+What this round removed (extra cost of the 2-chunk stream 122 us -> 81 us;
 in process, so without any network to hide behind):
 
 - the bridge's own cancel scope around everything: the consumer's
@@ -53,6 +54,10 @@ in process, so without any network to hide behind):
   attempt's, or a scope around a backoff sleep / shared store / hedged race
   / fallback), so a healthy stream enters one scope besides its nursery's;
 - the ``Event`` that ``aclose()`` waits on, made only when it must wait;
+- two ``ParkingLot``\ s per stream: each side of the buffer has one task,
+  so a wait is one ``wait_task_rescheduled`` and a wake one ``reschedule``
+  (also per network read: a checkpointing upstream through the bridge went
+  from 2.43x to 1.65x the upstream read directly, ``bench_stream.py``);
 - the hand-over after the first item (two task switches, a deadline armed
   and lifted) for upstreams that never made the bridge wait, i.e. in-process
   generators, where it gains nothing; an upstream doing I/O keeps it, since
@@ -64,12 +69,13 @@ in process, so without any network to hide behind):
 
 What stands between this and the 1.5x target: ``floor_with_deadline``
 measures the floor plus the one cancel scope a first-chunk timeout needs
-(entered with a deadline, lifted at commit): about 48 us against the
-floor's 36. A bare prototype of a bridge (nursery, task, that one scope, a
-deque and a parking lot, no planner, no health, no failover) measured
-60 us extra = 1.52x the floor in the same conditions; the planner, health
-and the commit bookkeeping add ~25 us to that. The target cannot be met
-without dropping the first-chunk deadline, which is a guarantee.
+(entered with a deadline, lifted at commit): about 46 us against the
+floor's 34. A bare prototype of a bridge (nursery, task, that one scope, a
+deque and the same one-task waiter, the leaf stream read in the task; no
+planner, no health, no failover) measured 53 us extra = 1.62x the floor in
+the same run; the planner, health and the commit bookkeeping add ~28 us to
+that. The target cannot be met without dropping the first-chunk deadline,
+which is a guarantee.
 
 Over loopback, 500 then fallback: one run's medians of marks placed in the
 bridge (200 repetitions, against the two providers called one after the
@@ -109,34 +115,37 @@ HI = [ChatMessage.user("hi")]
 
 async def floor() -> None:
     """Nursery + one task + one hand-off + close: what a bridged stream cannot avoid."""
-    lot = trio.lowlevel.ParkingLot()
-    box: list[str] = []
-
-    async def producer() -> None:
-        box.append("a")
-        lot.unpark()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(producer)
-        if not box:
-            await lot.park()
+    await _floor(deadline=False)
 
 
 async def floor_with_deadline() -> None:
     """The floor, with the producer inside the one cancel scope a first-chunk deadline needs."""
-    lot = trio.lowlevel.ParkingLot()
+    await _floor(deadline=True)
+
+
+async def _floor(*, deadline: bool) -> None:
+    # The hand-off is the cheapest trio has, the one the bridge uses: the
+    # consumer waits with wait_task_rescheduled, the producer reschedules it.
     box: list[str] = []
+    consumer = trio.lowlevel.current_task()
+    waiting = False
 
     async def producer() -> None:
-        with trio.CancelScope(deadline=trio.current_time() + 30.0) as scope:  # noqa: ASYNC100
+        if deadline:
+            with trio.CancelScope(deadline=trio.current_time() + 30.0) as scope:  # noqa: ASYNC100
+                box.append("a")
+                scope.deadline = math.inf  # committed: the deadline is lifted
+        else:
             box.append("a")
-            scope.deadline = math.inf  # committed: the deadline is lifted
-        lot.unpark()
+        if waiting:
+            trio.lowlevel.reschedule(consumer)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(producer)
         if not box:
-            await lot.park()
+            waiting = True
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
+            waiting = False
 
 
 async def per_op(fn: Callable[[], Awaitable[None]], n: int) -> float:
