@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from reliant import ProviderError, sanitize_api_error
@@ -292,3 +292,43 @@ def test_substring_prefilters_change_nothing(text: str) -> None:
     if len(expected) > MAX_ERROR_CHARS:
         expected = expected[:MAX_ERROR_CHARS] + "..."
     assert sanitize_api_error(text) == expected
+
+
+_NAMES = st.one_of(
+    st.sampled_from(["p", "openai", "my-gateway", "bearer", "Bearer x", "sk-live1", "a?key=b"]),
+    st.text(min_size=1, max_size=12),
+)
+
+
+@given(
+    name=_NAMES,
+    body=st.one_of(st.text(max_size=700), _MIXED_TEXT),
+    status=st.sampled_from([400, 401, 429, 500, 503]),
+)
+# Cut at 500 characters right after a bare prefix: "AIza" + "..." reads as a
+# key the second time round, so a cut body must take the constructor's way.
+@example(name="p", body="x" * 495 + " AIza tail", status=500)
+def test_a_leaf_status_error_is_the_same_either_way(name: str, body: str, status: int) -> None:
+    """The error a leaf builds from a scrubbed body equals the one the constructor builds."""
+    import httpx2
+
+    from reliant.providers import OpenAICompatible
+
+    provider = OpenAICompatible(name=name, base_url="http://127.0.0.1:1/v1", api_key="k")
+    response = httpx2.Response(status, headers={"retry-after": "3"}, content=body.encode())
+    fast = provider._status_error(response, body)
+    provider._plain_name = False  # the constructor's way: every text sanitized again
+    slow = provider._status_error(response, body)
+
+    def facts(err: ProviderError) -> tuple[object, ...]:
+        return (
+            type(err),
+            str(err),
+            err.body,
+            err.provider,
+            err.status_code,
+            err.retry_after,
+            err.kind,
+        )
+
+    assert facts(fast) == facts(slow)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Self
 
-from ._sanitize import sanitize_api_error
+from ._sanitize import cap_error_text, sanitize_api_error
 
 FailureReason = Literal[
     "retryable",
@@ -118,6 +118,33 @@ class ProviderError(ReliantError):
         self.retry_after = retry_after
         self.body = None if body is None else sanitize_api_error(body)
         self.kind = kind
+
+    @classmethod
+    def _from_sanitized(
+        cls,
+        message: str,
+        *,
+        provider: str | None,
+        status_code: int | None,
+        retry_after: float | None,
+        body: str | None,
+        kind: ErrorKind | None = None,
+    ) -> Self:
+        """Build one from text the caller has sanitized already (a leaf's error path).
+
+        A leaf provider scrubs an error body once and quotes it in the
+        message; sanitizing both again here found nothing more and cost two
+        passes of every pattern on the path of every failover. Only the
+        length cap is applied to the message, as ``__init__`` would.
+        """
+        err = cls.__new__(cls)
+        Exception.__init__(err, cap_error_text(message))
+        err.provider = provider
+        err.status_code = status_code
+        err.retry_after = retry_after
+        err.body = body
+        err.kind = kind
+        return err
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only attributes do not survive the default pickling of

@@ -45,6 +45,7 @@ from urllib.parse import quote, quote_plus
 
 __all__ = [
     "MAX_ERROR_CHARS",
+    "cap_error_text",
     "collapse_whitespace",
     "register_secret",
     "sanitize_api_error",
@@ -199,8 +200,13 @@ def sanitize_api_error(text: str) -> str:
         text = _BEARER_RE.sub(r"\1 [REDACTED]", text)
     text = _QUERY_RE.sub(r"\1[REDACTED]", text)
     text = _JSON_FIELD_RE.sub(r"\1[REDACTED]", text)
+    return cap_error_text(text)
+
+
+def cap_error_text(text: str) -> str:
+    """``text`` cut to 500 characters, with ``...`` appended if something was cut."""
     if len(text) > MAX_ERROR_CHARS:
-        text = text[:MAX_ERROR_CHARS] + "..."
+        return text[:MAX_ERROR_CHARS] + "..."
     return text
 
 
