@@ -558,3 +558,45 @@ async def test_wrong_shapes_non_streaming(server: FakeLLMServer, name: str, body
     async with build(name, server) as provider:
         with pytest.raises(ProviderError, match=f"^{name} API error: "):
             await provider.simple_chat("q", "m", 0)
+
+
+_HEADER_NAMES = st.sampled_from(
+    ["retry-after", "Retry-After", "retry-after-ms", "RETRY-AFTER-MS", "date", "x-other"]
+)
+_HEADER_VALUES = st.one_of(
+    st.sampled_from(["3", "0.5", "-1", "nan", "1e400", "soon", "Wed, 21 Oct 2099 07:28:00 GMT"]),
+    st.text(alphabet="0123456789., -abcGMT:", max_size=12),
+)
+
+
+@given(st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=5))
+def test_retry_after_read_in_one_pass_matches_httpx_headers(headers: list[tuple[str, str]]) -> None:
+    """The one-pass header read gives parse_retry_after what Headers.get would."""
+    from reliant.providers._http import _retry_headers
+
+    response = httpx2.Response(429, headers=headers)
+    assert parse_retry_after(_retry_headers(response)) == parse_retry_after(response.headers)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain; charset=ISO-8859-1",
+        'text/plain; charset="latin-1"',
+        "text/plain;charset=UTF-16",
+        "text/plain; charset=no-such-charset",
+        "text/html; boundary=x; charset=cp1252",
+    ],
+)
+def test_error_body_charset_matches_httpx(content_type: str | None) -> None:
+    """The light charset read names the codec httpx2's Response.encoding would."""
+    import codecs
+
+    from reliant.providers._http import _charset
+
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = httpx2.Response(500, headers=headers, content=b"x")
+    assert _charset(response) == codecs.lookup(response.encoding or "utf-8").name

@@ -68,6 +68,7 @@ import http
 import json
 import logging
 import math
+import re
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
@@ -225,6 +226,43 @@ def reason_phrase(status: int, fallback: str = "") -> str:
         return http.HTTPStatus(status).phrase
     except ValueError:
         return _EXTRA_REASONS.get(status) or fallback or "Unknown Status"
+
+
+_RETRY_HEADERS = (b"retry-after-ms", b"retry-after", b"date")
+_CHARSET_RE = re.compile(r";\s*charset\s*=\s*\"?([^\s;\"]+)", re.IGNORECASE)
+
+
+def _retry_headers(response: httpx2.Response) -> dict[str, str]:
+    """The headers :func:`parse_retry_after` reads, in one pass over the raw list.
+
+    ``Headers.get`` re-encodes the name and decodes every header on each
+    call; on the error path of every failed attempt that was a measurable
+    share. Repeated headers are joined with ``", "``, as ``get`` does.
+    """
+    found: dict[str, str] = {}
+    for key, value in response.headers.raw:
+        name = key.lower()
+        if name in _RETRY_HEADERS:
+            text, label = value.decode("latin-1"), name.decode("ascii")
+            found[label] = f"{found[label]}, {text}" if label in found else text
+    return found
+
+
+def _charset(response: httpx2.Response) -> str:
+    """The charset the ``content-type`` names if Python knows it, else UTF-8.
+
+    For error bodies: what ``Response.encoding`` gives with httpx2's default
+    ``default_encoding``, without the ``email.message`` machinery it parses
+    the header with (an error text is decoded with ``errors="replace"``, so
+    a client's charset autodetection would add nothing).
+    """
+    match = _CHARSET_RE.search(response.headers.get("content-type", ""))
+    if match is not None:
+        try:
+            return codecs.lookup(match.group(1)).name
+        except LookupError:
+            pass
+    return "utf-8"
 
 
 def _finite_non_negative(value: str) -> float | None:
@@ -839,7 +877,7 @@ class HTTPProvider(Provider):
         body = self._clean(body)
         reason = reason_phrase(status, response.reason_phrase)
         message = f"{self._name} API error ({status} {reason}): {body}"
-        retry_after = parse_retry_after(response.headers)
+        retry_after = parse_retry_after(_retry_headers(response))
         if self._plain_name and len(body) <= MAX_ERROR_CHARS:
             # The body was scrubbed just now and not cut, the rest of the
             # message is our own plain words: the constructor's second and
@@ -1031,7 +1069,7 @@ class HTTPProvider(Provider):
             raw = await read_body(response, _MAX_ERROR_BODY, truncate=True)
         except (httpx2.RequestError, WireError):
             return ""
-        return raw.decode(response.encoding or "utf-8", errors="replace")
+        return raw.decode(_charset(response), errors="replace")
 
     async def _check_event_stream(self, response: httpx2.Response) -> None:
         """Raise ``ProviderError`` unless ``response`` is a 2xx ``text/event-stream``."""
