@@ -489,9 +489,13 @@ class FailoverRun:
         if self._state is not _READY:
             raise StopAsyncIteration
         if self._sleep:
-            delay, self._sleep = self._sleep, 0.0
-            await trio.sleep(delay)
+            await self._sleep_backoff()
         return self._hand_out(False)
+
+    async def _sleep_backoff(self) -> None:
+        # The backoff decided by the last failure, slept before the retry is handed out.
+        delay, self._sleep = self._sleep, 0.0
+        await trio.sleep(delay)
 
     def _hand_out(self, probe: bool, hedge: bool = False) -> Slot:
         # The current candidate becomes the attempt in flight.
@@ -563,8 +567,7 @@ class FailoverRun:
                 self._next_candidate()
                 continue
             if self._sleep:
-                delay, self._sleep = self._sleep, 0.0
-                await trio.sleep(delay)
+                await self._sleep_backoff()
             return self._hand_out(decision.admission == "probe")
         raise StopAsyncIteration
 

@@ -47,25 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Emitter", "RequestObserver", "Tally", "check_hook", "error_type"]
 
-_CLASSES = (
-    "AttemptFailed",
-    "AttemptSkipped",
-    "AttemptStarted",
-    "AttemptSucceeded",
-    "CircuitClosed",
-    "CircuitOpened",
-    "FallbackTaken",
-    "HedgeLost",
-    "HedgeStarted",
-    "RequestFinished",
-    "RequestRecord",
-    "RequestStarted",
-    "RetryScheduled",
-    "StreamFinished",
-    "StreamRecovered",
-    "StreamStarted",
-)
-
 
 def load_events() -> None:
     """Import ``_events`` and bind its classes here (they are only used after this ran).
@@ -78,7 +59,7 @@ def load_events() -> None:
         return
     from . import _events
 
-    globals().update({name: getattr(_events, name) for name in _CLASSES})
+    globals().update({name: getattr(_events, name) for name in _events.__all__})
 
 
 def check_hook(hook: object, what: str = "on_event") -> EventHook:

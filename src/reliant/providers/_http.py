@@ -157,23 +157,6 @@ _ERROR_TYPE_STATUS = {
 
 TimeoutArg = float | httpx2.Timeout | None
 
-STREAM_FAILURES = (
-    httpx2.RequestError,
-    WireError,
-    AttributeError,
-    TypeError,
-    KeyError,
-    IndexError,
-    ValueError,
-    RecursionError,
-)
-"""What may escape a stream's read loop, for :meth:`HTTPProvider._stream_failure`.
-
-Beyond transport errors and :class:`WireError` (caps, typed accessors), the
-generic lookup errors are a safety net: valid JSON of a shape no accessor
-expected must still end as a ``ProviderError``, never reach the caller raw.
-"""
-
 PARSE_FAILURES = (
     WireError,
     AttributeError,
@@ -184,6 +167,15 @@ PARSE_FAILURES = (
     RecursionError,
 )
 """What may escape turning a non-streaming JSON answer into a ``ChatResponse``."""
+
+STREAM_FAILURES = (httpx2.RequestError, *PARSE_FAILURES)
+"""What may escape a stream's read loop, for :meth:`HTTPProvider._stream_failure`.
+
+Beyond transport errors and :class:`WireError` (caps, typed accessors), the
+generic lookup errors are a safety net: valid JSON of a shape no accessor
+expected must still end as a ``ProviderError``, never reach the caller raw.
+"""
+
 
 # Error bodies are cut to 500 characters anyway; read no more than this of them.
 _MAX_ERROR_BODY = 64 * 1024
