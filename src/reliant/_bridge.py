@@ -668,13 +668,12 @@ async def _attempt(
                 except StopAsyncIteration:
                     raise EmptyStream() from None
                 if attempt_scope.cancel_called:
-                    if owns_scope and stream._detached:
-                        raise _Detached()
                     # The deadline passed while this item was already on its
                     # way (returned without a checkpoint). Committing now
                     # would deliver it and then die of the pending
                     # cancellation as a bogus "stalled" error; it is a
-                    # first-chunk timeout, judged at the commit point.
+                    # first-chunk timeout, judged at the commit point. (If
+                    # the consumer let go instead, the handler below says so.)
                     raise _LateFirstChunk()
                 if claim is None:
                     slot.succeeded()
