@@ -105,3 +105,11 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lazily_loaded_event_names_are_what_events_exports() -> None:
+    """`import reliant` names the event classes without importing them; the two lists agree."""
+    from reliant import _events
+
+    aliases = {"EventHook", "RequestOutcome"}  # type aliases, not part of `reliant`
+    assert set(_events.__all__) - aliases == reliant._EVENTS
