@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from reliant._exceptions import ContentFilterError, ProviderError
 from reliant.classify import (
+    _CONTENT_FILTER_HINTS,
+    _CONTEXT_WINDOW_HINTS,
+    _HINT_KEYS,
+    _RETRY_AFTER_PREFIXES,
+    _TOOL_SCHEMA_HINTS,
     Classification,
+    _may_hint,
     classify,
     is_content_filter,
     is_context_window_exceeded,
@@ -586,6 +592,22 @@ def test_classify_agrees_with_individual_functions(e: BaseException) -> None:
         else "retryable"
     )
     assert c.reason == expected
+
+
+def test_hint_keys_cover_every_hint() -> None:
+    """Every content-filter, context-window and tool-schema hint contains a prefilter key."""
+    hints = _CONTENT_FILTER_HINTS + _CONTEXT_WINDOW_HINTS + _TOOL_SCHEMA_HINTS
+    for hint in hints:
+        assert any(key in hint for key in _HINT_KEYS), hint
+    for prefix in _RETRY_AFTER_PREFIXES:
+        assert "retry" in prefix or "reset after " in prefix, prefix
+
+
+@given(st.one_of(_messages, st.sampled_from(_HINT_KEYS)))
+def test_hint_prefilter_is_any_key(text: str) -> None:
+    """The written-out prefilter says exactly whether some key is in the text."""
+    lower = text.lower()
+    assert _may_hint(lower) is any(key in lower for key in _HINT_KEYS)
 
 
 @given(_errors())

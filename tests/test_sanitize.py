@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -233,6 +234,15 @@ def test_collapse_whitespace_single_line(text: str) -> None:
     assert "\r" not in out
     assert out == out.strip()
     assert out.split() == text.split()
+
+
+@given(st.one_of(st.text(), st.text(alphabet=" \t\n\x1c\x85\u00a0\u2028\u3000\x00ab")))
+@example(" a")
+@example("a ")
+@example("a\u00a0b")
+def test_collapse_whitespace_fast_path_changes_nothing(text: str) -> None:
+    """The one-line fast path gives what the regex substitution gives."""
+    assert collapse_whitespace(text) == re.sub(r"\s+", " ", text).strip()
 
 
 def test_json_credential_fields_are_redacted() -> None:

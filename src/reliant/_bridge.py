@@ -15,6 +15,8 @@ Algorithm of the bridge task
 
     for slot in planner.attempts(...):              # the one failover state machine
         with CancelScope(deadline=now + first_chunk_timeout) as scope:
+            # (the deadline is set when the upstream first suspends the
+            # bridge, which is when trio could first deliver it)
             async with open upstream stream as items:   # connect + headers are
                 first = await items.__anext__()         # inside the deadline
                 # first item: commit -- no failover can replay what the
@@ -654,11 +656,13 @@ async def _attempt(
         )
     else:
         opening = spec.open_upstream(slot.provider, slot.model_id, slot.messages)
-    upstream = _Upstream(opening)
     try:
-        with trio.CancelScope(deadline=first_deadline) as attempt_scope:
+        with trio.CancelScope() as attempt_scope:
             if owns_scope:
                 stream._scope = attempt_scope
+            # The first-chunk deadline is set on the scope when the upstream
+            # first suspends the bridge (see _Upstream), not here.
+            upstream = _Upstream(opening, attempt_scope, first_deadline)
             async with upstream as items:
                 try:
                     if upstream.waited:  # opening it waited: nothing left to learn
@@ -667,13 +671,15 @@ async def _attempt(
                         first = await _noting_waits(items.__anext__(), upstream)
                 except StopAsyncIteration:
                     raise EmptyStream() from None
-                if attempt_scope.cancel_called:
+                if upstream.waited and attempt_scope.cancel_called:
                     # The deadline passed while this item was already on its
                     # way (returned without a checkpoint). Committing now
                     # would deliver it and then die of the pending
                     # cancellation as a bogus "stalled" error; it is a
                     # first-chunk timeout, judged at the commit point. (If
-                    # the consumer let go instead, the handler below says so.)
+                    # the consumer let go instead, the handler below says so.
+                    # An upstream that never suspended the bridge left trio
+                    # no moment to fire the deadline or run the consumer.)
                     raise _LateFirstChunk()
                 if claim is None:
                     slot.succeeded()
@@ -682,7 +688,8 @@ async def _attempt(
 
                     raise Lost()
                 committed = True
-                attempt_scope.deadline = math.inf
+                if upstream.waited:
+                    attempt_scope.deadline = math.inf  # the first-chunk deadline is lifted
                 gap = math.inf if idle is None else idle
                 stream._watch_idle(gap, attempt_scope)  # the idle clock starts at commit
                 if rec is None:
@@ -761,14 +768,29 @@ class _Upstream(Generic[T]):
     """An upstream stream context, entered noting whether opening it made the bridge wait.
 
     See :func:`_noting_waits`: ``waited`` says whether the upstream ever
-    suspended the bridge between the attempt's start and its first item.
+    suspended the bridge between the attempt's start and its first item;
+    when it first does, the attempt's first-chunk ``deadline`` is set on its
+    cancel ``scope``.
     """
 
-    __slots__ = ("_cm", "waited")
+    __slots__ = ("_cm", "deadline", "scope", "waited")
 
-    def __init__(self, cm: AbstractAsyncContextManager[AsyncIterator[T]]) -> None:
+    def __init__(
+        self,
+        cm: AbstractAsyncContextManager[AsyncIterator[T]],
+        scope: trio.CancelScope,
+        deadline: float,
+    ) -> None:
         self._cm = cm
+        self.scope = scope
+        self.deadline = deadline
         self.waited = False
+
+    def suspending(self) -> None:
+        """The upstream is about to suspend the bridge for the first time."""
+        self.waited = True
+        if self.deadline != math.inf:
+            self.scope.deadline = self.deadline
 
     def __aenter__(self) -> Awaitable[AsyncIterator[T]]:
         return _noting_waits(self._cm.__aenter__(), self)
@@ -785,21 +807,28 @@ class _Upstream(Generic[T]):
 @types.coroutine
 def _noting_waits(awaitable: Awaitable[R], note: _Upstream[Any]) -> Generator[Any, Any, R]:
     # ``await awaitable``, noting on ``note`` whether it suspended the task.
-    # This decides the hand-over after the first item (ReliableStream.
-    # _handed_over): an upstream that made the bridge wait is doing I/O, and
-    # one network read may have brought a whole burst of items, which the
-    # bridge must not parse and buffer before the waiting consumer has the
-    # first; an upstream that never suspended (an in-process generator)
-    # gains nothing from the hand-over, which costs two task switches. The
-    # loop is what ``yield from`` does (PEP 380), written out because only
-    # the first step differs: every trap goes up to trio unchanged, every
-    # value or exception trio sends comes back down.
+    # Two things hang on that. The hand-over after the first item
+    # (ReliableStream._handed_over): an upstream that made the bridge wait is
+    # doing I/O, and one network read may have brought a whole burst of
+    # items, which the bridge must not parse and buffer before the waiting
+    # consumer has the first; an upstream that never suspended (an
+    # in-process generator) gains nothing from the hand-over, which costs two
+    # task switches. And the first-chunk deadline: trio can only deliver a
+    # deadline's cancellation to a task that suspends (at a trap), so the
+    # deadline is set on the attempt's scope just before the first trap
+    # goes up, with the instant computed when the attempt started. That
+    # cancels at exactly the same moment as a scope entered with the
+    # deadline, and an upstream that never suspends (it cannot be timed
+    # out anyway) skips registering the deadline and lifting it at commit.
+    # The loop is what ``yield from`` does (PEP 380), written out because
+    # only the first step differs: every trap goes up to trio unchanged,
+    # every value or exception trio sends comes back down.
     steps = awaitable.__await__()
     try:
         trap = steps.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-    note.waited = True
+    note.suspending()
     while True:
         try:
             sent = yield trap
