@@ -311,6 +311,15 @@ class ReliableStream(Generic[T]):
         self._idle_scope = scope
         self._idle_at = trio.current_time() + idle
 
+    def _offer(self, item: T) -> bool:
+        """Put ``item`` if there is room (no coroutine); False if the bridge must wait."""
+        if len(self._buffer) >= BUFFER_SIZE:
+            return False
+        self._buffer.append(item)
+        if self._reader_parked:
+            self._wake_reader()
+        return True
+
     async def _put(self, item: T) -> None:
         while len(self._buffer) >= BUFFER_SIZE:
             self._writer_parked = True
@@ -484,11 +493,12 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     try:
         hedger = spec.planner.hedger
         while True:
-            if run.immediate:  # no backoff to sleep: nothing to guard
-                slot = await _next_slot(run)
-            else:
-                slot = await _guarded(stream, _next_slot, run)
-            if slot is None:
+            try:
+                if run.immediate:  # no backoff to sleep: nothing to guard
+                    slot = await run.__anext__()
+                else:
+                    slot = await _guarded(stream, run.__anext__)
+            except StopAsyncIteration:
                 break
             try:
                 if hedger is None:
@@ -533,13 +543,6 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         raise
     except Exception as err:
         raise err from failure
-
-
-async def _next_slot(run: FailoverRun) -> Slot | None:
-    try:
-        return await run.__anext__()
-    except StopAsyncIteration:
-        return None
 
 
 async def _serve_fallback(
@@ -640,10 +643,10 @@ async def _attempt(
         raise _Detached()
     committed = False
     idle = spec.idle_timeout
-    first_deadline = (
+    first_deadline = (  # counted from the moment the run handed the attempt out
         math.inf
         if spec.first_chunk_timeout is None
-        else trio.current_time() + spec.first_chunk_timeout
+        else slot.started_at + spec.first_chunk_timeout
     )
     continuing = rec is not None and rec.continuing
     if continuing:
@@ -694,7 +697,8 @@ async def _attempt(
                 stream._watch_idle(gap, attempt_scope)  # the idle clock starts at commit
                 if rec is None:
                     waiting = stream._reader_parked
-                    await stream._put(first)
+                    if not stream._offer(first):
+                        await stream._put(first)
                     if waiting and upstream.waited:
                         await stream._handed_over()
                     if run.unsettled:

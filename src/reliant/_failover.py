@@ -527,13 +527,27 @@ class FailoverRun:
         # Ask provider health about the current candidate; an open breaker
         # defers it (trail "circuit_open"), a granted probe is held until its
         # outcome is reported or aclose() gives it back.
+        if self._local is not None:
+            return self._admit_nowait(self._local, new_request, retry, force)
+        key = self._route()
+        decision = await health.admit(key, new_request=new_request, retry=retry, force=force)
+        self._admitted(decision, key)
+        return decision, key
+
+    def _admit_nowait(
+        self, local: LocalHealth, new_request: bool, retry: bool, force: bool
+    ) -> tuple[Decision, RouteKey]:
+        # _admit with the in-process store: no coroutine on every attempt.
+        key = self._route()
+        decision = local.admit_nowait(key, new_request=new_request, retry=retry, force=force)
+        self._admitted(decision, key)
+        return decision, key
+
+    def _route(self) -> RouteKey:
         name = self._pool[self._pi][0]
-        key = (name, self._planner.model_id(name, self._models[self._mi]))
-        local = self._local
-        if local is not None:
-            decision = local.admit_nowait(key, new_request=new_request, retry=retry, force=force)
-        else:
-            decision = await health.admit(key, new_request=new_request, retry=retry, force=force)
+        return (name, self._planner.model_id(name, self._models[self._mi]))
+
+    def _admitted(self, decision: Decision, key: RouteKey) -> None:
         if decision.admission == "skip":
             self._skip(key[0], key[1], "circuit_open", _open_detail(decision.reopens_at))
             self._deferred.append(
@@ -541,7 +555,6 @@ class FailoverRun:
             )
         elif decision.admission == "probe":
             self._held.append(key)
-        return decision, key
 
     async def _next_with_health(self, health: HealthStore) -> Slot:
         # The same walk, with every candidate first asked of provider health:
@@ -553,12 +566,13 @@ class FailoverRun:
         if self.skip_if is not None:
             self._pass_over(self.skip_if)
         while self._state is _READY:
-            decision, key = await self._admit(
-                health,
-                new_request=self._new_request,
-                retry=self._n > 1,
-                force=self._forcing or self._last_candidate(),
-            )
+            retry, force = self._n > 1, self._forcing or self._last_candidate()
+            if self._local is not None:
+                decision, key = self._admit_nowait(self._local, self._new_request, retry, force)
+            else:
+                decision, key = await self._admit(
+                    health, new_request=self._new_request, retry=retry, force=force
+                )
             self._new_request = False
             if decision.admission == "no_budget":
                 self._skip(key[0], key[1], "retry_budget", _BUDGET_DETAIL)
