@@ -35,6 +35,14 @@ _FRAGMENTS = st.sampled_from(
         '"',
         "&",
         "[REDACTED]",
+        '"api_key": "',
+        '"X-API-KEY":"',
+        '"\u017fecret": "',  # long s
+        '"author\u0131zation":"',  # dotless i
+        '"AUTHOR\u0130ZATION" : "',  # dotted capital I
+        '"Password":"',
+        '"access_token":"',
+        "=",
     ]
 )
 _MIXED_TEXT = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=80).map("".join)
@@ -289,6 +297,10 @@ def test_forgetting_while_registering_never_deadlocks(monkeypatch: pytest.Monkey
         st.text(alphabet="BbEeAaRr \t%20skxobghpu_-AIza:.", max_size=80),
     )
 )
+# Field names whose lowered spelling loses the letter IGNORECASE still matches.
+@example('{"\u017fecret": "hunter22"}')
+@example('{"author\u0131zation":"Basic abc"}')
+@example('{"AUTHOR\u0130ZATION" : "Basic abc"}')
 def test_substring_prefilters_change_nothing(text: str) -> None:
     """Skipping a pattern whose literal is absent gives what running every pattern gives."""
     from reliant import _sanitize as s

@@ -644,9 +644,7 @@ async def _attempt(
     committed = False
     idle = spec.idle_timeout
     first_deadline = (  # counted from the moment the run handed the attempt out
-        math.inf
-        if spec.first_chunk_timeout is None
-        else slot.started_at + spec.first_chunk_timeout
+        math.inf if spec.first_chunk_timeout is None else slot.started_at + spec.first_chunk_timeout
     )
     continuing = rec is not None and rec.continuing
     if continuing:

@@ -194,13 +194,25 @@ def sanitize_api_error(text: str) -> str:
     # "bearer" has no letter with a special case fold) skips them for the
     # usual error text, which holds neither. That halved the cost of a
     # ProviderError.
+    # The query and JSON-field patterns likewise: a query value needs its
+    # "=", and every field name holds one of _FIELD_KEYS once lowered (the
+    # keys avoid "s" and "i", the two letters here that IGNORECASE matches
+    # to characters whose lower() differs: U+017F and U+0130/U+0131).
     if any(prefix in text for prefix in _PREFIXES):
         text = _TOKEN_RE.sub("[REDACTED]", text)
-    if "bearer" in text.lower():
+    lower = text.lower()
+    if "bearer" in lower:
         text = _BEARER_RE.sub(r"\1 [REDACTED]", text)
-    text = _QUERY_RE.sub(r"\1[REDACTED]", text)
-    text = _JSON_FIELD_RE.sub(r"\1[REDACTED]", text)
+    if "=" in text:
+        text = _QUERY_RE.sub(r"\1[REDACTED]", text)
+    if any(key in lower for key in _FIELD_KEYS):
+        text = _JSON_FIELD_RE.sub(r"\1[REDACTED]", text)
     return cap_error_text(text)
+
+
+# One of these is in every name _JSON_FIELD_RE redacts (api_key, apikey,
+# x-api-key, access_token, secret, password, authorization), lowered.
+_FIELD_KEYS = ("key", "token", "ecret", "word", "author")
 
 
 def cap_error_text(text: str) -> str:
