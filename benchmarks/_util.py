@@ -81,11 +81,16 @@ async def raw_stream(
     model: str,
     first: list[float] | None = None,
     headers: dict[str, str] | None = None,
+    body: dict[str, object] | None = None,
 ) -> int:
     """The floor every comparison uses: httpx2 streaming, SSE lines split by
     hand, every data line parsed with ``json.loads``. Returns the number of
-    content chunks; appends the time of the first one to ``first``."""
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    content chunks; appends the time of the first one to ``first``. ``body``
+    replaces the minimal request body (its model is set to ``model``)."""
+    if body is None:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    else:
+        body = {**body, "model": model}
     n = 0
     async with client.stream(
         "POST", f"{url}/v1/chat/completions", json=body, headers=headers
