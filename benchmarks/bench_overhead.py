@@ -105,6 +105,7 @@ import math
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import httpx2
@@ -153,6 +154,72 @@ async def _floor(*, deadline: bool) -> None:
             waiting = False
 
 
+class _BareStream:
+    """The consumer's end of :func:`bare_bridge`: a deque and a one-task waiter."""
+
+    def __init__(self) -> None:
+        self.items: deque[object] = deque()
+        self.done = False
+        self.waiter: trio.lowlevel.Task | None = None
+        self.scope: trio.CancelScope | None = None
+
+    def __aiter__(self) -> _BareStream:
+        return self
+
+    async def __anext__(self) -> object:
+        while not self.items:
+            if self.done:
+                raise StopAsyncIteration
+            self.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return self.items.popleft()
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> None:
+        task, self.waiter = self.waiter, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+
+def bare_bridge(leaf: Provider, *, scoped: bool) -> Callable[[], Awaitable[None]]:
+    """A stream through the least a bridge can be: the floor plus the leaf read in the task.
+
+    Nursery, one task that reads the leaf stream into a deque, the same
+    one-task waiter as the floor; with ``scoped``, the task reads inside the
+    one cancel scope that the design's guarantees need (what ``aclose()``
+    and the first-chunk and idle deadlines cancel). No planner, no health,
+    no failover, no first-chunk commit: a lower bound for any bridge.
+    """
+
+    async def pump(stream: _BareStream) -> None:
+        async with leaf.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            async for chunk in chunks:
+                stream.items.append(chunk)
+                stream.wake()
+        stream.done = True
+        stream.wake()
+
+    async def bridge(stream: _BareStream) -> None:
+        if scoped:
+            with trio.CancelScope() as scope:
+                stream.scope = scope
+                await pump(stream)
+        else:
+            await pump(stream)
+
+    async def run() -> None:
+        stream = _BareStream()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bridge, stream)
+            async for _ in stream:
+                pass
+
+    return run
+
+
 async def per_op(fn: Callable[[], Awaitable[None]], n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
@@ -187,6 +254,8 @@ async def in_process(rounds: int, n: int) -> dict[str, float]:
     variants = {
         "floor": floor,
         "floor_with_deadline": floor_with_deadline,
+        "bare_bridge": bare_bridge(leaf, scoped=False),
+        "bare_bridge_scoped": bare_bridge(leaf, scoped=True),
         "leaf_stream": leaf_stream,
         "reliable_stream": reliable_stream,
         "leaf_call": leaf_call,
@@ -201,6 +270,8 @@ async def in_process(rounds: int, n: int) -> dict[str, float]:
     us["stream_extra"] = us["reliable_stream"] - us["leaf_stream"]
     us["stream_extra_over_floor"] = us["stream_extra"] / us["floor"]
     us["stream_extra_over_deadline_floor"] = us["stream_extra"] / us["floor_with_deadline"]
+    for bare in ("bare_bridge", "bare_bridge_scoped"):
+        us[f"{bare}_extra_over_floor"] = (us[bare] - us["leaf_stream"]) / us["floor"]
     us["call_extra"] = us["reliable_call"] - us["leaf_call"]
     return us
 
@@ -303,6 +374,11 @@ def report(local: dict[str, float], http: dict[str, float]) -> None:
     print(
         f"  floor + the attempt's deadline scope   {local['floor_with_deadline']:7.2f} us"
         f" -> extra = {local['stream_extra_over_deadline_floor']:.2f}x that"
+    )
+    print(
+        "  bare bridge (leaf read in the task, no planner): extra "
+        f"{local['bare_bridge_extra_over_floor']:.2f}x the floor; with the one cancel "
+        f"scope the guarantees need {local['bare_bridge_scoped_extra_over_floor']:.2f}x"
     )
     print(
         f"  non-streaming call: extra {local['call_extra']:.2f} us "

@@ -227,7 +227,7 @@ class ReliableStream(Generic[T]):
         self._done = False  # the bridge will put nothing more
         self._finished = False  # the consumer has seen the end
         # After commit: the instant the upstream has been silent for the idle
-        # timeout, and the committed attempt's cancel scope (see _wait).
+        # timeout, and the committed attempt's cancel scope (see __anext__).
         self._idle_at = math.inf
         self._idle_scope: trio.CancelScope | None = None
         self._armed = False  # the consumer set the idle deadline on _idle_scope
@@ -240,34 +240,33 @@ class ReliableStream(Generic[T]):
         while not buffer:
             if self._done or self._finished:
                 self._end()
-            await self._wait()
+            # Wait, written out here (a coroutine per wait was a measurable
+            # share of a short stream). The idle timeout is armed only while
+            # the consumer waits. The bridge notes "last item time + idle" per
+            # item (a clock read and a float store); the consumer, before it
+            # parks, copies that instant onto the committed attempt's cancel
+            # scope as its deadline, and the bridge lifts the deadline again
+            # when it hands the waiting consumer an item. So the deadline
+            # moves twice per *wait* (~1.4 us each) instead of once per item,
+            # and no timer task is needed. If the upstream stays silent, the
+            # deadline cancels the bridge's read at exactly last item + idle,
+            # and the bridge ends the stream with StreamError. A consumer busy
+            # elsewhere is not waiting, and a bridge blocked on a full buffer
+            # marks idle_at as inf, so slow consumers never count.
+            scope = self._idle_scope
+            if scope is not None and self._idle_at != math.inf:
+                scope.deadline = self._idle_at
+                self._armed = True
+            self._reader_parked = True
+            try:
+                await self._data.wait()
+            finally:
+                self._reader_parked = False
         item = buffer.popleft()
         if self._writer_parked and len(buffer) <= BUFFER_SIZE // 2:
             self._writer_parked = False
             self._room.wake()
         return item
-
-    async def _wait(self) -> None:
-        # The idle timeout is armed only while the consumer waits. The bridge
-        # notes "last item time + idle" per item (a clock read and a float
-        # store); the consumer, before it parks, copies that instant onto the
-        # committed attempt's cancel scope as its deadline, and the bridge
-        # lifts the deadline again when it hands the waiting consumer an item.
-        # So the deadline moves twice per *wait* (~1.4 us each) instead of
-        # once per item, and no timer task is needed. If the upstream stays
-        # silent, the deadline cancels the bridge's read at exactly
-        # last item + idle, and the bridge ends the stream with StreamError.
-        # A consumer busy elsewhere is not waiting, and a bridge blocked on a
-        # full buffer marks idle_at as inf, so slow consumers never count.
-        scope = self._idle_scope
-        if scope is not None and self._idle_at != math.inf:
-            scope.deadline = self._idle_at
-            self._armed = True
-        self._reader_parked = True
-        try:
-            await self._data.wait()
-        finally:
-            self._reader_parked = False
 
     def _end(self) -> NoReturn:
         error, self._error = self._error, None
@@ -346,7 +345,7 @@ class ReliableStream(Generic[T]):
                 self._writer_parked = False
 
     def _wake_reader(self) -> None:
-        # The waiting consumer armed the idle deadline (see _wait): lift it,
+        # The waiting consumer armed the idle deadline (see __anext__): lift it,
         # since an item (or the end) has come.
         self._reader_parked = False
         if self._armed:
@@ -378,9 +377,11 @@ class _Waiter:
     def __init__(self) -> None:
         self._task: trio.lowlevel.Task | None = None
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[object]:
+        # Not a coroutine of its own: the caller awaits trio's directly, one
+        # frame less on every wait (once per network read on each side).
         self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 - the caller awaits it
 
     def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         self._task = None
@@ -924,7 +925,7 @@ async def _forward(
 ) -> None:
     # The hot loop of every committed stream: a deque append, a clock read and
     # a float store per item. The float is the idle deadline the consumer
-    # waits against (see ReliableStream._wait); with no idle timeout it stays
+    # waits against (see ReliableStream.__anext__); with no idle timeout it stays
     # inf and the consumer never arms a deadline. ``tally`` counts what is
     # delivered when someone observes the request (one None check otherwise).
     now = trio.lowlevel.current_clock().current_time
