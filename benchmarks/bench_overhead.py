@@ -184,21 +184,34 @@ class _BareStream:
             trio.lowlevel.reschedule(task)
 
 
-def bare_bridge(leaf: Provider, *, scoped: bool) -> Callable[[], Awaitable[None]]:
+def bare_bridge(
+    leaf: Provider, *, scoped: bool, planned: ReliableProvider | None = None
+) -> Callable[[], Awaitable[None]]:
     """A stream through the least a bridge can be: the floor plus the leaf read in the task.
 
     Nursery, one task that reads the leaf stream into a deque, the same
     one-task waiter as the floor; with ``scoped``, the task reads inside the
     one cancel scope that the design's guarantees need (what ``aclose()``
-    and the first-chunk and idle deadlines cancel). No planner, no health,
-    no failover, no first-chunk commit: a lower bound for any bridge.
+    and the first-chunk and idle deadlines cancel); with ``planned``, the
+    task also asks that ReliableProvider's failover planner for the attempt
+    and commits it at the first item (the plan, provider health). No
+    timeouts, no error handling, no failover: a lower bound for any bridge
+    that keeps reliant's guarantees.
     """
+    planner = None if planned is None else planned._planner
 
     async def pump(stream: _BareStream) -> None:
+        run = None if planner is None else planner.attempts(model="m", messages=HI)
+        slot = None if run is None else await run.__anext__()
         async with leaf.stream_chat_with_history(HI, "m", 0.0) as chunks:
             async for chunk in chunks:
+                if slot is not None:
+                    slot.succeeded()
+                    slot = None
                 stream.items.append(chunk)
                 stream.wake()
+        if run is not None and run.unsettled:
+            await run.aclose()
         stream.done = True
         stream.wake()
 
@@ -256,6 +269,7 @@ async def in_process(rounds: int, n: int) -> dict[str, float]:
         "floor_with_deadline": floor_with_deadline,
         "bare_bridge": bare_bridge(leaf, scoped=False),
         "bare_bridge_scoped": bare_bridge(leaf, scoped=True),
+        "bare_bridge_planned": bare_bridge(leaf, scoped=True, planned=llm),
         "leaf_stream": leaf_stream,
         "reliable_stream": reliable_stream,
         "leaf_call": leaf_call,
@@ -270,7 +284,7 @@ async def in_process(rounds: int, n: int) -> dict[str, float]:
     us["stream_extra"] = us["reliable_stream"] - us["leaf_stream"]
     us["stream_extra_over_floor"] = us["stream_extra"] / us["floor"]
     us["stream_extra_over_deadline_floor"] = us["stream_extra"] / us["floor_with_deadline"]
-    for bare in ("bare_bridge", "bare_bridge_scoped"):
+    for bare in ("bare_bridge", "bare_bridge_scoped", "bare_bridge_planned"):
         us[f"{bare}_extra_over_floor"] = (us[bare] - us["leaf_stream"]) / us["floor"]
     us["call_extra"] = us["reliable_call"] - us["leaf_call"]
     return us
@@ -376,9 +390,10 @@ def report(local: dict[str, float], http: dict[str, float]) -> None:
         f" -> extra = {local['stream_extra_over_deadline_floor']:.2f}x that"
     )
     print(
-        "  bare bridge (leaf read in the task, no planner): extra "
+        "  bare bridge (leaf read in the task): extra "
         f"{local['bare_bridge_extra_over_floor']:.2f}x the floor; with the one cancel "
-        f"scope the guarantees need {local['bare_bridge_scoped_extra_over_floor']:.2f}x"
+        f"scope the guarantees need {local['bare_bridge_scoped_extra_over_floor']:.2f}x; "
+        f"and the planner's plan and commit {local['bare_bridge_planned_extra_over_floor']:.2f}x"
     )
     print(
         f"  non-streaming call: extra {local['call_extra']:.2f} us "
