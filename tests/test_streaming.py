@@ -377,6 +377,22 @@ async def test_first_chunk_timeout_is_retryable(autojump_clock: trio.testing.Moc
     assert 3.5 <= p.calls[1].started_at <= 4.0
 
 
+async def test_first_chunk_timeout_counts_from_each_attempt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A retry's first-chunk deadline runs from that retry's start, after its backoff."""
+    p = ScriptedProvider([Hang(), Hang()])
+    spare = ok("spare")
+    # Without provider health, which would move on at the first silent timeout.
+    r = rp(("p", p), ("spare", spare), retries=1, backoff=1.0, first_chunk_timeout=3, health=None)
+    assert await collect(r) == ["spare", "<final>"]
+    assert p.calls[0].finished_at == 3.0
+    retry = p.calls[1]
+    assert 3.5 <= retry.started_at <= 4.0
+    assert retry.finished_at == retry.started_at + 3.0
+    assert spare.calls[0].started_at == retry.finished_at
+
+
 async def test_all_timeouts_give_failover_error(autojump_clock: trio.testing.MockClock) -> None:
     """When every candidate times out, the streaming FailoverError lists each timeout."""
     r = rp(
