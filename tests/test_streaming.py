@@ -343,6 +343,18 @@ async def test_iterating_without_entering_is_a_clear_error() -> None:
             pass
 
 
+async def test_one_named_bridge_task_while_open() -> None:
+    """While a stream is open the caller has exactly one child task, the named bridge."""
+    me = trio.lowlevel.current_task()
+    before = list(me.child_nurseries)
+    async with rp(("p", ok("x"))).stream_chat_with_history(HI, "m", 0.0) as chunks:
+        opened = [nursery for nursery in me.child_nurseries if nursery not in before]
+        tasks = [task for nursery in opened for task in nursery.child_tasks]
+        assert [task.name for task in tasks] == ["reliant stream bridge"]
+        assert [c.delta async for c in chunks] == ["x", ""]
+    assert me.child_nurseries == before
+
+
 # -- timeouts -----------------------------------------------------------------
 
 

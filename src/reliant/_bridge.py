@@ -420,7 +420,9 @@ class StreamContext(Generic[T]):
         stream: ReliableStream[T] = ReliableStream()
         self._nursery_cm = trio.open_nursery()
         nursery = await self._nursery_cm.__aenter__()
-        nursery.start_soon(_bridge, self._spec, stream)
+        # Named up front: without a name trio formats one from the
+        # function's module and qualname on every spawn.
+        nursery.start_soon(_bridge, self._spec, stream, name=_BRIDGE_TASK)
         self._stream = stream
         return stream
 
@@ -444,6 +446,9 @@ class StreamContext(Generic[T]):
             if rest is not None or cancelled is None:
                 raise
             raise _first_leaf(cancelled) from None
+
+
+_BRIDGE_TASK = "reliant stream bridge"
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
