@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -403,6 +403,46 @@ async def test_first_chunk_timeout_counts_from_each_attempt(
     assert 3.5 <= retry.started_at <= 4.0
     assert retry.finished_at == retry.started_at + 3.0
     assert spare.calls[0].started_at == retry.finished_at
+
+
+class Busy(Provider):
+    """Works `seconds` of the (mock) clock without a checkpoint, then streams one chunk."""
+
+    def __init__(self, clock: trio.testing.MockClock, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        raise NotImplementedError
+
+    @stream_from_generator
+    async def stream_chat_with_history(  # type: ignore[override]
+        self,
+        messages: Sequence[ChatMessage],
+        model: str,
+        temperature: float,
+        options: StreamOptions = StreamOptions(),  # noqa: B008
+    ) -> AsyncGenerator[StreamChunk, None]:
+        self.clock.jump(self.seconds)
+        yield StreamChunk("late")
+
+
+async def test_first_chunk_after_deadline_without_checkpoint_times_out(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """A first chunk produced past the deadline without ever suspending is still a timeout."""
+    spare = ok("spare")
+    r = rp(("busy", Busy(mock_clock, 10.0)), ("spare", spare), first_chunk_timeout=5)
+    assert await collect(r) == ["spare", "<final>"]
+    assert spare.calls[0].started_at == 10.0
+    fast = rp(("busy", Busy(mock_clock, 4.0)), ("spare", ok("spare")), first_chunk_timeout=5)
+    assert await collect(fast) == ["late"]
 
 
 async def test_all_timeouts_give_failover_error(autojump_clock: trio.testing.MockClock) -> None:

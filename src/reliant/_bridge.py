@@ -678,15 +678,21 @@ async def _attempt(
                         first = await _noting_waits(items.__anext__(), upstream)
                 except StopAsyncIteration:
                     raise EmptyStream() from None
-                if upstream.waited and attempt_scope.cancel_called:
+                if (
+                    attempt_scope.cancel_called
+                    if upstream.waited
+                    else trio.current_time() >= first_deadline
+                ):
                     # The deadline passed while this item was already on its
                     # way (returned without a checkpoint). Committing now
                     # would deliver it and then die of the pending
                     # cancellation as a bogus "stalled" error; it is a
                     # first-chunk timeout, judged at the commit point. (If
-                    # the consumer let go instead, the handler below says so.
-                    # An upstream that never suspended the bridge left trio
-                    # no moment to fire the deadline or run the consumer.)
+                    # the consumer let go instead, the handler below says so.)
+                    # An upstream that never suspended the bridge has no
+                    # deadline on the scope, and the consumer cannot have
+                    # run: only the clock can say it was too slow (it worked
+                    # past the deadline without a checkpoint).
                     raise _LateFirstChunk()
                 if claim is None:
                     slot.succeeded()
