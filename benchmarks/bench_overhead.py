@@ -86,7 +86,7 @@ bridge alone is 1.1-1.3x the floor; with the one cancel scope an attempt
 needs (the design races each first-chunk read against the consumer letting
 go through it, and the first-chunk and idle deadlines live on it) 1.4-1.6x;
 with the planner's plan and commit (plan, health admission, slot, health
-record) 1.8x (this round: 1.75-1.83x). ``ReliableProvider`` is 2.1-2.3x: the
+record) 1.8x (this round: 1.75-1.85x). ``ReliableProvider`` is 2.1-2.3x: the
 ~0.4x on top of that bound is the commit point's checks, the idle clock,
 the hand-over decision, error transport, detaching and the request's
 objects. 1.5x lies below the bound itself: no bridge with that scope and
