@@ -227,7 +227,7 @@ def bare_bridge(
     async def bridge(stream: _BareStream) -> None:
         if scoped:
             with trio.CancelScope() as scope:
-                stream.scope = scope
+                stream.scope = scope  # registered, as the bridge does for aclose()
                 await pump(stream)
         else:
             await pump(stream)

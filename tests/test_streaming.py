@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 
 import pytest
 import trio
@@ -58,13 +58,12 @@ async def collect(
         return [c.delta if not c.is_final else "<final>" async for c in chunks]
 
 
-class SlowConnect(Provider):
-    """A streaming provider whose upstream takes `delay` to open (a slow TCP/TLS connect)."""
+class Upstream(Provider):
+    """A streaming test provider that streams what :meth:`chunks` yields.
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.entered = 0
-        self.closed = 0
+    The boilerplate of a hand-written upstream, once: subclasses write the
+    stream as a generator (or replace ``stream_chat_with_history`` whole).
+    """
 
     @property
     def supports_streaming(self) -> bool:
@@ -76,6 +75,23 @@ class SlowConnect(Provider):
         return "unused"
 
     def stream_chat_with_history(
+        self, messages: object, model: str, temperature: float, options: object = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamChunk]]:
+        return aclosing(self.chunks())
+
+    def chunks(self) -> AsyncGenerator[StreamChunk, None]:
+        raise NotImplementedError
+
+
+class SlowConnect(Upstream):
+    """A streaming provider whose upstream takes `delay` to open (a slow TCP/TLS connect)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.entered = 0
+        self.closed = 0
+
+    def stream_chat_with_history(  # type: ignore[override]
         self,
         messages: object,
         model: str,
@@ -405,30 +421,14 @@ async def test_first_chunk_timeout_counts_from_each_attempt(
     assert spare.calls[0].started_at == retry.finished_at
 
 
-class Busy(Provider):
+class Busy(Upstream):
     """Works `seconds` of the (mock) clock without a checkpoint, then streams one chunk."""
 
     def __init__(self, clock: trio.testing.MockClock, seconds: float) -> None:
         self.clock = clock
         self.seconds = seconds
 
-    @property
-    def supports_streaming(self) -> bool:
-        return True
-
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        raise NotImplementedError
-
-    @stream_from_generator
-    async def stream_chat_with_history(  # type: ignore[override]
-        self,
-        messages: Sequence[ChatMessage],
-        model: str,
-        temperature: float,
-        options: StreamOptions = StreamOptions(),  # noqa: B008
-    ) -> AsyncGenerator[StreamChunk, None]:
+    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
         self.clock.jump(self.seconds)
         yield StreamChunk("late")
 
@@ -487,25 +487,13 @@ async def test_idle_timeout_does_not_count_consumer_time(
     assert len(got) == BUFFER_SIZE * 3 + 1
 
 
-class Burst(Provider):
+class Burst(Upstream):
     """Streams ``n`` chunks at once; with ``wait``, after one checkpoint (as a network read)."""
 
     def __init__(self, n: int, *, wait: bool) -> None:
         self.n, self.wait, self.pulled = n, wait, 0
 
-    @property
-    def supports_streaming(self) -> bool:
-        return True
-
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        return ""
-
-    @stream_from_generator
-    async def stream_chat_with_history(  # type: ignore[override]
-        self, messages: object, model: str, temperature: float, options: object = None
-    ) -> AsyncIterator[StreamChunk]:
+    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
         if self.wait:
             await trio.lowlevel.checkpoint()
         for i in range(self.n):
