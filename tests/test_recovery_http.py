@@ -16,6 +16,7 @@ from reliant import (
     FailoverError,
     Final,
     Provider,
+    ProviderError,
     ReliableProvider,
     StreamChunk,
     StreamError,
@@ -28,6 +29,7 @@ from reliant import (
 )
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import FakeLLMServer
+from reliant.testing.fake_server import RawResponse, http_response
 
 HI = [ChatMessage.user("hi")]
 CANON = "".join(f"tok{i} " for i in range(6))
@@ -331,3 +333,60 @@ async def test_content_filter_is_final_over_http(
     opt_in = chain(providers, "content_filter", "error", fallback_on_content_filter=True)
     assert await opt_in.chat_with_history(HI, "m", 0.0) == CANON[: len("tok0 ") * 6]
     assert len(server.requests) == 3
+
+
+# -- the cause of a committed break reaches the caller (issue 20, item 1) ------------------
+
+INBAND = "inband_error:after=2:chunks=6:status=529"  # Anthropic: overloaded_error
+
+
+@pytest.mark.parametrize("mode", ["error", "restart", "continue"])
+@pytest.mark.parametrize("api", ["chunks", "events"])
+async def test_in_band_break_keeps_the_leafs_provider_error_as_cause(
+    providers: tuple[Provider, Provider, str],
+    server: FakeLLMServer,
+    mode: str,
+    api: str,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once recovery is spent, an in-band break's direct cause is the leaf's ProviderError."""
+    primary, backup, _ = providers
+    llm = chain((primary, backup, INBAND), INBAND, mode)
+    with pytest.raises(StreamError) as caught:
+        await (chunk_text(llm) if api == "chunks" else event_text(llm))
+    cause = caught.value.__cause__
+    assert type(cause) is ProviderError, repr(cause)
+    assert cause.status_code == 529
+    assert cause is not caught.value
+    expected = 1 if mode == "error" else 2  # the backup breaks too; one recovery allowed
+    assert len(server.requests) == expected
+
+
+@pytest.mark.parametrize("api", ["chunks", "events"])
+async def test_in_band_content_filter_after_text_is_final_with_its_cause(
+    server: FakeLLMServer, api: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A content-filter error event after text is never recovered; its cause is the filter."""
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hello "}}]}\n\n'
+        b'data: {"error":{"message":"The response was filtered","type":"invalid_request_error",'
+        b'"param":null,"code":"content_filter"}}\n\n'
+    )
+    server.script_raw(
+        "filtered",
+        [RawResponse([http_response(body, headers={"content-type": "text/event-stream"})])],
+    )
+    async with (
+        OpenAICompatible(name="oa", base_url=server.openai_base_url, api_key="k") as oa,
+        Anthropic(name="an", base_url=server.anthropic_base_url, api_key="k") as an,
+    ):
+        llm = ReliableProvider(
+            [("primary", oa), ("backup", an)],
+            0,
+            mid_stream="restart",
+            model_aliases={"primary": {"m": "filtered"}, "backup": {"m": "ok"}},
+        )
+        with pytest.raises(StreamError) as caught:
+            await (chunk_text(llm) if api == "chunks" else event_text(llm))
+    assert type(caught.value.__cause__) is ContentFilterError
+    assert [r.model for r in server.requests] == ["filtered"]

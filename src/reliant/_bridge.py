@@ -736,9 +736,12 @@ async def _attempt(
                 raise failure from (None if late else err.__cause__)  # the race reports it
             slot.failed(failure)
             return False
-        broken = err if isinstance(err, StreamError) else _broken(slot, err)
-        if broken is not err:
-            broken.__cause__ = err
+        if isinstance(err, StreamError):
+            # The leaf's own break: raised as it is, so its direct cause (the
+            # ProviderError with status, kind and Retry-After) stays intact.
+            raise _recoverable(err, err, slot, run, rec) from err.__cause__
+        broken = _broken(slot, err)
+        broken.__cause__ = err
         raise _recoverable(broken, err, slot, run, rec) from err
     if attempt_scope.cancelled_caught:
         if owns_scope and stream._detached:
@@ -766,8 +769,12 @@ def _recoverable(
     run: FailoverRun,
     rec: RecoveryState[T] | None,
 ) -> Exception:
-    # A ContentFilterError after commit is a safety decision, never recovered.
-    if rec is not None and rec.left > 0 and not isinstance(cause, ContentFilterError):
+    # A ContentFilterError after commit is a safety decision, never recovered,
+    # whether it comes bare or as the cause of the leaf's StreamError.
+    filtered = isinstance(cause, ContentFilterError) or isinstance(
+        cause.__cause__, ContentFilterError
+    )
+    if rec is not None and rec.left > 0 and not filtered:
         return _Broke(broken, cause)
     run.broke(slot, cause)  # provider health hears of it; the caller gets the error
     return broken
