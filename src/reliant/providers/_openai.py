@@ -520,11 +520,12 @@ class OpenAICompatible(HTTPProvider):
 
         Per event: one ``choices`` look-up, the delta, and ``finish_reason``;
         a text-only delta (the bulk of a stream) takes the short path.
-        ``model`` and ``usage`` are read only from the last chunks (the one
-        with ``finish_reason`` and the usage chunk with empty ``choices``),
-        so the common event pays nothing for them; a server that repeats
-        usage on every chunk (vLLM's continuous usage stats) is read once,
-        at the end.
+        ``model`` and ``usage`` are read from the chunk with
+        ``finish_reason`` and the usage chunk with empty ``choices``; usage
+        on a chunk whose finish reason is null (OpenRouter sends it in a
+        trailing chunk of that shape; vLLM's continuous usage stats repeat
+        it on every chunk) is only kept, and the newest is read once at the
+        end, so a text chunk pays one dict look-up for it.
         """
         committed = False
         calls: dict[int, list[Any]] = {}
@@ -534,6 +535,7 @@ class OpenAICompatible(HTTPProvider):
         limit = self._max_tool_arguments_bytes
         sse = SSEEventDecoder(done_data="[DONE]", max_event_bytes=self._max_event_bytes)
         seen_choices = bare = False
+        late_usage: dict[str, Any] | None = None  # a chunk whose usage is still unread
         try:
             async with self._open_event_stream(self._url, payload) as body:
                 async for raw in body:
@@ -584,6 +586,13 @@ class OpenAICompatible(HTTPProvider):
                                         yield item
                             reason = choice.get("finish_reason")
                             if not reason:
+                                # Usage beside a null finish reason (OpenRouter's
+                                # trailing chunk; vLLM's continuous stats on every
+                                # chunk): kept raw, read once at the end, so a text
+                                # chunk pays one look-up and no parsing.
+                                late = chunk.get("usage")
+                                if late:
+                                    late_usage = chunk
                                 continue
                             if type(reason) is not str:
                                 raise wrong("choices[0].finish_reason", reason, "a string")
@@ -603,6 +612,7 @@ class OpenAICompatible(HTTPProvider):
                         # text chunks never get here.
                         usage_data = chunk.get("usage")
                         if usage_data:
+                            late_usage = None  # read here, and newer than any kept
                             usage = _usage(usage_data) or TokenUsage()
                             model = opt_str(chunk, "model", "chunk") or model
                             if events:
@@ -615,11 +625,16 @@ class OpenAICompatible(HTTPProvider):
                 )
                 if bare and not seen_choices:
                     raise MalformedResponse("malformed response: choices missing in every event")
+            if late_usage is not None:
+                usage = _usage(late_usage["usage"]) or TokenUsage()
+                model = opt_str(late_usage, "model", "chunk") or model
         except STREAM_FAILURES as exc:
             # its cause is set by _stream_failure
             raise self._stream_failure(exc, committed, bool(calls))  # noqa: B904
         finish = openai_finish_reason(raw_finish)
         if events:
+            if late_usage is not None and usage is not None:
+                yield UsageEvent(usage)
             for call in _finish(calls):
                 yield ToolCallEvent(call)
             yield Final(finish, raw_finish, model if isinstance(model, str) else None, usage)
