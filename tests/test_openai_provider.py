@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from reliant.providers._openai import _accumulate, _chunk_from_delta, _finish
 from reliant.testing.fake_server import Behavior, FakeLLMServer
 
 KEY = "sk-test-0123456789abcdef"
+SSE = {"content-type": "text/event-stream"}
 TEXT = "tok0 tok1 tok2 tok3 tok4 "
 ARGS = Behavior().tool_arguments
 WEATHER = ToolSpec(
@@ -502,3 +504,22 @@ async def test_finished_stream_keeps_the_connection(
     assert await provider.simple_chat("q", "ok", 0) == TEXT
     assert {r.connection for r in server.requests} == {0}
     assert server.disconnects == []
+
+
+async def test_usage_repeated_on_every_chunk_is_one_usage_event(
+    provider: OpenAICompatible, server: FakeLLMServer
+) -> None:
+    """vLLM's continuous usage stats (usage on every chunk) give one UsageEvent: the last."""
+
+    def chunk(delta: dict[str, Any], finish: str | None, out: int) -> str:
+        usage = {"prompt_tokens": 7, "completion_tokens": out, "total_tokens": 7 + out}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f"data: {json.dumps({'choices': [choice], 'usage': usage})}\n\n"
+
+    body = chunk({"content": "a"}, None, 1) + chunk({"content": "b"}, None, 2)
+    body += chunk({}, "stop", 2) + "data: [DONE]\n\n"
+    server.script(None, [Behavior(kind="status", status=200, body=body, headers=SSE)])
+    events = await collect(provider.stream_chat(ChatRequest([ChatMessage.user("q")]), "m", 0.0))
+    usage = TokenUsage(input_tokens=7, output_tokens=2)
+    assert [e for e in events if isinstance(e, UsageEvent)] == [UsageEvent(usage)]
+    assert events[-1].usage == usage
