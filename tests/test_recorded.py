@@ -43,7 +43,7 @@ async def test_openrouter_usage_beside_a_null_finish_reason_is_read(
             got = [e async for e in events]
         async with p.stream_chat_with_history(HI, "qwen/qwen3", 0.0) as chunks:
             last: StreamChunk = [c async for c in chunks][-1]
-    assert [e.text for e in got if isinstance(e, TextDelta)] == ["你好", "！"]
+    assert [e.text for e in got if isinstance(e, TextDelta)] == ["你好", "\uff01"]
     assert [e for e in got if isinstance(e, UsageEvent)] == [UsageEvent(usage)]
     final = got[-1]
     assert isinstance(final, Final)

@@ -10,9 +10,13 @@ import trio.testing
 
 from reliant import (
     ChatMessage,
+    ChatRequest,
     FailoverError,
+    Final,
     ReliableProvider,
+    StreamChunk,
     StreamError,
+    TextDelta,
     fallback_scope,
     take_last_provider_fallback,
 )
@@ -193,3 +197,59 @@ async def test_streamed_failover_records_fallback_info(
             assert [c.delta async for c in chunks] == ["tok0 ", "tok1 ", ""]
         info = take_last_provider_fallback()
     assert info is not None and info.actual_provider == "backup"
+
+
+@pytest.mark.parametrize("order", ["openai-first", "anthropic-first"])
+@pytest.mark.parametrize("api", ["chunks", "events"])
+async def test_a_stream_of_only_its_terminator_fails_over(
+    server: FakeLLMServer,
+    pair: tuple[OpenAICompatible, Anthropic],
+    order: str,
+    api: str,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A primary that sends only [DONE] / message_stop is empty: the backup answers at once."""
+    a, b = pair
+    first, second = (a, b) if order == "openai-first" else (b, a)
+    llm = ReliableProvider(
+        [("primary", first), ("backup", second)],
+        model_aliases={"primary": {"m": "empty"}, "backup": {"m": "ok:chunks=2"}},
+    )
+    with fallback_scope():
+        if api == "chunks":
+            async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+                got = [c async for c in chunks]
+            text = "".join(c.delta for c in got)
+            reason = got[-1].finish_reason
+        else:
+            async with llm.stream_chat(ChatRequest(HI), "m", 0.0) as events:
+                items = [e async for e in events]
+            text = "".join(e.text for e in items if isinstance(e, TextDelta))
+            final = items[-1]
+            assert isinstance(final, Final)
+            reason = final.finish_reason
+        info = take_last_provider_fallback()
+    assert (text, reason) == ("tok0 tok1 ", "stop")
+    assert info is not None and info.actual_provider == "backup"
+    assert [r.model for r in server.requests] == ["empty", "ok:chunks=2"]
+    assert trio.current_time() == 0.0  # no backoff: an empty stream is not retried
+
+
+@pytest.mark.parametrize("api", ["chunks", "events"])
+async def test_every_candidate_only_a_terminator_is_a_clean_empty_answer(
+    server: FakeLLMServer,
+    pair: tuple[OpenAICompatible, Anthropic],
+    api: str,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """When every candidate sends only its terminator, the caller gets one bare final, no error."""
+    llm = chain(pair, "empty", "empty")
+    if api == "chunks":
+        async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            got: list[object] = [c async for c in chunks]
+        assert got == [StreamChunk(is_final=True)]
+    else:
+        async with llm.stream_chat(ChatRequest(HI), "m", 0.0) as events:
+            got = [e async for e in events]
+        assert got == [Final()]
+    assert [r.model for r in server.requests] == ["empty", "empty"]

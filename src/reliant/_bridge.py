@@ -99,7 +99,7 @@ from ._failover import (
 )
 from ._provider import Provider
 from ._sanitize import sanitize_api_error
-from ._types import ChatMessage
+from ._types import ChatMessage, Final, StreamChunk
 
 if TYPE_CHECKING:
     # Loaded on first use (hedging, mid-stream recovery, events).
@@ -540,7 +540,11 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
         # below is a request of its own (its own events and record).
         run.finish(None if isinstance(failure, OnlyEmptyStreams) else failure)
     if isinstance(failure, OnlyEmptyStreams):
-        return  # every candidate was empty and none failed: a clean, empty answer
+        # Every candidate was empty and none failed: a clean, empty answer,
+        # with the bare final one of them sent (as that leaf alone would).
+        if failure.final is not None:
+            await _guarded(stream, stream._put, failure.final)
+        return
     if spec.fallback is None:
         raise failure
     try:
@@ -678,6 +682,11 @@ async def _attempt(
                         first = await _noting_waits(items.__anext__(), upstream)
                 except StopAsyncIteration:
                     raise EmptyStream() from None
+                if _bare_final(first):
+                    # A terminator alone ("data: [DONE]", "message_stop") is
+                    # no answer: the next candidate is asked, and the item is
+                    # kept for the caller in case every candidate is empty.
+                    raise EmptyStream(first)
                 if (
                     attempt_scope.cancel_called
                     if upstream.waited
@@ -960,6 +969,22 @@ async def _forward(
             if stream._reader_parked:
                 stream._wake_reader()
         stream._idle_at = now() + idle
+
+
+def _bare_final(item: object) -> bool:
+    """Whether a first item is a final that says nothing (an empty stream's end)."""
+    if type(item) is StreamChunk:
+        return (
+            item.is_final
+            and not item.delta
+            and item.reasoning is None
+            and item.finish_reason is None
+            and item.raw_finish_reason is None
+            and item.usage is None
+        )
+    if type(item) is Final:
+        return item.finish_reason is None and item.raw_finish_reason is None and item.usage is None
+    return False
 
 
 def _broken(slot: Slot, err: Exception) -> StreamError:

@@ -140,14 +140,32 @@ CANNOT_REDUCE_HEADER = (
 
 
 class EmptyStream(Exception):
-    """Raised by a streaming attempt whose upstream ended without any item."""
+    """Raised by a streaming attempt whose upstream ended without saying anything.
+
+    Either it ended without any item, or its first item was a bare final
+    (``final``: no text, reasoning, tool call, usage or finish reason, as a
+    server that answers with its terminator alone sends). Either way no
+    answer was given, so the run moves on to the next candidate.
+    """
+
+    def __init__(self, final: object = None) -> None:
+        super().__init__()
+        self.final = final
 
     def __str__(self) -> str:
         return "stream produced no events"
 
 
 class OnlyEmptyStreams(Exception):
-    """Every candidate produced an empty stream and none failed: a clean, empty answer."""
+    """Every candidate produced an empty stream and none failed: a clean, empty answer.
+
+    ``final`` is the last bare final item an empty attempt sent (None when
+    none sent one), which the caller then gets as the whole answer.
+    """
+
+    def __init__(self, final: object = None) -> None:
+        super().__init__()
+        self.final = final
 
 
 def truncate_for_context(messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], int]:
@@ -397,6 +415,7 @@ class FailoverRun:
     __slots__ = (
         "_all_context",
         "_deferred",
+        "_empty_final",
         "_errors",
         "_forcing",
         "_header",
@@ -454,6 +473,7 @@ class FailoverRun:
         self._errors: list[Exception] = []
         self._truncated = False
         self._saw_error = False
+        self._empty_final: object = None  # the last bare final an empty stream sent
         self._all_context = True
         # Provider health only: candidates skipped for an open breaker, the
         # outcome not yet reported, the route whose probe slot is held.
@@ -838,7 +858,7 @@ class FailoverRun:
         if not self._saw_error and self._trail:
             # Skips never end a run on their own (skipped candidates are
             # tried last), so without any error every candidate was empty.
-            return OnlyEmptyStreams()
+            return OnlyEmptyStreams(self._empty_final)
         if self._saw_error and self._all_context:
             header = CONTEXT_WINDOW_HEADER if self.messages is None else CANNOT_REDUCE_HEADER
             return _error(ContextWindowExceededError, header, self._trail, self._errors)
@@ -914,6 +934,8 @@ class FailoverRun:
             raise RuntimeError("an attempt's outcome was reported twice")
         log_extra = {"provider": slot.name, "model": slot.model_id, "attempt": slot.attempt}
         if isinstance(err, EmptyStream):
+            if err.final is not None:
+                self._empty_final = err.final
             self._record(slot, "non_retryable", err)
             self._all_context = False
             self._report(slot, _NEUTRAL)
