@@ -31,7 +31,7 @@ TOP_LEVEL = {
     "StreamFinished", "StreamRecovered", "CircuitOpened", "CircuitClosed", "HedgeStarted",
     "HedgeLost",
     # utilities
-    "sanitize_api_error",
+    "sanitize_api_error", "register_secret",
 }  # fmt: skip
 
 

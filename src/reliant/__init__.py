@@ -34,6 +34,7 @@ from ._health import RouteHealth as RouteHealth
 from ._provider import Provider as Provider
 from ._provider import stream_from_generator as stream_from_generator
 from ._reliable import ReliableProvider as ReliableProvider
+from ._sanitize import register_secret as register_secret
 from ._sanitize import sanitize_api_error as sanitize_api_error
 from ._types import ChatMessage as ChatMessage
 from ._types import ChatRequest as ChatRequest
@@ -128,6 +129,7 @@ __all__ = [
     "ToolSpec",
     "UsageEvent",
     "fallback_scope",
+    "register_secret",
     "sanitize_api_error",
     "stream_from_generator",
     "take_last_provider_fallback",

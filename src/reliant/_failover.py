@@ -109,7 +109,7 @@ from ._health import (
 )
 from ._log import log
 from ._provider import Provider
-from ._sanitize import collapse_whitespace, sanitize_api_error
+from ._sanitize import collapse_whitespace, sanitize_api_error, scrub_exception
 from ._types import ChatMessage
 from .classify import Classification, classify
 
@@ -1112,11 +1112,15 @@ def _verdict(err: Exception) -> Classification:
 
 
 def _detail(err: BaseException) -> str:
-    # The one-line, sanitized text of a failure for the trail. A
-    # ProviderError without a cause was sanitized when it was made (its
-    # message is stored sanitized), so only its whitespace is collapsed.
-    if type(err) is ProviderError and err.__cause__ is None:
+    # The one-line, sanitized text of a failure for the trail. Every error
+    # the run records passes here, so here its chain is scrubbed in place
+    # too (see _sanitize.scrub_exception): the errors kept under a
+    # FailoverError, given to observers or raised to the caller quote no
+    # key. A ProviderError with nothing chained was sanitized when it was
+    # made (its message is stored sanitized): only its whitespace is collapsed.
+    if type(err) is ProviderError and err.__cause__ is None and err.__context__ is None:
         return collapse_whitespace(str(err))
+    scrub_exception(err)
     return collapse_whitespace(sanitize_api_error(_describe(err)))
 
 

@@ -37,6 +37,7 @@ secrets and are never registered, or ordinary words would be mangled.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -47,8 +48,10 @@ __all__ = [
     "MAX_ERROR_CHARS",
     "cap_error_text",
     "collapse_whitespace",
+    "redact",
     "register_secret",
     "sanitize_api_error",
+    "scrub_exception",
     "scrub_secrets",
     "secret_spellings",
 ]
@@ -102,6 +105,22 @@ def secret_spellings(secret: str, user: str | None = None) -> set[str]:
 
 def register_secret(secret: str | None, user: str | None = None) -> Callable[[], None]:
     """Scrub ``secret`` (in every spelling) from all sanitized text from now on.
+
+    The HTTP providers register their own keys. A custom provider whose
+    key no pattern would recognise (a gateway's opaque token, a password)
+    registers it, and from then on reliant scrubs it from every error
+    message, failure trail, log line and exception chain it keeps or
+    raises. Call the returned function to undo the registration (say, when
+    the provider is closed); registrations are counted, so two users of
+    one key may come and go independently.
+
+    Example::
+
+        forget = reliant.register_secret(os.environ["GATEWAY_TOKEN"])
+        try:
+            ...
+        finally:
+            forget()
 
     Args:
         secret: An API key or password; None or one shorter than six
@@ -183,6 +202,11 @@ def sanitize_api_error(text: str) -> str:
         The text with secret-looking tokens replaced by ``[REDACTED]``, cut
         to 500 characters with ``...`` appended if it was longer.
     """
+    return cap_error_text(redact(text)) if text else text
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret :func:`sanitize_api_error` knows replaced, not cut."""
     if not text:
         return text
     pattern = _secrets_re
@@ -207,7 +231,7 @@ def sanitize_api_error(text: str) -> str:
         text = _QUERY_RE.sub(r"\1[REDACTED]", text)
     if any(key in lower for key in _FIELD_KEYS):
         text = _JSON_FIELD_RE.sub(r"\1[REDACTED]", text)
-    return cap_error_text(text)
+    return text
 
 
 # One of these is in every name _JSON_FIELD_RE redacts (api_key, apikey,
@@ -231,3 +255,96 @@ def collapse_whitespace(text: str) -> str:
     if "  " not in text and text.isprintable() and text[:1] != " " and text[-1:] != " ":
         return text
     return _WS_RE.sub(" ", text).strip()
+
+
+# -- exception chains ------------------------------------------------------------------
+#
+# A message is only one place a key can hide. ``traceback.format_exception``
+# and ``logger.exception`` print every exception below the one raised (its
+# ``__cause__`` and ``__context__``, an ExceptionGroup's members, notes
+# added with ``add_note``), and a debugger or an error tracker reads the
+# objects they keep: an httpx2 transport error keeps the request it was
+# sending, headers and all. So every error reliant records or raises is
+# scrubbed in place, all the way down: string arguments and notes are
+# redacted (not cut: a long message stays whole), a JSONDecodeError's
+# ``doc`` too, and every credential header and key-bearing URL of a kept
+# request is masked. Masking keeps the request (``err.request`` still tells
+# what was sent, and where) rather than dropping it. Scrubbing is
+# idempotent; it visits at most 64 exceptions, so a pathological chain
+# costs a bounded walk.
+
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "x-amz-security-token",
+    }
+)
+"""Request headers whose values are credentials, whatever their shape (lower case)."""
+
+_MAX_CHAIN = 64
+
+
+def scrub_exception(exc: BaseException | None) -> None:
+    """Scrub secrets, in place, from ``exc`` and every exception chained below it."""
+    todo = [] if exc is None else [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < _MAX_CHAIN:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        _scrub_one(err)
+        if err.__cause__ is not None:
+            todo.append(err.__cause__)
+        if err.__context__ is not None:
+            todo.append(err.__context__)
+        if isinstance(err, BaseExceptionGroup):
+            todo.extend(err.exceptions)
+
+
+def _scrub_one(err: BaseException) -> None:
+    args = err.args
+    if args and any(type(a) is str for a in args):
+        cleaned = tuple(redact(a) if type(a) is str else a for a in args)
+        if cleaned != args:
+            err.args = cleaned
+    notes = getattr(err, "__notes__", None)
+    if type(notes) is list:
+        notes[:] = [redact(n) if type(n) is str else n for n in notes]
+    doc = getattr(err, "doc", None)
+    if type(doc) is str:
+        with contextlib.suppress(AttributeError):  # a read-only doc stays
+            err.doc = redact(doc)  # type: ignore[attr-defined]
+    # httpx2 keeps the request as ``_request`` (its ``request`` property
+    # raises when none was set), and so does a status error's ``response``.
+    try:
+        owners = (err, getattr(err, "response", None))
+    except Exception:  # a property of a foreign exception that raises
+        owners = (err, None)
+    for owner in owners:
+        request = getattr(owner, "_request", None) if owner is not None else None
+        if request is not None:
+            _mask_request(request)
+
+
+def _mask_request(request: object) -> None:
+    headers = getattr(request, "headers", None)
+    if headers is not None and hasattr(headers, "items") and hasattr(headers, "__setitem__"):
+        try:
+            for name, value in list(headers.items()):
+                if name.lower() in CREDENTIAL_HEADERS and value != "[REDACTED]":
+                    headers[name] = "[REDACTED]"
+        except Exception:  # a foreign object that only looks like headers: leave it
+            pass
+    url = getattr(request, "url", None)
+    if url is not None:
+        text = str(url)
+        cleaned = redact(text)
+        if cleaned != text:
+            with contextlib.suppress(Exception):  # an immutable or foreign request stays
+                request.url = type(url)(cleaned)  # type: ignore[attr-defined]

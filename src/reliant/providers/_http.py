@@ -62,7 +62,6 @@ the garbage collector run mid-read (measured +0.15-0.45 us per event).
 from __future__ import annotations
 
 import codecs
-import contextlib
 import email.utils
 import http
 import json
@@ -83,7 +82,7 @@ import trio
 
 from .._exceptions import ContentFilterError, ErrorKind, ProviderError, ReliantError, StreamError
 from .._provider import Provider
-from .._sanitize import MAX_ERROR_CHARS, register_secret, sanitize_api_error
+from .._sanitize import MAX_ERROR_CHARS, register_secret, sanitize_api_error, scrub_exception
 from ._limits import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -842,21 +841,12 @@ class HTTPProvider(Provider):
     def _scrub_chain(self, exc: BaseException | None) -> None:
         """Scrub secrets out of the exceptions chained below one we raise.
 
-        A transport error may quote a request header and a ``JSONDecodeError``
-        keeps the whole document; both end up in ``__cause__`` and so in
-        every traceback a logger prints (``exc_info``). Their text arguments
-        (and a decode error's ``doc``) are sanitized in place.
+        A transport error may quote a request header and keeps the request
+        itself; a ``JSONDecodeError`` keeps the whole document. Both end up
+        in ``__cause__`` and so in every traceback a logger prints
+        (``exc_info``): see :func:`reliant._sanitize.scrub_exception`.
         """
-        seen = 0
-        while exc is not None and seen < 16:
-            seen += 1
-            if exc.args and any(isinstance(a, str) for a in exc.args):
-                exc.args = tuple(self._clean(a) if isinstance(a, str) else a for a in exc.args)
-            doc = getattr(exc, "doc", None)
-            if isinstance(doc, str):
-                with contextlib.suppress(AttributeError):  # a read-only doc stays
-                    exc.doc = self._clean(doc)  # type: ignore[attr-defined]
-            exc = exc.__cause__ or exc.__context__
+        scrub_exception(exc)
 
     def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
         status = response.status_code
