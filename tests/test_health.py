@@ -108,12 +108,9 @@ async def test_half_open_admits_exactly_one_probe(autojump_clock: trio.testing.M
     assert h.admit_nowait(KEY).admission == "allow"
 
 
-async def test_failed_probes_double_the_open_period_up_to_the_cap(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """Each failed probe re-opens for twice as long: 5, 10, 20, 40, 60, 60 s."""
-    h = LocalHealth(HealthPolicy(open_after=1, open_for=5.0, max_open_for=60.0))
-    h.record_nowait(KEY, FAILURE)
+async def open_periods(h: LocalHealth, failure: Outcome) -> list[float]:
+    """The open periods of a route whose first failure and five probes fail with ``failure``."""
+    h.record_nowait(KEY, failure)
     periods = []
     opened_at = trio.current_time()
     for _ in range(5):
@@ -123,11 +120,35 @@ async def test_failed_probes_double_the_open_period_up_to_the_cap(
         await trio.sleep_until(until)
         opened_at = trio.current_time()
         assert h.admit_nowait(KEY).admission == "probe"
-        h.record_nowait(KEY, FAILURE, probe=True)
+        h.record_nowait(KEY, failure, probe=True)
     until = h.snapshot()[KEY].opened_until
     assert until is not None
     periods.append(until - opened_at)
-    assert periods == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    return periods
+
+
+async def test_failed_probes_of_a_silent_route_double_up_to_max_open_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A silent route's failed probes re-open for twice as long: 5, 10, 20, 40, 60, 60 s."""
+    h = LocalHealth(HealthPolicy(open_after=1, open_for=5.0, max_open_for=60.0))
+    silent = Outcome(ok=False, counts=True, silent=True, error="no first chunk")
+    assert await open_periods(h, silent) == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+
+
+async def test_failed_probes_of_a_fast_failing_route_double_up_to_max_open_for_fast(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A route answering errors at once is probed every 10 s at most: 5, 10, 10, 10, 10, 10 s."""
+    h = LocalHealth(HealthPolicy(open_after=1, open_for=5.0, max_open_for=60.0))
+    assert await open_periods(h, FAILURE) == [5.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+
+
+def test_fast_cap_stays_between_open_for_and_max_open_for() -> None:
+    """max_open_for_fast is raised to open_for and lowered to max_open_for."""
+    assert HealthPolicy(open_for=15.0, max_open_for=60.0).fast_cap == 15.0
+    assert HealthPolicy(open_for=1.0, max_open_for=4.0).fast_cap == 4.0
+    assert HealthPolicy(max_open_for_fast=30.0).fast_cap == 30.0
 
 
 async def test_success_resets_the_doubling(autojump_clock: trio.testing.MockClock) -> None:
@@ -279,7 +300,7 @@ async def test_dead_primary_is_called_at_most_eight_times_in_twenty_requests(
         await trio.sleep(1.0)
     assert starts(primary) == [0.0, 0.5, 1.5, 6.5, 16.5]
     assert len(fallback.calls) == 20
-    assert llm.health()[KEY].opened_until == 36.5
+    assert llm.health()[KEY].opened_until == 26.5  # a fast failure: re-opened for 10 s
 
 
 async def test_without_health_every_request_pays_every_retry(
@@ -509,6 +530,29 @@ async def test_budget_caps_amplification_under_a_total_outage(
     assert await outage(None) == 3 * first_tries
     with_health = await outage(LocalHealth())
     assert first_tries <= with_health <= 1.3 * first_tries
+
+
+async def test_a_dead_route_cannot_spend_another_routes_retries() -> None:
+    """Each route has its own retry budget: exhausting one leaves the others' untouched."""
+    h = LocalHealth(HealthPolicy(open_after=100, retry_budget=0.0, min_retries_per_second=0.1))
+    dead_route, working = ("dead", "m"), ("serving", "m")
+    assert h.admit_nowait(dead_route).admission == "allow"
+    assert h.admit_nowait(dead_route, retry=True).admission == "allow"  # the floor: 1 per 10 s
+    assert h.admit_nowait(dead_route, retry=True).admission == "no_budget"
+    assert h.admit_nowait(working).admission == "allow"
+    assert h.admit_nowait(working, retry=True).admission == "allow"
+
+
+def test_idle_retry_budgets_are_dropped_when_there_are_many() -> None:
+    """Thousands of routes used once keep memory bounded: budgets idle for a window go."""
+    busy = LocalHealth()
+    for i in range(3000):
+        busy._budget(("p", f"m{i}"), 0.0).note_request(0.0)
+    assert len(busy._budgets) == 3000  # all within one window: none may go
+    spread = LocalHealth()
+    for i in range(3000):
+        spread._budget(("p", f"m{i}"), float(i)).note_request(float(i))  # one route a second
+    assert len(spread._budgets) <= 1024 + 11  # only the last window's routes survive a prune
 
 
 async def test_budget_refusal_is_in_the_trail(autojump_clock: trio.testing.MockClock) -> None:

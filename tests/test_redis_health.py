@@ -238,6 +238,46 @@ async def test_redis_retry_budget_window(redis_server: RedisServer, redis_prefix
         assert answers == ["allow", "allow", "no_budget"]  # the floor: 4/s x 0.5 s
 
 
+async def test_redis_a_dead_route_cannot_spend_another_routes_retries(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Each route keeps its own budget in Redis, as in LocalHealth."""
+    async with store(
+        redis_server.url, redis_prefix, open_after=100, retry_budget=0.0, min_retries_per_second=1
+    ) as h:
+        dead, working = ("dead", "m"), ("serving", "m")
+        assert (await h.admit(dead)).admission == "allow"
+        answers = [(await h.admit(dead, retry=True)).admission for _ in range(11)]
+        assert answers == ["allow"] * 10 + ["no_budget"]  # the floor: 1/s x 10 s
+        assert (await h.admit(working)).admission == "allow"
+        assert (await h.admit(working, retry=True)).admission == "allow"
+
+
+async def test_redis_fast_failures_reopen_up_to_max_open_for_fast(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """A route failing fast re-opens for at most max_open_for_fast; a silent one doubles on."""
+    async with store(
+        redis_server.url,
+        redis_prefix,
+        open_after=1,
+        open_for=0.1,
+        max_open_for=10.0,
+        max_open_for_fast=0.15,
+    ) as h:
+        fast, silent = ("fast", "m"), ("silent", "m")
+        silently = Outcome(ok=False, counts=True, silent=True, error="no first chunk")
+        await h.record(fast, FAILURE)
+        await h.record(silent, silently)
+        assert (h.snapshot()[fast].open_for, h.snapshot()[silent].open_for) == (0.15, 0.2)
+        await trio.sleep(0.25)
+        assert (await h.admit(fast)).admission == "probe"
+        assert (await h.admit(silent)).admission == "probe"
+        await h.record(fast, FAILURE, probe=True)
+        await h.record(silent, silently, probe=True)
+        assert (h.snapshot()[fast].open_for, h.snapshot()[silent].open_for) == (0.15, 0.4)
+
+
 async def test_redis_every_key_has_a_ttl(
     redis_server: RedisServer, redis_prefix: str, raw: coredis.Redis[bytes]
 ) -> None:
@@ -397,8 +437,8 @@ def test_redis_retry_budget_is_shared_by_the_fleet(
     calls = sum(r["calls"] for r in reports)
     assert sum(r["failed"] for r in reports) == first_tries
     assert calls <= 1.3 * first_tries
-    # One budget for the fleet: 20 % of 400 requests (the floor is 30 once,
-    # not once per process, which would allow 4 x 30 = 120).
+    # One budget per route for the fleet: 20 % of 400 requests (the floor is
+    # 30 once, not once per process, which would allow 4 x 30 = 120).
     assert calls - first_tries <= max(0.2 * first_tries, 30)
 
 

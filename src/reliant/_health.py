@@ -39,16 +39,36 @@ there were no breaker at all and an outage of every provider still gets the
 request tried. Non-retryable failures (auth, bad request, context window)
 do not count toward opening; any success resets the count.
 
-Retry budget (per store, Envoy's design)
-----------------------------------------
-First tries are always allowed; a retry (attempt 2+ on the same pair) is
-allowed while the retries admitted in the last ``budget_window`` seconds are
-fewer than ``max(retry_budget * requests in the window,
-min_retries_per_second * budget_window)``. The window is a ring of ten
-buckets, so memory is constant and a decision is O(1) however many requests
-pass. Under an outage this caps the traffic at about ``1 + retry_budget``
-times the first tries, instead of ``max_retries + 1`` times; the floor keeps
-a quiet service's occasional retry always allowed.
+Retry budget (per route, as Envoy keeps one per cluster)
+--------------------------------------------------------
+First tries are always allowed; a retry (attempt 2+ on the same route) is
+allowed while the retries that route admitted in the last ``budget_window``
+seconds are fewer than ``max(retry_budget * first tries on the route in the
+window, min_retries_per_second * budget_window)``. The window is a ring of
+ten buckets, so memory per route is constant and a decision is O(1) however
+many requests pass. Under an outage this caps the traffic to each route at
+about ``1 + retry_budget`` times its first tries, instead of
+``max_retries + 1`` times; the floor keeps a quiet route's occasional retry
+always allowed.
+
+Why per route: a budget exists to stop retry storms against an upstream
+whose retries fail too. One budget for the whole store let dead routes
+spend it, so a working route that needed its one retry (a provider that
+fails a request once, then answers) was refused, and requests the seed's
+plain ladder serves failed (105 of 200 in a burst). Kept per route, a dead
+route spends only its own allowance. Budgets of routes unused for a whole
+window are dropped once there are many, so memory stays bounded.
+
+Re-open periods: fast failures and silent routes
+------------------------------------------------
+A failed probe re-opens the breaker for twice the last period. How far it
+doubles depends on what the failure cost: a route that answers at once
+with an error (a 5xx in milliseconds) is cheap to probe, so its period is
+capped at ``max_open_for_fast`` (10 s) and it gets its traffic back within
+that long of recovering; a silent route (a first-chunk timeout, a long
+silence then a reset) costs each probe its whole timeout, so its period
+doubles up to ``max_open_for`` (60 s). Either way an outage costs about one
+probe per period per route.
 
 Every time comes from ``trio.current_time()``, so tests drive breakers and
 the budget with ``MockClock`` at exact virtual times.
@@ -104,10 +124,17 @@ class HealthPolicy:
         open_after: Consecutive retryable failures that open a breaker.
         open_for: Seconds a breaker first stays open; doubled on each
             re-open (a failed probe) up to ``max_open_for``.
-        max_open_for: Cap of the doubling.
-        retry_budget: Retries allowed as a fraction of requests in the window.
+        max_open_for: Cap of the doubling for a silent route (timeouts,
+            hangs): each probe of one costs its whole timeout.
+        max_open_for_fast: Cap of the doubling for a route that fails fast
+            (an error status at once): cheap to probe, so it is probed at
+            least this often and gets traffic back soon after it recovers.
+            Never below ``open_for``, never above ``max_open_for``.
+        retry_budget: Retries allowed on a route as a fraction of its first
+            tries in the window.
         budget_window: Seconds of the sliding window of the retry budget.
-        min_retries_per_second: Retries always allowed, whatever the ratio.
+        min_retries_per_second: Retries always allowed on each route,
+            whatever the ratio.
         silent_after: An attempt that waited this long and then failed with
             a transport error counts as a silent route (opens at once).
 
@@ -121,6 +148,7 @@ class HealthPolicy:
     open_after: int = 3
     open_for: float = 5.0
     max_open_for: float = 60.0
+    max_open_for_fast: float = 10.0
     retry_budget: float = 0.2
     budget_window: float = 10.0
     min_retries_per_second: float = 3.0
@@ -135,6 +163,7 @@ class HealthPolicy:
             raise ValueError(f"HealthPolicy.open_after must be at least 1, got {self.open_after}")
         _number("open_for", self.open_for, positive=True)
         _number("max_open_for", self.max_open_for, positive=True)
+        _number("max_open_for_fast", self.max_open_for_fast, positive=True)
         _number("retry_budget", self.retry_budget, positive=True, allow_zero=True)
         _number("budget_window", self.budget_window, positive=True)
         _number(
@@ -146,6 +175,11 @@ class HealthPolicy:
                 f"HealthPolicy.max_open_for ({self.max_open_for}) must be >= "
                 f"open_for ({self.open_for})"
             )
+
+    @property
+    def fast_cap(self) -> float:
+        """The re-open cap that applies to a route that fails fast (see the field)."""
+        return min(self.max_open_for, max(self.open_for, self.max_open_for_fast))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> HealthPolicy:
@@ -246,9 +280,12 @@ class HealthStore(ABC):
 
         Args:
             key: The route.
-            new_request: This is the first attempt of a request (count it in
-                the retry budget's window).
-            retry: This is a retry on the same route (it needs budget).
+            new_request: This is the first attempt of a request. The
+                built-in stores no longer need it (each route counts its
+                own first tries: every admit without ``retry``); kept for
+                stores that count requests.
+            retry: This is a retry on the same route (it needs budget);
+                otherwise a first try, counted in the route's budget window.
             force: The planner has no other candidate left: bypass the
                 breaker (never returns ``"skip"``), the budget still applies.
         """
@@ -313,6 +350,10 @@ class RetryBudget:
         """Count one request."""
         self._requests[self._advance(now)] += 1
 
+    def stale(self, now: float) -> bool:
+        """True when nothing was counted for a whole window (the budget may be dropped)."""
+        return not self._start or math.floor(now / self._width) >= self._bucket + self.BUCKETS
+
     def try_retry(self, now: float) -> bool:
         """Count one retry and return True if the budget allows it, else False."""
         slot = self._advance(now)
@@ -321,6 +362,9 @@ class RetryBudget:
             return False
         self._retries[slot] += 1
         return True
+
+
+_PRUNE_AT = 1024  # retry budgets kept before the idle ones are looked for
 
 
 @dataclass(slots=True)
@@ -350,15 +394,29 @@ class LocalHealth(HealthStore):
         policy: The thresholds and durations.
     """
 
-    __slots__ = ("_budget", "_routes", "policy")
+    __slots__ = ("_budgets", "_prune_at", "_routes", "policy")
 
     def __init__(self, policy: HealthPolicy | None = None) -> None:
         self.policy = HealthPolicy() if policy is None else policy
         if not isinstance(self.policy, HealthPolicy):
             raise TypeError(f"policy must be a HealthPolicy, got {type(policy).__name__}")
         self._routes: dict[RouteKey, _Route] = {}
-        p = self.policy
-        self._budget = RetryBudget(p.retry_budget, p.budget_window, p.min_retries_per_second)
+        self._budgets: dict[RouteKey, RetryBudget] = {}
+        self._prune_at = _PRUNE_AT
+
+    def _budget(self, key: RouteKey, now: float) -> RetryBudget:
+        budget = self._budgets.get(key)
+        if budget is None:
+            if len(self._budgets) >= self._prune_at:
+                # Many routes (say, model ids chosen per request): drop the
+                # budgets nothing used for a whole window; they hold nothing.
+                for old in [k for k, b in self._budgets.items() if b.stale(now)]:
+                    del self._budgets[old]
+                self._prune_at = max(_PRUNE_AT, 2 * len(self._budgets))
+            p = self.policy
+            budget = RetryBudget(p.retry_budget, p.budget_window, p.min_retries_per_second)
+            self._budgets[key] = budget
+        return budget
 
     def __repr__(self) -> str:
         return f"LocalHealth({self.policy!r})"
@@ -374,8 +432,6 @@ class LocalHealth(HealthStore):
     ) -> Decision:
         """The synchronous twin of :meth:`admit` (this store never waits)."""
         now = trio.current_time()
-        if new_request:
-            self._budget.note_request(now)
         route = self._routes.get(key)
         decision = ALLOW
         if route is not None and route.state != "closed" and not force:
@@ -384,7 +440,10 @@ class LocalHealth(HealthStore):
             if route.probe:
                 return Decision("skip", route.opened_until)
             decision = PROBE
-        if retry and not self._budget.try_retry(now):
+        budget = self._budget(key, now)
+        if not retry:
+            budget.note_request(now)  # a first try on this route
+        elif not budget.try_retry(now):
             return NO_BUDGET
         if decision is PROBE:
             assert route is not None
@@ -428,10 +487,12 @@ class LocalHealth(HealthStore):
             route.open(now, duration, max_open, double=False)
             return _view(route, now)
         # A failed probe re-opens, a silent route opens at once, and a
-        # closed route opens at the threshold; each doubles the period.
+        # closed route opens at the threshold; each doubles the period, up
+        # to the cap of what the failure cost (see the module comment).
         threshold = route.state == "closed" and route.failures >= self.policy.open_after
         if probe or outcome.silent or threshold:
-            route.open(now, route.open_for, max_open, double=True)
+            cap = max_open if outcome.silent else self.policy.fast_cap
+            route.open(now, min(route.open_for, cap), cap, double=True)
             return _view(route, now)
         return None
 
@@ -446,10 +507,10 @@ class LocalHealth(HealthStore):
             route.probe = False
 
     def clear(self) -> None:
-        """Forget every route and the retry budget's window (a fresh start)."""
+        """Forget every route and every retry budget's window (a fresh start)."""
         self._routes.clear()
-        p = self.policy
-        self._budget = RetryBudget(p.retry_budget, p.budget_window, p.min_retries_per_second)
+        self._budgets.clear()
+        self._prune_at = _PRUNE_AT
 
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """See :meth:`HealthStore.snapshot`."""

@@ -6,7 +6,7 @@ provider still receives 16 times the probes and budgeted retries.
 :class:`RedisHealth` keeps the same state (the semantics of
 :class:`~reliant.LocalHealth`, which stays the reference) in Redis, so every
 process using the same ``prefix`` shares breakers, and every process using
-the same ``name`` shares one retry budget.
+the same ``name`` shares the retry budget of each route.
 
 Decisions
 ---------
@@ -23,9 +23,11 @@ agree. Keys (``P`` is the prefix, ``R`` the route as ``len(provider):provider:mo
     P probe:R    the half-open probe slot: SET NX PX probe_ttl holding a
                  token of the holder; it expires by itself if the holder
                  dies, so a crash never leaves a route stuck half-open.
-    P budget:N   hash: the retry budget's ring of ten buckets (q0..q9
-                 requests, t0..t9 retries, b the newest bucket), exactly
-                 LocalHealth's RetryBudget. TTL: 2 x budget_window + 1 s.
+    P budget:N:R hash: route R's retry budget, a ring of ten buckets (q0..q9
+                 first tries, t0..t9 retries, b the newest bucket), exactly
+                 LocalHealth's RetryBudget (one per route, so a dead route
+                 never spends a working one's retries). TTL: 2 x
+                 budget_window + 1 s.
 
 A success on a route that the admit just before it saw closed with no
 failures changes nothing and is not sent, so a healthy request costs one
@@ -104,7 +106,7 @@ __all__ = ["SCRIPT", "RedisHealth"]
 #   9 probe_ttl ms, 10 route keep ms;
 #   admit: 11 new_request, 12 retry, 13 force (each "1" or "0");
 #   record: 11 ok, 12 counts, 13 Retry-After open ms or "", 14 silent,
-#   15 probe, 16 error text or "".
+#   15 probe, 16 error text or "", 17 re-open cap ms of a fast failure.
 # Reply: {decision, server now ms, st (-1: no such route), f, until ms,
 #   open_for ms, probe slot taken (0/1), last error or ""}.
 SCRIPT: Final = r"""
@@ -137,10 +139,10 @@ local function save()
   redis.call('PEXPIRE', rk, math.ceil(math.max(r['until'] - now, 0) + keep))
 end
 
-local function open(duration, double)
+local function open(duration, double, cap)
   r.st, r['until'] = 1, now + duration
   redis.call('DEL', pk)
-  if double then r.of = math.min(duration * 2, max_of) end
+  if double then r.of = math.min(duration * 2, cap) end
 end
 
 -- The retry budget: a ring of ten buckets over the window (RetryBudget).
@@ -174,21 +176,19 @@ local function budget()
 end
 
 if op == 'a' then
-  local new_request, retry, force = ARGV[11] == '1', ARGV[12] == '1', ARGV[13] == '1'
-  if new_request or retry then budget() end
-  if new_request then
-    redis.call('HINCRBY', bk, 'q' .. slot, 1)
-    q = q + 1
-  end
+  local retry, force = ARGV[12] == '1', ARGV[13] == '1'
   local decision = 'allow'
   if r.exists and r.st ~= 0 and not force then
     if r.st == 1 and now < r['until'] then return reply('skip') end
     if redis.call('EXISTS', pk) == 1 then return reply('skip') end
     decision = 'probe'
   end
+  budget()
   if retry then
     if tr >= math.max(ratio * q, floor) then return reply('no_budget') end
     redis.call('HINCRBY', bk, 't' .. slot, 1)
+  else
+    redis.call('HINCRBY', bk, 'q' .. slot, 1)
   end
   if decision == 'probe' then
     if not redis.call('SET', pk, token, 'NX', 'PX', probe_ttl) then return reply('skip') end
@@ -199,6 +199,7 @@ if op == 'a' then
 elseif op == 'r' then
   local ok, counts, ra = ARGV[11] == '1', ARGV[12] == '1', ARGV[13]
   local silent, probe, err = ARGV[14] == '1', ARGV[15] == '1', ARGV[16]
+  local cap = silent and max_of or tonumber(ARGV[17])
   if ok then
     if r.exists and (r.st ~= 0 or r.f > 0) then
       r.st, r.f, r.of = 0, 0, base_of
@@ -212,9 +213,9 @@ elseif op == 'r' then
   if counts then
     r.f = r.f + 1
     if ra ~= '' then
-      open(tonumber(ra), false)
+      open(tonumber(ra), false, cap)
     elseif probe or silent or (r.st == 0 and r.f >= open_after) then
-      open(r.of, true)
+      open(math.min(r.of, cap), true, cap)
     end
   end
   save()
@@ -285,8 +286,9 @@ class RedisHealth(HealthStore):
             prefix should use the same policy).
         prefix: Start of every key; stores with different prefixes share
             nothing.
-        name: Whose retry budget this is: stores with the same name share
-            one budget (e.g. one per service), different names keep apart.
+        name: Whose retry budgets these are: stores with the same name
+            share each route's budget (e.g. one name per service),
+            different names keep apart.
         timeout: Longest wait for Redis per decision, in seconds; past it
             the decision is made in process.
         probe_ttl: Seconds the half-open probe slot stays taken without an
@@ -339,7 +341,7 @@ class RedisHealth(HealthStore):
             _ms(self.probe_ttl),
             _ms(max(10 * p.max_open_for, 600.0)),
         ]
-        self._budget_key = f"{prefix}budget:{name}"
+        self._fast_cap = _ms(p.fast_cap)
         self._keys: dict[RouteKey, tuple[str, str, str]] = {}
         self._client: coredis.Redis[bytes] | None = None
         self._entered = False
@@ -415,7 +417,11 @@ class RedisHealth(HealthStore):
         if keys is None:
             provider, model = key
             route = f"{len(provider)}:{provider}:{model}"
-            keys = (f"{self.prefix}route:{route}", f"{self.prefix}probe:{route}", self._budget_key)
+            keys = (
+                f"{self.prefix}route:{route}",
+                f"{self.prefix}probe:{route}",
+                f"{self.prefix}budget:{self.name}:{route}",
+            )
             self._keys[key] = keys
         return keys
 
@@ -557,6 +563,7 @@ class RedisHealth(HealthStore):
             "1" if outcome.silent else "0",
             "1" if probe else "0",
             error,
+            self._fast_cap,
         )
         before = self._mirror.get(key)
         was = None if before is None else (before.state, before.until_ms)
