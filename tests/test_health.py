@@ -16,6 +16,7 @@ from reliant import (
     FailoverError,
     HealthPolicy,
     LocalHealth,
+    Provider,
     ProviderError,
     ReliableProvider,
     fallback_scope,
@@ -301,6 +302,45 @@ async def test_dead_primary_is_called_at_most_eight_times_in_twenty_requests(
     assert starts(primary) == [0.0, 0.5, 1.5, 6.5, 16.5]
     assert len(fallback.calls) == 20
     assert llm.health()[KEY].opened_until == 26.5  # a fast failure: re-opened for 10 s
+
+
+class DownUntil(Provider):
+    """Answers 503 at once until ``until`` (virtual time), then answers; notes each call's time."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.calls: list[float] = []
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        now = trio.current_time()
+        self.calls.append(now)
+        if now < self.until:
+            raise ProviderError("primary API error (503 Service Unavailable)", status_code=503)
+        return "from primary"
+
+
+async def test_a_recovered_primary_gets_its_traffic_back_within_30_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """503 for 60 s, then healthy; 20 requests 4 s apart: the primary serves again from t=68."""
+    primary = DownUntil(60.0)
+    llm = ReliableProvider(
+        [("primary", primary), ("backup", backup())],
+        max_retries=2,
+        base_backoff=0.5,
+        rng=Bottom(),
+    )
+    served: list[tuple[float, str]] = []
+    for i in range(20):
+        await trio.sleep_until(4.0 * i)
+        served.append((trio.current_time(), await llm.simple_chat("x", "m", 0.0)))
+    back = [t for t, who in served if who == "from primary"]
+    assert back == [68.0, 72.0, 76.0]  # probed at 68, 8 s after it recovered
+    # The outage: 3 calls, then one probe per open period (5 s, then at most 10 s).
+    assert primary.calls[:3] == [0.0, 0.25, 0.75]
+    assert primary.calls[3:] == [8.0, 20.0, 32.0, 44.0, 56.0, 68.0, 72.0, 76.0]
 
 
 async def test_without_health_every_request_pays_every_retry(
