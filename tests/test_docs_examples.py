@@ -193,3 +193,28 @@ def test_example_script_runs(script: Path, request: pytest.FixtureRequest) -> No
         assert "served by backup" in out.stdout
     if script.name == "shared_health.py":
         assert out.stdout.splitlines()[-2:] == ["calls to primary: 3 and 0", "open"]
+
+
+def _documented_names() -> dict[str, set[str]]:
+    """``{module: names}`` of every ``::: module.name`` entry of docs/reference/."""
+    found: dict[str, set[str]] = {}
+    for page in sorted((DOCS / "reference").glob("*.md")):
+        for path in re.findall(r"^::: ([\w.]+)\s*$", page.read_text(), re.MULTILINE):
+            module, _, name = path.rpartition(".")
+            assert name not in found.get(module, set()), f"{path} documented twice"
+            found.setdefault(module, set()).add(name)
+    return found
+
+
+def test_api_reference_lists_exactly_the_public_surface() -> None:
+    """docs/reference/ has one entry per public name, and no other (test_public_api's lists)."""
+    from test_public_api import PUBLIC_MODULES
+
+    assert _documented_names() == PUBLIC_MODULES
+
+
+def test_every_reference_page_is_in_the_navigation() -> None:
+    """Each reference page and guide is reachable from the site's navigation."""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in sorted(DOCS.rglob("*.md")):
+        assert str(page.relative_to(DOCS)) in nav, page
