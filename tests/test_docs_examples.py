@@ -16,6 +16,10 @@ The rules a page follows (docs/contributing is this docstring):
   the names it imports from reliant must exist.
 - A block that is only ``--8<-- "examples/X.py"`` (an included example) is
   covered by running ``examples/X.py`` itself.
+
+The literal blocks of the docstrings the API reference shows compile, and the
+pytest-style ones among them run; docs/reference/ names exactly the public
+surface that test_public_api.py lists.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +223,63 @@ def test_every_reference_page_is_in_the_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in sorted(DOCS.rglob("*.md")):
         assert str(page.relative_to(DOCS)) in nav, page
+
+
+def _docstring_examples() -> list[tuple[str, str]]:
+    """``(where, code)`` of each literal block (after ``::``) of the docstrings shown."""
+    from test_public_api import PUBLIC_MODULES
+
+    seen: set[int] = set()
+    found: list[tuple[str, str]] = []
+
+    def collect(obj: object, where: str) -> None:
+        doc = inspect.getdoc(obj)
+        if doc is None or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        for m in re.finditer(r"::\n\n((?:[ ]{4}.*\n|\n)+)", doc + "\n"):
+            found.append((where, textwrap.dedent(m.group(1))))
+
+    for module_name, names in PUBLIC_MODULES.items():
+        module = importlib.import_module(module_name)
+        for name in sorted(names):
+            obj = getattr(module, name)
+            collect(obj, f"{module_name}.{name}")
+            if inspect.isclass(obj):
+                for attr, value in vars(obj).items():
+                    if attr.startswith("_") and attr != "__init__":
+                        continue
+                    member = value.fget if isinstance(value, property) else value
+                    if callable(member):
+                        collect(member, f"{module_name}.{name}.{attr}")
+    return found
+
+
+def test_docstring_examples_compile_and_tests_in_them_run() -> None:
+    """Each example in a documented docstring compiles; the pytest-style ones run."""
+    import reliant
+    import reliant.testing
+
+    examples = _docstring_examples()
+    assert any("ScriptedProvider" in where for where, _ in examples)
+    for where, code in examples:
+        # Fragments such as `async with RedisHealth(...) as health: ...` are shown as
+        # they would appear inside an async function.
+        compiled = compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        _check_imports(code, where)
+        if "async def test_" in code:
+            namespace: dict[str, Any] = {"trio": trio}
+            namespace.update({n: getattr(reliant, n) for n in reliant.__all__})
+            namespace.update({n: getattr(reliant.testing, n) for n in reliant.testing.__all__})
+            before = set(namespace)
+            exec(compiled, namespace)
+            _run_tests_defined(namespace, before, where)
+
+
+def test_readme_links_into_the_docs_resolve() -> None:
+    """Every relative link of the README names a file that exists (mkdocs checks docs/ itself)."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    relative = [link for link in links if "://" not in link]
+    assert relative
+    for link in relative:
+        assert (ROOT / link).is_file(), link
