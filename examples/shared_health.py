@@ -1,11 +1,18 @@
-"""Two services sharing provider health in Redis (as two processes or machines would)."""
+"""Two services sharing provider health in Redis (as two processes or machines would).
+
+Needs a redis-server; ``REDIS_URL`` names it (default: localhost)::
+
+    python examples/shared_health.py
+"""
+
+import os
 
 import trio
 
 from reliant import HealthPolicy, ProviderError, RedisHealth, ReliableProvider
 from reliant.testing import Fail, Reply, ScriptedProvider
 
-URL = "redis://localhost:6379/0"
+URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 POLICY = HealthPolicy(open_after=3, open_for=5.0)
 
 

@@ -113,3 +113,50 @@ def test_lazily_loaded_event_names_are_what_events_exports() -> None:
 
     aliases = {"EventHook", "RequestOutcome"}  # type aliases, not part of `reliant`
     assert set(_events.__all__) - aliases == reliant._EVENTS
+
+
+# The public modules besides the top level, as the API reference documents them
+# (tests/test_docs_examples.py checks that docs/reference/ lists exactly these).
+CLASSIFY = {
+    "Classification", "classify", "is_content_filter", "is_context_window_exceeded",
+    "is_non_retryable", "is_non_retryable_rate_limit", "is_rate_limited",
+    "is_tool_schema_error", "json_code_field", "parse_retry_after", "primary_http_status",
+}  # fmt: skip
+BACKOFF = {
+    "MAX_BACKOFF", "MAX_RETRY_AFTER", "MIN_BASE_BACKOFF", "double_backoff", "jitter_backoff",
+    "next_backoff",
+}  # fmt: skip
+PROVIDERS = {
+    "Anthropic", "OpenAICompatible", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "create_client",
+    "parse_retry_after",
+}  # fmt: skip
+TESTING = {
+    "Behavior", "BehaviorKind", "Disconnect", "Empty", "Fail", "FakeLLMServer", "FakeRequest",
+    "Hang", "Outcome", "Reply", "Script", "ScriptedCall", "ScriptedProvider", "Stream",
+    "serve_fake_llm",
+}  # fmt: skip
+# reliant.testing.fake_server re-exports the server's names from reliant.testing; these are its own.
+FAKE_SERVER = {"RawResponse", "gzip_bomb", "http_response", "main", "trickle"}
+OTEL = {"DURATION_BUCKETS", "TOKEN_BUCKETS", "Instrumentation", "instrument"}
+
+PUBLIC_MODULES = {
+    "reliant": TOP_LEVEL,
+    "reliant.classify": CLASSIFY,
+    "reliant.backoff": BACKOFF,
+    "reliant.providers": PROVIDERS,
+    "reliant.testing": TESTING,
+    "reliant.testing.fake_server": FAKE_SERVER,
+    "reliant.otel": OTEL,
+}
+
+
+def test_public_modules_export_exactly_the_documented_names() -> None:
+    """Each public module's `__all__` is its documented list (fake_server: its own names)."""
+    import importlib
+
+    for module_name, names in PUBLIC_MODULES.items():
+        module = importlib.import_module(module_name)
+        exported = set(module.__all__)
+        if module_name == "reliant.testing.fake_server":
+            exported -= TESTING
+        assert exported == names, module_name

@@ -1,4 +1,7 @@
-"""The README's code examples, run as tests so they stay true."""
+"""The code examples of the README and docs/, with their printed output checked.
+
+``test_docs_examples.py`` runs every block; these tests also check what some print.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ import trio.testing
 from reliant import ChatMessage, ProviderError, ReliableProvider
 from reliant.testing import Fail, Reply, ScriptedProvider
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent
+README = "\n".join(
+    p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+)
 
 
 def _python_blocks() -> list[str]:
@@ -33,7 +39,7 @@ async def test_testing_kit_example(autojump_clock: trio.testing.MockClock) -> No
 
 
 async def test_writing_a_provider_example() -> None:
-    """The Echo provider from the README streams its words through ReliableProvider."""
+    """The Echo provider from the providers guide streams its words through ReliableProvider."""
     block = next(b for b in _python_blocks() if "class Echo(Provider)" in b)
     namespace: dict[str, object] = {}
     exec(block, namespace)
