@@ -288,6 +288,76 @@ async def test_retry_after_moves_to_the_fallback_at_once(
     assert starts(primary) == [0.0, 30.0]  # the probe
 
 
+def busy_then_ok(retry_after: float) -> ScriptedProvider:
+    """A primary answering one 429 with this Retry-After, then answering."""
+    busy = Fail(ProviderError("busy", status_code=429, retry_after=retry_after))
+    return ScriptedProvider([busy, Reply("from primary")], name="primary")
+
+
+async def test_a_short_retry_after_is_waited_out_on_the_preferred_route(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 429 with Retry-After: 2 is waited out: the primary answers at t=2, the backup is unasked."""
+    primary, fallback = busy_then_ok(2.0), backup()
+    llm = ReliableProvider([("primary", primary), ("backup", fallback)], max_retries=2)
+    with fallback_scope():
+        assert await llm.simple_chat("x", "m", 0.0) == "from primary"
+        info = take_last_provider_fallback()
+    assert starts(primary) == [0.0, 2.0] and starts(fallback) == []
+    assert info is not None and info.actual_provider == "primary"  # a retry, on the same route
+    assert llm.health()[KEY].state == "closed"  # its success closed what the 429 opened
+
+
+async def test_a_retry_after_longer_than_the_wait_moves_on_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Retry-After: 3.5 is above max_retry_after_wait (3 s): the backup serves at t=0."""
+    primary, fallback = busy_then_ok(3.5), backup()
+    llm = ReliableProvider([("primary", primary), ("backup", fallback)], max_retries=2)
+    assert await llm.simple_chat("x", "m", 0.0) == "from backup"
+    assert starts(primary) == [0.0] and starts(fallback) == [0.0]
+
+
+async def test_a_retry_after_past_the_callers_deadline_moves_on_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A caller with 1.5 s left does not wait a 2 s Retry-After: the backup serves at t=0."""
+    primary, fallback = busy_then_ok(2.0), backup()
+    llm = ReliableProvider([("primary", primary), ("backup", fallback)], max_retries=2)
+    with trio.fail_after(1.5):
+        assert await llm.simple_chat("x", "m", 0.0) == "from backup"
+    assert starts(primary) == [0.0] and starts(fallback) == [0.0]
+
+
+async def test_a_retry_after_on_a_probe_moves_on_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A route already known down (its probe gets the 429) is not waited for."""
+    busy = Fail(ProviderError("busy", status_code=429, retry_after=2.0))
+    primary = ScriptedProvider([Fail(ProviderError("down", status_code=503))] * 3 + [busy])
+    fallback = backup()
+    llm = ReliableProvider(
+        [("primary", primary), ("backup", fallback)], max_retries=2, base_backoff=1.0, rng=Bottom()
+    )
+    assert await llm.simple_chat("x", "m", 0.0) == "from backup"  # 3 failures open the breaker
+    await trio.sleep_until(6.5)  # open from 1.5 for 5 s
+    assert await llm.simple_chat("x", "m", 0.0) == "from backup"
+    assert starts(primary) == [0.0, 0.5, 1.5, 6.5] and starts(fallback) == [1.5, 6.5]
+
+
+async def test_max_retry_after_wait_zero_always_moves_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """HealthPolicy(max_retry_after_wait=0) keeps the move-on-at-once rule for every Retry-After."""
+    primary, fallback = busy_then_ok(0.5), backup()
+    llm = ReliableProvider(
+        [("primary", primary), ("backup", fallback)],
+        health=HealthPolicy(max_retry_after_wait=0.0),
+    )
+    assert await llm.simple_chat("x", "m", 0.0) == "from backup"
+    assert starts(primary) == [0.0]
+
+
 async def test_dead_primary_is_called_at_most_eight_times_in_twenty_requests(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

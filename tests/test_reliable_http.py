@@ -253,3 +253,22 @@ async def test_every_candidate_only_a_terminator_is_a_clean_empty_answer(
             got = [e async for e in events]
         assert got == [Final()]
     assert [r.model for r in server.requests] == ["empty", "empty"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_429_with_retry_after_2_is_waited_out_on_the_primary(
+    server: FakeLLMServer,
+    pair: tuple[OpenAICompatible, Anthropic],
+    stream: bool,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A real 429 with retry-after: 2 makes the request wait 2 s for its preferred route."""
+    server.script("busy", ["status:429:retry_after=2", "ok:chunks=2"])
+    llm = chain(pair, "busy", "ok:chunks=3")
+    if stream:
+        async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            text = "".join([c.delta async for c in chunks])
+    else:
+        text = await llm.chat_with_history(HI, "m", 0.0)
+    assert text == "tok0 tok1 "
+    assert [(r.model, r.received_at) for r in server.requests] == [("busy", 0.0), ("busy", 2.0)]

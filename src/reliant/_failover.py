@@ -439,6 +439,7 @@ class FailoverRun:
         "_trail",
         "_truncated",
         "_wait",
+        "_waiting",
         "messages",
         "obs",
         "skip_if",
@@ -474,6 +475,7 @@ class FailoverRun:
         self._truncated = False
         self._saw_error = False
         self._empty_final: object = None  # the last bare final an empty stream sent
+        self._waiting = False  # the next retry waits out a Retry-After (see _waits_out)
         self._all_context = True
         # Provider health only: candidates skipped for an open breaker, the
         # outcome not yet reported, the route whose probe slot is held.
@@ -586,7 +588,11 @@ class FailoverRun:
         if self.skip_if is not None:
             self._pass_over(self.skip_if)
         while self._state is _READY:
-            retry, force = self._n > 1, self._forcing or self._last_candidate()
+            # A retry that waits out its route's own Retry-After is let
+            # through the breaker that Retry-After opened (force): the
+            # server asked this request to come back then.
+            retry, force = self._n > 1, self._forcing or self._waiting or self._last_candidate()
+            self._waiting = False
             if self._local is not None:
                 decision, key = self._admit_nowait(self._local, self._new_request, retry, force)
             else:
@@ -976,7 +982,12 @@ class FailoverRun:
             log(WARNING, "non-retryable error, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
             return
-        if cooldown and not self._last_candidate():
+        if self._n >= self._max_attempts:
+            log(WARNING, "retries exhausted, moving on", extra={**log_extra, "error": detail})
+            self._next_candidate()
+            return
+        delay = _backoff.next_backoff(self._wait, err, rng=self._planner.rng)
+        if cooldown and not self._last_candidate() and not self._waits_out(slot, verdict, delay):
             # This failure opens the route's breaker at once (a Retry-After,
             # or a silent route that made the caller wait out a timeout), so
             # while another candidate remains it is not asked again: the
@@ -984,11 +995,6 @@ class FailoverRun:
             log(WARNING, "route cooling down, moving on", extra={**log_extra, "error": detail})
             self._next_candidate()
             return
-        if self._n >= self._max_attempts:
-            log(WARNING, "retries exhausted, moving on", extra={**log_extra, "error": detail})
-            self._next_candidate()
-            return
-        delay = _backoff.next_backoff(self._wait, err, rng=self._planner.rng)
         self._wait = _backoff.double_backoff(self._wait)
         if self.obs is not None:
             self.obs.retry(slot, delay, verdict.reason)
@@ -998,6 +1004,26 @@ class FailoverRun:
             extra={**log_extra, "backoff": delay, "reason": verdict.reason, "error": detail},
         )
         self._retry(delay)
+
+    def _waits_out(self, slot: Slot, verdict: Classification, delay: float) -> bool:
+        # A short Retry-After on a route that was fine until now: the caller
+        # put this model first, and it answers again in a moment, so wait
+        # for it rather than move on. Not when the route was already known
+        # to be down (this attempt was its probe, or a last resort past an
+        # open breaker), nor when the caller's own deadline would pass first.
+        # The breaker still opens for the Retry-After (the fleet cools the
+        # route down); the waiting request alone comes back through it.
+        assert self._health is not None  # a cooldown is health's verdict
+        ra = verdict.retry_after
+        self._waiting = (
+            verdict.rate_limited
+            and ra is not None
+            and ra <= self._health.policy.max_retry_after_wait
+            and not slot.probe
+            and not self._forcing
+            and trio.current_time() + delay < trio.current_effective_deadline()
+        )
+        return self._waiting
 
     def _final_if_filtered(self, slot: Slot, err: Exception, verdict: Classification) -> None:
         # A safety decision is final: not retried, not routed around (unless

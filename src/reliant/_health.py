@@ -137,11 +137,17 @@ class HealthPolicy:
             whatever the ratio.
         silent_after: An attempt that waited this long and then failed with
             a transport error counts as a silent route (opens at once).
+        max_retry_after_wait: A rate limit whose Retry-After is at most
+            this many seconds is waited out on the same route (the request
+            keeps its preferred model) when that route was not already
+            known to be down and the caller's deadline allows the wait; a
+            longer one sends the request to the next candidate at once. The
+            route's fleet-wide cooldown applies either way. 0 always moves on.
 
     Raises:
         TypeError: A field of the wrong type.
-        ValueError: Zero, negative, NaN or infinite values (``retry_budget``
-            and ``min_retries_per_second`` may be 0), or
+        ValueError: Zero, negative, NaN or infinite values (``retry_budget``,
+            ``min_retries_per_second`` and ``max_retry_after_wait`` may be 0), or
             ``max_open_for < open_for``.
     """
 
@@ -153,6 +159,7 @@ class HealthPolicy:
     budget_window: float = 10.0
     min_retries_per_second: float = 3.0
     silent_after: float = 5.0
+    max_retry_after_wait: float = 3.0
 
     def __post_init__(self) -> None:
         if isinstance(self.open_after, bool) or not isinstance(self.open_after, int):
@@ -170,6 +177,7 @@ class HealthPolicy:
             "min_retries_per_second", self.min_retries_per_second, positive=True, allow_zero=True
         )
         _number("silent_after", self.silent_after, positive=True)
+        _number("max_retry_after_wait", self.max_retry_after_wait, positive=True, allow_zero=True)
         if self.max_open_for < self.open_for:
             raise ValueError(
                 f"HealthPolicy.max_open_for ({self.max_open_for}) must be >= "
