@@ -297,7 +297,7 @@ def busy_then_ok(retry_after: float) -> ScriptedProvider:
 async def test_a_short_retry_after_is_waited_out_on_the_preferred_route(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A 429 with Retry-After: 2 is waited out: the primary answers at t=2, the backup is unasked."""
+    """A 429 with Retry-After: 2 is waited out: the primary answers at t=2, no backup call."""
     primary, fallback = busy_then_ok(2.0), backup()
     llm = ReliableProvider([("primary", primary), ("backup", fallback)], max_retries=2)
     with fallback_scope():
