@@ -28,14 +28,14 @@ def _python_blocks() -> list[str]:
 
 async def test_testing_kit_example(autojump_clock: trio.testing.MockClock) -> None:
     """The ScriptedProvider example: a Retry-After opens primary's breaker; backup serves at t=0."""
-    primary = ScriptedProvider([Fail(ProviderError("busy", status_code=429, retry_after=3))])
+    primary = ScriptedProvider([Fail(ProviderError("busy", status_code=429, retry_after=30))])
     backup = ScriptedProvider([Reply("hi")])
     llm = ReliableProvider([("primary", primary), ("backup", backup)], max_retries=1)
     assert await llm.simple_chat("hello", "m", 0.0) == "hi"
     assert [c.started_at for c in primary.calls] == [0.0]
     assert [c.started_at for c in backup.calls] == [0.0]
-    assert llm.health()[("primary", "m")].opened_until == 3.0
-    assert any("opened_until == 3.0" in block for block in _python_blocks())
+    assert llm.health()[("primary", "m")].opened_until == 30.0
+    assert any("opened_until == 30.0" in block for block in _python_blocks())
 
 
 async def test_writing_a_provider_example() -> None:

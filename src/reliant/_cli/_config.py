@@ -414,7 +414,7 @@ def _health(data: Mapping[str, Any]) -> HealthPolicy | None:
         if key == "open_after":
             values[key] = _integer(table, key, "health", None, minimum=1)
         else:
-            zero_ok = key in ("retry_budget", "min_retries_per_second")
+            zero_ok = key in ("retry_budget", "min_retries_per_second", "max_retry_after_wait")
             values[key] = _number(table, key, "health", 0.0, positive=not zero_ok)
     try:
         return HealthPolicy(**values)
