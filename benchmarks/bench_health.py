@@ -14,6 +14,15 @@ Prints (and writes results/health.json):
 3. Overhead of health on a healthy request, in process (ScriptedProvider-like
    instant provider, thousands of calls): health on vs ``health=None``, for a
    non-streaming call and for a two-chunk stream. Target: at most 5 us more.
+4. A burst that must not starve, over real loopback HTTP: 200 concurrent
+   requests, each with its own model ids; two providers that always answer
+   500 come first, the third fails each request once and then answers
+   (``max_retries=1``). Target: 200/200 served with default health (one
+   budget per store served about half).
+5. Recovery after an outage (failoverbench S15's shape), in process on a
+   virtual clock: the primary answers 503 for 60 s, then is healthy; twenty
+   requests come 4 s apart. Target: the primary serves again within 30 s of
+   recovering, and the outage costs at most about one probe per 10 s.
 
     python benchmarks/bench_health.py
 """
@@ -25,6 +34,7 @@ import statistics
 import time
 
 import trio
+import trio.testing
 
 from _util import Instant, best_of, row, write_json
 from reliant import (
@@ -32,6 +42,7 @@ from reliant import (
     FailoverError,
     LocalHealth,
     Provider,
+    ProviderError,
     ReliableProvider,
 )
 from reliant.providers import Anthropic, OpenAICompatible
@@ -154,7 +165,73 @@ async def overhead() -> dict[str, float]:
     return figures
 
 
-async def main() -> None:
+async def burst(server: object) -> dict[str, object]:
+    n = 200
+    aliases: dict[str, dict[str, str]] = {"dead-a": {}, "dead-b": {}, "serving": {}}
+    for i in range(n):
+        for name in aliases:
+            aliases[name][f"r{i}"] = f"{name}-{i}"
+        server.script(f"dead-a-{i}", ["status:500"])  # type: ignore[attr-defined]
+        server.script(f"dead-b-{i}", ["status:503"])  # type: ignore[attr-defined]
+        server.script(f"serving-{i}", ["status:500", "ok:chunks=1"])  # type: ignore[attr-defined]
+    url = server.openai_base_url  # type: ignore[attr-defined]
+    served = 0
+    async with (
+        OpenAICompatible(name="dead-a", base_url=url, api_key="k") as a,
+        Anthropic(name="dead-b", base_url=server.anthropic_base_url, api_key="k") as b,  # type: ignore[attr-defined]
+        OpenAICompatible(name="serving", base_url=url, api_key="k") as c,
+    ):
+        llm = ReliableProvider(
+            [("dead-a", a), ("dead-b", b), ("serving", c)], max_retries=1, model_aliases=aliases
+        )
+
+        async def one(i: int) -> None:
+            nonlocal served
+            with contextlib.suppress(FailoverError):
+                await llm.chat_with_history(MESSAGES, f"r{i}", 0.0)
+                served += 1
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+    return {"requests": n, "served": served}
+
+
+class _DownUntil(Provider):
+    """503 at once until ``until`` (trio time), then an answer."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.calls: list[float] = []
+
+    async def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> str:
+        now = trio.current_time()
+        self.calls.append(now)
+        if now < self.until:
+            raise ProviderError("primary API error (503 Service Unavailable)", status_code=503)
+        return "primary"
+
+
+async def recovery() -> dict[str, object]:
+    primary = _DownUntil(60.0)
+    llm = ReliableProvider([("primary", primary), ("backup", Instant())], max_retries=2)
+    back: list[float] = []
+    for i in range(20):
+        await trio.sleep_until(4.0 * i)
+        if await llm.simple_chat("x", "m", 0.0) == "primary":
+            back.append(trio.current_time())
+    during = [t for t in primary.calls if t < 60.0]
+    return {
+        "primary_back_at_s": back[0] if back else None,
+        "after_recovery_s": back[0] - 60.0 if back else None,
+        "primary_calls_during_outage": len(during),
+        "probe_times_s": during,
+    }
+
+
+async def main(back: dict[str, object]) -> None:
     async with (
         serve_fake_llm() as server,
         OpenAICompatible(name="primary", base_url=server.openai_base_url, api_key="k") as primary,
@@ -162,6 +239,7 @@ async def main() -> None:
     ):
         amp = await amplification(server, primary, backup)
         latency = await outage_latency(server, primary, backup)
+        starved = await burst(server)
     cost = await overhead()
 
     print("1. outage of every provider: upstream requests per caller request (max_retries=2)")
@@ -189,9 +267,27 @@ async def main() -> None:
         f"  added by health: {cost['call_added_us']:.2f} us per call, "
         f"{cost['stream_added_us']:.2f} us per stream (target <= 5 us)"
     )
-    path = write_json("health.json", {"amplification": amp, "outage_latency": latency, **cost})
+    print("4. burst: 200 concurrent requests, two dead providers, the third fails each once")
+    print(f"  served {starved['served']}/{starved['requests']} with default health (target: all)")
+    print("5. recovery: primary 503 for 60 s, then healthy; 20 requests 4 s apart (virtual time)")
+    print(
+        f"  primary serves again at t={back['primary_back_at_s']} s "
+        f"({back['after_recovery_s']} s after it recovered; target <= 30 s); "
+        f"{back['primary_calls_during_outage']} calls to it during the 60 s outage"
+    )
+    path = write_json(
+        "health.json",
+        {
+            "amplification": amp,
+            "outage_latency": latency,
+            **cost,
+            "burst": starved,
+            "recovery": back,
+        },
+    )
     print(f"  wrote {path}")
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    # The recovery scenario runs on a virtual clock: 80 s of requests in milliseconds.
+    trio.run(main, trio.run(recovery, clock=trio.testing.MockClock(autojump_threshold=0)))

@@ -242,6 +242,10 @@ def test_health_table_builds_the_policy() -> None:
     assert config.health == HealthPolicy(open_after=5, open_for=2.5, retry_budget=0.0)
     assert parse_config(tomllib.loads(GOOD)).health == HealthPolicy()
     assert parse_config(tomllib.loads(GOOD + "[health]\nenabled = false\n")).health is None
+    text = GOOD + "[health]\nmax_retry_after_wait = 0\nmax_open_for_fast = 20\n"
+    assert parse_config(tomllib.loads(text)).health == HealthPolicy(
+        max_retry_after_wait=0.0, max_open_for_fast=20.0
+    )
 
 
 # -- through the command line ---------------------------------------------------------------
