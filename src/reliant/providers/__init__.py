@@ -6,6 +6,9 @@ first attribute access.
 - :class:`OpenAICompatible` — any ``/chat/completions`` endpoint (OpenAI,
   Groq, Together, vLLM, Ollama, ...), streaming over SSE.
 - :class:`Anthropic` — the Messages API, streaming over SSE.
+- :class:`Bedrock` — Amazon Bedrock's Converse API, streaming over AWS
+  event-stream frames; SigV4 through botocore (the ``bedrock`` extra) or a
+  Bedrock API key.
 - :func:`create_client` — an ``httpx2.AsyncClient`` set up for LLM traffic,
   to share between providers; ``DEFAULT_TIMEOUT`` and ``DEFAULT_LIMITS`` are
   its defaults.
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._anthropic import Anthropic as Anthropic
+    from ._bedrock import Bedrock as Bedrock
     from ._http import DEFAULT_LIMITS as DEFAULT_LIMITS
     from ._http import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
     from ._http import create_client as create_client
@@ -28,6 +32,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
     "Anthropic",
+    "Bedrock",
     "OpenAICompatible",
     "create_client",
     "parse_retry_after",
@@ -35,6 +40,7 @@ __all__ = [
 
 _LAZY = {
     "Anthropic": "._anthropic",
+    "Bedrock": "._bedrock",
     "OpenAICompatible": "._openai",
     "DEFAULT_LIMITS": "._http",
     "DEFAULT_TIMEOUT": "._http",

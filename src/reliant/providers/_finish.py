@@ -14,8 +14,10 @@ from .._types import FinishReason, StreamChunk, TokenUsage
 
 __all__ = [
     "ANTHROPIC_STOP_REASONS",
+    "BEDROCK_STOP_REASONS",
     "OPENAI_FINISH_REASONS",
     "anthropic_finish_reason",
+    "bedrock_finish_reason",
     "final_chunk",
     "openai_finish_reason",
 ]
@@ -40,6 +42,26 @@ ANTHROPIC_STOP_REASONS: dict[str, FinishReason] = {
     # "pause_turn" (a server tool paused a long turn) and anything newer: "other".
 }
 """Anthropic ``stop_reason`` -> normalised reason."""
+
+
+BEDROCK_STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    # A guardrail, or the model's own safety system, stopped the answer.
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+    # "model_context_window_exceeded" and anything newer: "other".
+}
+"""Bedrock Converse ``stopReason`` -> normalised reason."""
+
+
+def bedrock_finish_reason(raw: Any) -> FinishReason | None:
+    """The normalised reason of a Bedrock ``stopReason`` (None when absent or not a string)."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    return BEDROCK_STOP_REASONS.get(raw, "other")
 
 
 def openai_finish_reason(raw: Any) -> FinishReason | None:

@@ -771,6 +771,8 @@ class HTTPProvider(Provider):
         )
         self._total_timeout = check_request_timeout(request_timeout)
         self._headers: dict[str, str] = {}
+        # An httpx2.Auth that signs each request (Bedrock's SigV4), else the client's own.
+        self._auth: Any = httpx2.USE_CLIENT_DEFAULT
 
     # -- identity ------------------------------------------------------------------
 
@@ -1022,7 +1024,12 @@ class HTTPProvider(Provider):
     async def _post_json_within(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         try:
             async with self._get_client().stream(
-                "POST", url, json=payload, headers=self._headers, timeout=self._request_timeout
+                "POST",
+                url,
+                json=payload,
+                headers=self._headers,
+                timeout=self._request_timeout,
+                auth=self._auth,
             ) as response:
                 closing_response_stream(response)
                 if not 200 <= response.status_code < 300:
@@ -1053,18 +1060,20 @@ class HTTPProvider(Provider):
             return ""
         return raw.decode(_charset(response), errors="replace")
 
-    async def _check_event_stream(self, response: httpx2.Response) -> None:
-        """Raise ``ProviderError`` unless ``response`` is a 2xx ``text/event-stream``."""
+    async def _check_event_stream(
+        self, response: httpx2.Response, expected: str = "text/event-stream"
+    ) -> None:
+        """Raise ``ProviderError`` unless ``response`` is a 2xx of content type ``expected``."""
         closing_response_stream(response)
         if not 200 <= response.status_code < 300:
             raise self._status_error(response, await self._error_text(response))
         content_type = response.headers.get("content-type", "")
-        if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+        if content_type.partition(";")[0].strip().lower() != expected:
             text = await self._error_text(response)
             shown = content_type or "no content type"
             raise ProviderError(
                 self._clean(
-                    f"{self._name} API error: expected a text/event-stream response, "
+                    f"{self._name} API error: expected a {expected} response, "
                     f"got {response.status_code} {shown}: {text}"
                 ),
                 provider=self._name,
@@ -1072,13 +1081,18 @@ class HTTPProvider(Provider):
 
     @asynccontextmanager
     async def _open_event_stream(
-        self, url: str, payload: Mapping[str, Any]
+        self, url: str, payload: Mapping[str, Any], expected: str = "text/event-stream"
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """POST a streaming request; the checked ``text/event-stream`` body, closed on exit."""
+        """POST a streaming request; its checked body (of type ``expected``), closed on exit."""
         async with self._get_client().stream(
-            "POST", url, json=payload, headers=self._headers, timeout=self._request_timeout
+            "POST",
+            url,
+            json=payload,
+            headers=self._headers,
+            timeout=self._request_timeout,
+            auth=self._auth,
         ) as response:
-            await self._check_event_stream(response)
+            await self._check_event_stream(response, expected)
             async with aclosing(iter_body(response, self._max_response_bytes)) as body:
                 yield body
 
