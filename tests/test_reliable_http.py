@@ -11,6 +11,7 @@ import trio.testing
 from reliant import (
     ChatMessage,
     FailoverError,
+    FakeServerSpecError,
     ReliableProvider,
     StreamError,
     fallback_scope,
@@ -193,3 +194,35 @@ async def test_streamed_failover_records_fallback_info(
             assert [c.delta async for c in chunks] == ["tok0 ", "tok1 ", ""]
         info = take_last_provider_fallback()
     assert info is not None and info.actual_provider == "backup"
+
+
+async def test_fake_server_typo_is_raised_as_is_not_failed_over(
+    server: FakeLLMServer,
+    pair: tuple[OpenAICompatible, Anthropic],
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A behaviour typo (``ok:chunk=2``) raises FakeServerSpecError at once: no retry, no backup."""
+    rp = chain(pair, "ok:chunk=2", "ok")
+    with pytest.raises(FakeServerSpecError) as caught:
+        await rp.chat_with_history(HI, "m", 0.0)
+    assert str(caught.value) == (
+        "primary: reliant fake server: unknown behaviour argument 'chunk' in 'ok:chunk=2' "
+        "(did you mean 'chunks'?)"
+    )
+    assert caught.value.kind == "fake_server_spec" and caught.value.status_code == 400
+    assert paths(server) == [("/v1/chat/completions", "ok:chunk=2")]
+    assert trio.current_time() == 0.0
+
+
+async def test_misread_behaviour_in_a_stream_is_raised_from_the_iteration(
+    server: FakeLLMServer,
+    pair: tuple[OpenAICompatible, Anthropic],
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A failover test written with ``hang`` is not served by the primary nor the backup."""
+    rp = chain(pair, "hang", "ok")
+    with pytest.raises(FakeServerSpecError, match="did you mean 'hang_headers'"):
+        async with rp.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            async for _ in chunks:
+                pass
+    assert paths(server) == [("/v1/chat/completions", "hang")]

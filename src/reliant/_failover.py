@@ -980,8 +980,10 @@ class FailoverRun:
     def _final_if_filtered(self, slot: Slot, err: Exception, verdict: Classification) -> None:
         # A safety decision is final: not retried, not routed around (unless
         # the caller opted into fallback).
-        if verdict.content_filter and not self._planner.fallback_on_content_filter:
-            self._record(slot, "content_filter", err)
+        if verdict.final or (
+            verdict.content_filter and not self._planner.fallback_on_content_filter
+        ):
+            self._record(slot, verdict.reason, err)
             self._report(slot, _NEUTRAL)
             self._state = _DONE
             raise err
