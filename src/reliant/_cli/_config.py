@@ -438,7 +438,8 @@ def _hedge(data: Mapping[str, Any]) -> Hedge | None:
         elif key == "max_extra":
             values[key] = _integer(table, key, "hedge", None, minimum=1)
         else:
-            values[key] = _number(table, key, "hedge", 0.0, positive=key != "budget")
+            zero_ok = key in ("budget", "min_hedges_per_second")
+            values[key] = _number(table, key, "hedge", 0.0, positive=not zero_ok)
     try:
         return Hedge(**values)
     except (TypeError, ValueError) as err:
