@@ -96,7 +96,11 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure time to first token through ReliableProvider for failover scenarios on "
             "the embedded fake server (default), or for your own providers (--config), and "
-            "compare it with calling the provider that served directly, in the same run."
+            "compare it with calling the provider that served directly, in the same run. "
+            "Each sample records its path: retries, fallbacks, and whether it skipped an "
+            "open circuit breaker (the 'skipped' column). With --config, provider health "
+            "is fresh for every repetition unless --health says otherwise, so a hung "
+            "primary measures its first-chunk timeout and failover, not the breaker skip."
         ),
     )
     bench.add_argument(
@@ -122,6 +126,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--prompt",
         default="Reply with one short sentence.",
         help="with --config: the prompt to send",
+    )
+    bench.add_argument(
+        "--health",
+        choices=("fresh", "shared", "off"),
+        default=None,
+        help=(
+            "with --config: provider health during the runs. fresh (default): every "
+            "repetition starts with new, in-process breakers, so each one measures the "
+            "failover itself; shared: health as configured (Redis included) carries over "
+            "between repetitions, so once a breaker opens the samples measure skipping it; "
+            "off: no provider health (every repetition pays every retry). The 'skipped' "
+            "column counts the samples that skipped an open breaker"
+        ),
     )
     bench.add_argument("--json", metavar="FILE", help="write every figure and raw sample as JSON")
     bench.add_argument(
