@@ -291,8 +291,12 @@ class Attempt:
         reason: How the failure was classified.
         error: Sanitized, whitespace-collapsed error text.
         started_at: Trio-clock time the attempt started (None for an
-            attempt that was skipped without a call).
-        ended_at: Trio-clock time its outcome was known.
+            attempt that was skipped without a call): a raw clock value,
+            for arithmetic; read :attr:`started_after` instead.
+        ended_at: Trio-clock time its outcome was known (raw, as above;
+            read :attr:`ended_after`).
+        request_started_at: Trio-clock time the request started, so the
+            times above can be told relative to it.
     """
 
     provider: str
@@ -304,6 +308,28 @@ class Attempt:
     # Timings are what happened, not what the attempt was: not compared.
     started_at: float | None = field(default=None, compare=False)
     ended_at: float | None = field(default=None, compare=False)
+    request_started_at: float | None = field(default=None, compare=False)
+
+    @property
+    def started_after(self) -> float | None:
+        """Seconds from the request's start to this attempt's start (None if unknown)."""
+        if self.started_at is None or self.request_started_at is None:
+            return None
+        return self.started_at - self.request_started_at
+
+    @property
+    def ended_after(self) -> float | None:
+        """Seconds from the request's start to this attempt's outcome (None if unknown)."""
+        if self.ended_at is None or self.request_started_at is None:
+            return None
+        return self.ended_at - self.request_started_at
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the attempt took (None for one skipped without a call)."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
 
     def __str__(self) -> str:
         return (

@@ -396,6 +396,7 @@ class FailoverRun:
 
     __slots__ = (
         "_all_context",
+        "_began",
         "_deferred",
         "_errors",
         "_forcing",
@@ -451,6 +452,8 @@ class FailoverRun:
         self._sleep = 0.0
         self._state = _READY if pool else _EXHAUSTED
         self._trail: list[Attempt] = []
+        # The request's start: trail entries tell their times relative to it.
+        self._began = trio.current_time()
         self._errors: list[Exception] = []
         self._truncated = False
         self._saw_error = False
@@ -474,7 +477,14 @@ class FailoverRun:
         if emit is not None or cell is not None:
             from ._observe import RequestObserver
 
-            self.obs = RequestObserver(emit, cell, planner.primary, model, self._max_attempts)
+            self.obs = RequestObserver(
+                emit,
+                cell,
+                planner.primary,
+                model,
+                self._max_attempts,
+                planner.model_id(planner.primary, model),
+            )
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -767,7 +777,17 @@ class FailoverRun:
     ) -> None:
         # One entry of the failure trail (what FailoverError and fallback info show).
         self._trail.append(
-            Attempt(name, model_id, attempt, self._max_attempts, reason, detail, started, ended)
+            Attempt(
+                name,
+                model_id,
+                attempt,
+                self._max_attempts,
+                reason,
+                detail,
+                started,
+                ended,
+                self._began,
+            )
         )
 
     def _skip(self, name: str, model_id: str, reason: FailureReason, detail: str) -> None:

@@ -65,8 +65,8 @@ def format_trace(record: RequestRecord) -> str:
         f"reliant trace: request {record.request_id} (model {record.requested_model}) "
         f"{record.outcome} in {record.duration * 1000:.0f} ms"
     )
-    if record.served_provider is not None:
-        head += f", served by {record.served_provider} ({record.served_model})"
+    if record.actual_provider is not None:
+        head += f", served by {record.actual_provider} ({record.actual_model})"
     if record.time_to_first_chunk is not None:
         head += f", first chunk at {record.time_to_first_chunk * 1000:.0f} ms"
     lines = [head]
