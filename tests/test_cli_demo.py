@@ -56,7 +56,7 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     assert "circuit open -> skipped without a call" in text
     assert "continued the same answer (continue)" in text
     assert "slow: hedged, started this one too" in text
-    assert "after primary (model demo-stream) was slower (hedged)" in text
+    assert "after primary (model gpt-demo-slow) was slower (hedged)" in text
     assert proc.stderr == ""
 
 

@@ -226,3 +226,30 @@ async def test_misread_behaviour_in_a_stream_is_raised_from_the_iteration(
             async for _ in chunks:
                 pass
     assert paths(server) == [("/v1/chat/completions", "hang")]
+
+
+async def test_provider_named_once_and_the_trail_uses_one_name(
+    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Bare providers take their own name; a pair's name wins, in the whole trail line."""
+    async with (
+        OpenAICompatible(name="openai", base_url=server.openai_base_url, api_key="sk-o-1") as a,
+        Anthropic(name="anthropic", base_url=server.anthropic_base_url, api_key="sk-a-2") as b,
+    ):
+        named_once = ReliableProvider([a, b], max_retries=0)
+        renamed = ReliableProvider([("primary", a), ("backup", b)], max_retries=0)
+        for llm, first, second in (
+            (named_once, "openai", "anthropic"),
+            (renamed, "primary", "backup"),
+        ):
+            with pytest.raises(FailoverError) as caught:
+                await llm.simple_chat("hi", "status:500", 0.0)
+            lines = [str(x) for x in caught.value.attempts]
+            assert len(lines) == 2
+            for line, name in zip(lines, (first, second), strict=True):
+                assert line.startswith(
+                    f"provider={name} model=status:500 attempt 1/1: retryable; "
+                    f"error={name} API error (500 Internal Server Error): "
+                ), line
+    with pytest.raises(TypeError, match="has no name"):
+        ReliableProvider([ReliableProvider([a])])

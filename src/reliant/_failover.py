@@ -868,6 +868,11 @@ class FailoverRun:
 
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
         detail = _detail(err)
+        own = err.provider if isinstance(err, ProviderError) else None
+        if own and own != slot.name and detail.startswith(own):
+            # The leaf calls itself by its own name ("openai API error ...");
+            # the trail says provider=<the configured name>: one name per line.
+            detail = slot.name + detail[len(own) :]
         now = trio.current_time()
         self._note(slot.name, slot.model_id, slot.attempt, reason, detail, slot.started_at, now)
         if not isinstance(err, EmptyStream):
