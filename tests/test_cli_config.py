@@ -259,6 +259,19 @@ def test_unknown_key_exits_2_with_suggestion(
     assert "Traceback" not in err
 
 
+def test_top_level_key_after_a_table_gets_the_toml_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`default_model` written after `[hedge]` is explained: top-level keys come first."""
+    config = _write(tmp_path, PROVIDER + '[hedge]\nafter = 1\ndefault_model = "m"\n')
+    code, out, err = _chat(capsys, config)
+    assert code == 2 and out == ""
+    assert "hedge: unknown key 'default_model' ('default_model' is a top-level key: in TOML " in (
+        " ".join(err.split())
+    )
+    assert "top-level keys must come before the first one" in " ".join(err.split())
+
+
 def test_wrong_type_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A wrong type is reported with key, expected and found type, exit 2."""
     code, _, err = _chat(capsys, _write(tmp_path, 'max_retries = "2"\n' + GOOD))

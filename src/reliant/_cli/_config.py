@@ -145,12 +145,21 @@ def _wrong_type(path: str, expected: str, value: object) -> ConfigError:
     return ConfigError(f"{path}: expected {expected}, found {_found(value)}")
 
 
+_AFTER_TABLE = (
+    " ({key!r} is a top-level key: in TOML every key after a [table] or [[providers]] "
+    "header belongs to that table, so top-level keys must come before the first one)"
+)
+
+
 def _unknown_keys(table: Mapping[str, object], valid: tuple[str, ...], where: str) -> None:
     for key in table:
         if key in valid:
             continue
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if where and key in TOP_KEYS:
+            # TOML puts every key after a [table] header into that table.
+            hint = _AFTER_TABLE.format(key=key)
         listing = ", ".join(valid)
         raise ConfigError(
             f"{where}: unknown key {key!r}{hint}; valid keys: {listing}"
@@ -388,7 +397,10 @@ def _model_fallbacks(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     for model, chain in value.items():
         path = f"model_fallbacks.{_quote_key(model)}"
         if not isinstance(chain, list):
-            raise _wrong_type(path, "an array of strings", chain)
+            problem = _wrong_type(path, "an array of strings", chain)
+            if model in TOP_KEYS:
+                raise ConfigError(f"{problem}{_AFTER_TABLE.format(key=model)}")
+            raise problem
         for i, item in enumerate(chain):
             if not isinstance(item, str):
                 raise _wrong_type(f"{path}[{i}]", "a string", item)
