@@ -12,7 +12,7 @@ import pytest
 
 from redis_support import RedisServer
 from reliant._cli import main
-from reliant._cli._config import Config, ConfigError, parse_config
+from reliant._cli._config import REQUEST_TIMEOUT_RENAMED, Config, ConfigError, parse_config
 
 SECRET = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -67,7 +67,7 @@ def test_defaults_are_filled_in() -> None:
     config = _parse('[[providers]]\nname = "a"\nkind = "anthropic"\n')
     assert config.max_retries == 2 and config.base_backoff == 0.5
     assert config.first_chunk_timeout == 60.0 and config.idle_timeout == 60.0
-    assert config.request_timeout is None and config.temperature == 0.7
+    assert config.timeout is None and config.temperature == 0.7
     (provider,) = config.providers
     assert provider.base_url == "https://api.anthropic.com"
     assert provider.api_key_env == "ANTHROPIC_API_KEY"
@@ -408,3 +408,29 @@ async def test_health_redis_url_builds_a_shared_store(
         assert await reliable.simple_chat("hello", "m", 0.0) == "hi"
         assert store.shared
     assert not store.shared
+
+
+def test_timeout_key_and_its_deprecated_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`timeout` is the per-phase HTTP timeout; `request_timeout` still works, with a note."""
+    assert parse_config(tomllib.loads("timeout = 7\n" + GOOD)).timeout == 7.0
+    old = parse_config(tomllib.loads("request_timeout = 7\n" + GOOD))
+    assert old.timeout == 7.0 and old.deprecations == (REQUEST_TIMEOUT_RENAMED,)
+    with pytest.raises(ConfigError, match="keep one"):
+        parse_config(tomllib.loads("timeout = 1\nrequest_timeout = 7\n" + GOOD))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    text = "max_retries = 0\nrequest_timeout = 7\n" + GOOD.replace(
+        "127.0.0.1:9", f"127.0.0.1:{port}"
+    )
+    code, _, err = _chat(capsys, _write(tmp_path, text))
+    assert code == 2  # the closed port; the note came first
+    note = " ".join(err.split("\n", 1)[0].split())
+    assert note == (
+        f"reliant: {tmp_path / 'reliant.toml'}: request_timeout is deprecated: write timeout "
+        "(the same per-phase HTTP timeout, the name OpenAICompatible(timeout=...) and "
+        "Anthropic(timeout=...) use; their request_timeout= is a cap on a whole non-streaming "
+        "call)"
+    )

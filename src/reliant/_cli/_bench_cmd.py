@@ -197,6 +197,8 @@ def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> i
         except ConfigError as problem:
             say(err, f"reliant: {problem}", "red")
             return EXIT_BAD_INPUT
+        for note in config.deprecations:
+            say(err, f"reliant: {config.source}: {note}", "yellow")
         model = args.model or config.default_model
         if model is None:
             say(err, "reliant bench: no model: pass --model or set default_model", "red")

@@ -187,6 +187,8 @@ def run_chat_command(args: argparse.Namespace, out: Console, err: Console) -> in
     except ConfigError as problem:
         _fail(err, f"reliant: {problem}")
         return EXIT_BAD_INPUT
+    for note in config.deprecations:
+        say(err, f"reliant: {config.source}: {note}", "yellow")
     model = args.model or config.default_model
     if not model:
         _fail(err, f"reliant: no model: pass --model or set default_model in {config.source}")
