@@ -92,7 +92,9 @@ class ReliableProvider(Provider):
             failed before its first item (or none can stream), serve the
             request through the non-streaming path and deliver it as one
             chunk plus the final one.
-        rng: Random source for backoff jitter (tests pin it).
+        rng: Random source for backoff jitter. Tests that assert exact
+            virtual times pass ``reliant.testing.NoJitter()`` (every wait is
+            its full base) or a seeded ``random.Random``.
         health: Provider health (circuit breakers, Retry-After cooldowns,
             retry budget) shared by every request of this provider: a
             :class:`HealthPolicy` (the default, kept in this process), a
