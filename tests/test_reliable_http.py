@@ -11,7 +11,6 @@ import trio.testing
 from reliant import (
     ChatMessage,
     FailoverError,
-    FakeServerSpecError,
     ReliableProvider,
     StreamError,
     fallback_scope,
@@ -194,62 +193,3 @@ async def test_streamed_failover_records_fallback_info(
             assert [c.delta async for c in chunks] == ["tok0 ", "tok1 ", ""]
         info = take_last_provider_fallback()
     assert info is not None and info.actual_provider == "backup"
-
-
-async def test_fake_server_typo_is_raised_as_is_not_failed_over(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A behaviour typo (``ok:chunk=2``) raises FakeServerSpecError at once: no retry, no backup."""
-    rp = chain(pair, "ok:chunk=2", "ok")
-    with pytest.raises(FakeServerSpecError) as caught:
-        await rp.chat_with_history(HI, "m", 0.0)
-    assert str(caught.value) == (
-        "primary: reliant fake server: unknown behaviour argument 'chunk' in 'ok:chunk=2' "
-        "(did you mean 'chunks'?)"
-    )
-    assert caught.value.kind == "fake_server_spec" and caught.value.status_code == 400
-    assert paths(server) == [("/v1/chat/completions", "ok:chunk=2")]
-    assert trio.current_time() == 0.0
-
-
-async def test_misread_behaviour_in_a_stream_is_raised_from_the_iteration(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A failover test written with ``hang`` is not served by the primary nor the backup."""
-    rp = chain(pair, "hang", "ok")
-    with pytest.raises(FakeServerSpecError, match="did you mean 'hang_headers'"):
-        async with rp.stream_chat_with_history(HI, "m", 0.0) as chunks:
-            async for _ in chunks:
-                pass
-    assert paths(server) == [("/v1/chat/completions", "hang")]
-
-
-async def test_provider_named_once_and_the_trail_uses_one_name(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
-    """Bare providers take their own name; a pair's name wins, in the whole trail line."""
-    async with (
-        OpenAICompatible(name="openai", base_url=server.openai_base_url, api_key="sk-o-1") as a,
-        Anthropic(name="anthropic", base_url=server.anthropic_base_url, api_key="sk-a-2") as b,
-    ):
-        named_once = ReliableProvider([a, b], max_retries=0)
-        renamed = ReliableProvider([("primary", a), ("backup", b)], max_retries=0)
-        for llm, first, second in (
-            (named_once, "openai", "anthropic"),
-            (renamed, "primary", "backup"),
-        ):
-            with pytest.raises(FailoverError) as caught:
-                await llm.simple_chat("hi", "status:500", 0.0)
-            lines = [str(x) for x in caught.value.attempts]
-            assert len(lines) == 2
-            for line, name in zip(lines, (first, second), strict=True):
-                assert line.startswith(
-                    f"provider={name} model=status:500 attempt 1/1: retryable; "
-                    f"error={name} API error (500 Internal Server Error): "
-                ), line
-    with pytest.raises(TypeError, match="has no name"):
-        ReliableProvider([ReliableProvider([a])])
