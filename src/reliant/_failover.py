@@ -869,7 +869,7 @@ class FailoverRun:
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
         detail = _detail(err)
         own = err.provider if isinstance(err, ProviderError) else None
-        if own and own != slot.name and detail.startswith(own):
+        if own and own != slot.name and detail.startswith((f"{own} ", f"{own}:")):
             # The leaf calls itself by its own name ("openai API error ...");
             # the trail says provider=<the configured name>: one name per line.
             detail = slot.name + detail[len(own) :]
