@@ -57,9 +57,10 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     assert proc.stdout is not None
+    # It prints "openai:    http://HOST:PORT/v1", then the Anthropic (root) URL.
     line = proc.stdout.readline()
     url = next(word for word in line.split() if word.startswith("http://"))
-    return proc, url.rstrip("/")
+    return proc, url.rstrip("/").removesuffix("/v1")
 
 
 async def provider_stream(provider: OpenAICompatible | ReliableProvider, model: str) -> int:

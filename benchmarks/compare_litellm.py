@@ -120,7 +120,8 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
         proc.terminate()
         proc.wait(timeout=10)
         raise RuntimeError(f"fake server did not print its URL: {line!r}")
-    return proc, urls[0].rstrip("/")
+    # The first line is the OpenAI base URL (".../v1"); the root is wanted here.
+    return proc, urls[0].rstrip("/").removesuffix("/v1")
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reliant import ReliableProvider
 from reliant._exceptions import ProviderError
 from reliant.backoff import (
     MAX_BACKOFF,
@@ -18,6 +21,7 @@ from reliant.backoff import (
     next_backoff,
 )
 from reliant.classify import parse_retry_after
+from reliant.testing import Fail, NoJitter, Reply, ScriptedProvider
 
 
 def test_constants() -> None:
@@ -123,3 +127,12 @@ def test_next_backoff_with_retry_after_bounds(
     wait = next_backoff(base, e)
     assert base <= wait <= max(base, MAX_RETRY_AFTER)
     assert wait == max(base, min(retry_after, MAX_RETRY_AFTER))
+
+
+async def test_no_jitter_gives_exact_retry_times(autojump_clock: trio.testing.MockClock) -> None:
+    """With rng=NoJitter() the retries start at exactly 0.5 s and 1.5 s (waits 0.5, then 1.0)."""
+    primary = ScriptedProvider([Fail(ProviderError("down", status_code=500))] * 2 + [Reply("ok")])
+    llm = ReliableProvider([("p", primary)], max_retries=2, base_backoff=0.5, rng=NoJitter())
+    assert await llm.simple_chat("hi", "m", 0.0) == "ok"
+    assert [c.started_at for c in primary.calls] == [0.0, 0.5, 1.5]
+    assert jitter_backoff(0.5, rng=NoJitter()) == 0.5

@@ -204,3 +204,82 @@ def test_plain_table_lists_every_scenario() -> None:
     assert lines[1].split()[:3] == ["scenario", "served", "by"]
     assert lines[3].startswith("healthy ")
     assert "healthy" in SCENARIO_NAMES
+
+
+def _hung_primary_config(server: FakeLLMServer, path: Path) -> Path:
+    path.write_text(
+        f"""
+default_model = "m"
+max_retries = 0
+first_chunk_timeout = 0.2
+[[providers]]
+name = "first"
+kind = "openai"
+base_url = "{server.openai_base_url}"
+api_key_env = ""
+models = {{ m = "hang_headers" }}
+[[providers]]
+name = "second"
+kind = "anthropic"
+base_url = "{server.anthropic_base_url}"
+api_key_env = ""
+models = {{ m = "ok:chunks=4" }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_bench_config_measures_failover_with_fresh_health(
+    threaded_server: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Default --health fresh: a hung primary costs its 0.2 s first-chunk timeout every sample."""
+    config = _hung_primary_config(threaded_server, tmp_path / "reliant.toml")
+    report = tmp_path / "fresh.json"
+    code = main(["bench", "--config", str(config), "-n", "3", "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (scenario,) = json.loads(report.read_text("utf-8"))["scenarios"]
+    assert scenario["skipped_samples"] == 0 and scenario["paths"] == {"fallback": 3}
+    assert [s["path"] for s in scenario["samples"]] == ["fallback"] * 3
+    assert scenario["ttft_ms"]["min"] >= 200
+    assert scenario["description"].endswith("(health fresh)")
+    (row,) = [line for line in out.splitlines() if line.startswith("config:m")]
+    assert row.split()[-1] == "0/3"
+    assert "skipped: samples that skipped an open circuit breaker" in " ".join(out.split())
+
+
+def test_bench_config_shared_health_shows_the_breaker_skip(
+    threaded_server: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--health shared: the warm-up opens the breaker, so every sample skips it and says so."""
+    config = _hung_primary_config(threaded_server, tmp_path / "reliant.toml")
+    report = tmp_path / "shared.json"
+    argv = ["bench", "--config", str(config), "-n", "3", "--health", "shared"]
+    code = main([*argv, "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (scenario,) = json.loads(report.read_text("utf-8"))["scenarios"]
+    assert scenario["skipped_samples"] == 3 and scenario["paths"] == {"skipped_open_breaker": 3}
+    assert scenario["ttft_ms"]["max"] < 200
+    (row,) = [line for line in out.splitlines() if line.startswith("config:m")]
+    assert row.split()[-1] == "3/3"
+
+
+def test_bench_health_off_and_help(
+    threaded_server: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--health off pays the timeout every time; --help documents --health; built-ins refuse it."""
+    config = _hung_primary_config(threaded_server, tmp_path / "reliant.toml")
+    report = tmp_path / "off.json"
+    argv = ["bench", "--config", str(config), "-n", "2", "--health", "off"]
+    assert main([*argv, "--json", str(report)]) == 0
+    (scenario,) = json.loads(report.read_text("utf-8"))["scenarios"]
+    assert scenario["paths"] == {"fallback": 2} and scenario["ttft_ms"]["min"] >= 200
+    capsys.readouterr()
+    assert main(["bench", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--health {fresh,shared,off}" in help_text
+    assert "fresh (default): every repetition starts with new" in help_text
+    assert main(["bench", "--health", "shared"]) == 2
+    assert "--health applies to --config only" in capsys.readouterr().err

@@ -118,9 +118,29 @@ def test_fallback_is_noted_on_stderr(
         out, err = capsys.readouterr()
         assert code == 0
         assert out == "tok0 tok1 tok2 \n"
-        assert "served by backup (model ok:chunks=3) after primary (model chat) failed" in err
-        assert "500 Internal Server Error" in err
+        assert err == (
+            "reliant: served by backup (model ok:chunks=3) after primary (model status:500) "
+            "failed (first failure: primary: 500 Internal Server Error)\n"
+        )
         assert KEY not in err
+
+
+def test_fallback_note_after_a_hang_reads_whole(
+    server: FakeLLMServer, config_for: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hung primary's note: one provider prefix, the ids both were sent, no word cut off."""
+    path = config_for(primary_model="hang_headers")
+    text = path.read_text("utf-8").replace("first_chunk_timeout = 5", "first_chunk_timeout = 0.2")
+    path.write_text(text, encoding="utf-8")
+    code = main(["chat", "hello", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out == "tok0 tok1 tok2 \n"
+    assert err == (
+        "reliant: served by backup (model ok:chunks=3) after primary (model hang_headers) "
+        "failed (first failure: primary: no first chunk within 0.2 s (model hang_headers); "
+        "timed out)\n"
+    )
 
 
 @pytest.mark.parametrize("mode", ["restart", "continue"])

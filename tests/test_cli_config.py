@@ -12,7 +12,7 @@ import pytest
 
 from redis_support import RedisServer
 from reliant._cli import main
-from reliant._cli._config import Config, ConfigError, parse_config
+from reliant._cli._config import REQUEST_TIMEOUT_RENAMED, Config, ConfigError, parse_config
 
 SECRET = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -67,7 +67,7 @@ def test_defaults_are_filled_in() -> None:
     config = _parse('[[providers]]\nname = "a"\nkind = "anthropic"\n')
     assert config.max_retries == 2 and config.base_backoff == 0.5
     assert config.first_chunk_timeout == 60.0 and config.idle_timeout == 60.0
-    assert config.request_timeout is None and config.temperature == 0.7
+    assert config.timeout is None and config.temperature == 0.7
     (provider,) = config.providers
     assert provider.base_url == "https://api.anthropic.com"
     assert provider.api_key_env == "ANTHROPIC_API_KEY"
@@ -263,6 +263,19 @@ def test_unknown_key_exits_2_with_suggestion(
     assert "Traceback" not in err
 
 
+def test_top_level_key_after_a_table_gets_the_toml_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`default_model` written after `[hedge]` is explained: top-level keys come first."""
+    config = _write(tmp_path, PROVIDER + '[hedge]\nafter = 1\ndefault_model = "m"\n')
+    code, out, err = _chat(capsys, config)
+    assert code == 2 and out == ""
+    assert "hedge: unknown key 'default_model' ('default_model' is a top-level key: in TOML " in (
+        " ".join(err.split())
+    )
+    assert "top-level keys must come before the first one" in " ".join(err.split())
+
+
 def test_wrong_type_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A wrong type is reported with key, expected and found type, exit 2."""
     code, _, err = _chat(capsys, _write(tmp_path, 'max_retries = "2"\n' + GOOD))
@@ -399,3 +412,29 @@ async def test_health_redis_url_builds_a_shared_store(
         assert await reliable.simple_chat("hello", "m", 0.0) == "hi"
         assert store.shared
     assert not store.shared
+
+
+def test_timeout_key_and_its_deprecated_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`timeout` is the per-phase HTTP timeout; `request_timeout` still works, with a note."""
+    assert parse_config(tomllib.loads("timeout = 7\n" + GOOD)).timeout == 7.0
+    old = parse_config(tomllib.loads("request_timeout = 7\n" + GOOD))
+    assert old.timeout == 7.0 and old.deprecations == (REQUEST_TIMEOUT_RENAMED,)
+    with pytest.raises(ConfigError, match="keep one"):
+        parse_config(tomllib.loads("timeout = 1\nrequest_timeout = 7\n" + GOOD))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    text = "max_retries = 0\nrequest_timeout = 7\n" + GOOD.replace(
+        "127.0.0.1:9", f"127.0.0.1:{port}"
+    )
+    code, _, err = _chat(capsys, _write(tmp_path, text))
+    assert code == 2  # the closed port; the note came first
+    note = " ".join(err.split("\n", 1)[0].split())
+    assert note == (
+        f"reliant: {tmp_path / 'reliant.toml'}: request_timeout is deprecated: write timeout "
+        "(the same per-phase HTTP timeout, the name OpenAICompatible(timeout=...) and "
+        "Anthropic(timeout=...) use; their request_timeout= is a cap on a whole non-streaming "
+        "call)"
+    )

@@ -56,7 +56,7 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     assert "circuit open -> skipped without a call" in text
     assert "continued the same answer (continue)" in text
     assert "slow: hedged, started this one too" in text
-    assert "after primary (model demo-stream) was slower (hedged)" in text
+    assert "after primary (model gpt-demo-slow) was slower (hedged)" in text
     assert proc.stderr == ""
 
 
@@ -107,3 +107,15 @@ def test_import_reliant_loads_neither_rich_nor_the_cli() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_demo_help_lists_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """`reliant demo --help` lists all the steps the demo runs, in its order."""
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    listed = [
+        line.split(". ", 1)[1] for line in out.splitlines() if line[:4].strip()[:-1].isdigit()
+    ]
+    assert len(listed) == STEPS == 9
+    assert [item.split(":")[0] for item in listed] == [label for label, *_ in _demo._STEPS]
+    assert f"providers, {STEPS} steps:" in out

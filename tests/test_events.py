@@ -26,6 +26,7 @@ from reliant import (
     ReliableProvider,
     ReliantEvent,
     RequestFinished,
+    RequestStarted,
     RetryScheduled,
     StreamError,
     StreamFinished,
@@ -83,7 +84,7 @@ async def test_retry_events_in_order_at_exact_times(autojump_clock: trio.testing
     ]
     failed = events[2]
     assert isinstance(failed, AttemptFailed)
-    assert (failed.reason, failed.status, failed.error_type, failed.started_at) == (
+    assert (failed.reason, failed.status, failed.error_kind, failed.started_at) == (
         "retryable",
         500,
         "500",
@@ -425,3 +426,32 @@ async def test_redis_health_reports_circuit_transitions(
         assert await llm.simple_chat("hi", "m", 0.0) == "p"
         assert [type(e).__name__ for e in events][-2:] == ["CircuitClosed", "RequestFinished"]
         assert isinstance(events[-2], CircuitClosed)
+
+
+async def test_each_field_means_one_thing(autojump_clock: trio.testing.MockClock) -> None:
+    """`model` is the id sent in every event; error_type is a class name, error_kind the kind."""
+    events: list[ReliantEvent] = []
+    primary = ScriptedProvider([err500()], name="primary")
+    backup = ScriptedProvider([err500()], name="backup")
+    aliases = {"primary": {"smart": "gpt-4o"}, "backup": {"smart": "claude"}}
+    llm = llm_with(primary, backup, events=events, model_aliases=aliases)
+    with pytest.raises(FailoverError):
+        await llm.simple_chat("hi", "smart", 0.0)
+    started, failed, done = events[0], events[2], events[-1]
+    assert isinstance(started, RequestStarted)
+    assert (started.provider, started.model, started.requested_model) == (
+        "primary",
+        "gpt-4o",
+        "smart",
+    )
+    assert [e.model for e in events if not isinstance(e, RequestStarted | RequestFinished)] == [
+        "gpt-4o",
+        "gpt-4o",
+        "claude",
+        "claude",
+        "claude",
+    ]
+    assert isinstance(failed, AttemptFailed) and failed.error_kind == "500"
+    assert isinstance(done, RequestFinished) and done.error_type == "FailoverError"
+    with pytest.warns(DeprecationWarning, match="use error_kind"):
+        assert failed.error_type == "500"

@@ -158,11 +158,54 @@ def test_bad_model_names_raise(spec: str) -> None:
         Behavior.parse(spec)
 
 
-def test_ordinary_model_names_behave_ok() -> None:
-    """A model name that names no behaviour (``gpt-4o``) answers normally."""
-    assert Behavior.for_model("gpt-4o") == Behavior()
+@pytest.mark.parametrize(
+    "model",
+    ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "llama3.1:8b", "anthropic/claude:latest", "m"],
+)
+def test_ordinary_model_names_behave_ok(model: str) -> None:
+    """A name that is plainly a model id (``gpt-4o``, ``llama3.1:8b``) answers normally."""
+    assert Behavior.for_model(model) == Behavior()
     assert Behavior.for_model(None) == Behavior()
-    assert Behavior.for_model("anthropic/claude:latest") == Behavior()
+
+
+@pytest.mark.parametrize(
+    ("model", "closest"),
+    [
+        ("hang", "hang_headers"),
+        ("hang_header", "hang_headers"),
+        ("timeout", "hang_headers"),
+        ("500", "status:500"),
+        ("status=500", "status:500"),
+        ("hang_forever", "hang_headers"),
+        ("reset_", "reset"),
+        ("Status:503", "status:503"),
+        ("chunks=3", "ok:chunks=3"),
+    ],
+)
+def test_names_that_look_like_behaviours_are_refused(model: str, closest: str) -> None:
+    """A name close to a behaviour is no longer ``ok``: it is refused, naming the closest kind."""
+    with pytest.raises(ValueError, match=f"did you mean '{closest}'"):
+        Behavior.for_model(model)
+
+
+async def test_misread_name_is_a_marked_400(client: httpx2.AsyncClient) -> None:
+    """``hang`` over the wire: a 400 whose message and header name the kind meant."""
+    response = await post(client, OPENAI, "hang", stream=True)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("reliant fake server: 'hang' is not a fake-server behaviour")
+    assert "did you mean 'hang_headers'?" in message
+    assert response.headers["x-reliant-fake-server-error"] == message
+
+
+async def test_argument_typo_suggests_the_argument(client: httpx2.AsyncClient) -> None:
+    """``ok:chunk=2`` gets a 400 that suggests ``chunks``."""
+    response = await post(client, ANTHROPIC, "ok:chunk=2")
+    assert response.status_code == 400
+    assert response.headers["x-reliant-fake-server-error"] == (
+        "reliant fake server: unknown behaviour argument 'chunk' in 'ok:chunk=2' "
+        "(did you mean 'chunks'?)"
+    )
 
 
 def test_behavior_texts() -> None:
@@ -563,26 +606,42 @@ async def test_many_concurrent_streams(server: FakeLLMServer) -> None:
 
 
 async def test_command_line() -> None:
-    """``python -m reliant.testing.fake_server`` prints its URL and serves until stopped."""
+    """Run alone, the server prints both base URLs and, with --verbose, logs each behaviour."""
     async with trio.open_nursery() as nursery:
-        command = [sys.executable, "-m", "reliant.testing.fake_server", "--port", "0"]
-        run = functools.partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
+        command = [sys.executable, "-m", "reliant.testing.fake_server", "--port", "0", "--verbose"]
+        run = functools.partial(
+            trio.run_process, command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False
+        )
         process: trio.Process = await nursery.start(run)
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
         with trio.fail_after(20):
-            line = await read_line(process.stdout)
-        url = line.strip()
-        assert url.startswith("http://127.0.0.1:")
+            openai_line, anthropic_line = (await read_lines(process.stdout, 2)).splitlines()
+        label, openai_url = openai_line.split()
+        assert label == "openai:" and openai_url.startswith("http://127.0.0.1:")
+        assert openai_url.endswith("/v1")
+        assert anthropic_line.split() == ["anthropic:", openai_url.removesuffix("/v1")]
         async with httpx2.AsyncClient() as client:
-            response = await client.post(url + OPENAI, json={"model": "ok"})
-        assert response.json()["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 tok4 "
+            response = await client.post(openai_url + "/chat/completions", json={"model": "ok"})
+            assert response.json()["choices"][0]["message"]["content"] == (
+                "tok0 tok1 tok2 tok3 tok4 "
+            )
+            refused = await client.post(openai_url + "/chat/completions", json={"model": "hang"})
+            assert refused.status_code == 400
+        with trio.fail_after(20):
+            log = await read_lines(process.stderr, 2)
+        assert log == (
+            "request 0 /v1/chat/completions model='ok' -> ok\n"
+            "request 1 /v1/chat/completions model='hang' -> 400: 'hang' is not a fake-server "
+            "behaviour (did you mean 'hang_headers'?); a model name answers 'ok' only when it "
+            "is plainly a model id such as 'gpt-4o'\n"
+        )
         process.terminate()
         nursery.cancel_scope.cancel()
 
 
-async def read_line(stream: trio.abc.ReceiveStream) -> str:
+async def read_lines(stream: trio.abc.ReceiveStream, count: int) -> str:
     data = b""
-    while not data.endswith(b"\n"):
+    while data.count(b"\n") < count:
         chunk = await stream.receive_some(1024)
         assert chunk
         data += chunk

@@ -182,7 +182,7 @@ async def test_budget_exhausted_means_no_hedge_and_the_trail_says_why(
 ) -> None:
     """With the hedge budget spent, a slow primary is waited for; the trail says hedge_budget."""
     primary, fallback = slow("primary", 2.0), slow("backup", 0.1)
-    llm = hedged(primary, fallback, hedge=Hedge(after=1.0, budget=0.0))
+    llm = hedged(primary, fallback, hedge=Hedge(after=1.0, budget=0.0, min_hedges_per_second=0))
     with fallback_scope():
         assert await first_chunk(llm) == ("a", 2.0, ["b", ""])
         info = take_last_provider_fallback()
@@ -205,6 +205,34 @@ async def test_budget_allows_about_ten_percent(autojump_clock: trio.testing.Mock
         for _ in range(200):
             nursery.start_soon(one)
     assert len(primary.calls) == 200 and len(fallback.calls) == 20
+
+
+async def test_low_traffic_is_hedged_every_time(autojump_clock: trio.testing.MockClock) -> None:
+    """One request every 5 s with the default Hedge: each one is hedged, none refused by budget."""
+    primary = ScriptedProvider([Stream(["p"], first_delay=3.0)], name="primary")
+    backup = ScriptedProvider([Stream(["b"], first_delay=0.2)], name="backup")
+    llm = hedged(primary, backup, hedge=Hedge(after=1.0))
+    served: list[tuple[str, float]] = []
+    for i in range(6):
+        await trio.sleep_until(5.0 * i)
+        with fallback_scope():
+            delta, at, _ = await first_chunk(llm)
+            info = take_last_provider_fallback()
+        assert info is not None
+        assert [a.reason for a in info.attempts] == ["hedge_lost"]
+        served.append((delta, at))
+    assert served == [("b", 5.0 * i + 1.2) for i in range(6)]
+    assert [c.started_at for c in backup.calls] == [5.0 * i + 1.0 for i in range(6)]
+
+
+async def test_hedge_budget_floor_is_per_window(autojump_clock: trio.testing.MockClock) -> None:
+    """Floor 0.5/s over 10 s: 5 hedges for 3 requests, the 6th refused, 5 more once they age out."""
+    hedger = Hedger(Hedge(after=1.0, budget=0.1, window=10.0, min_hedges_per_second=0.5))
+    for _ in range(3):
+        hedger.note_request()
+    assert [hedger.try_hedge() for _ in range(6)] == [True] * 5 + [False]
+    await trio.sleep(10.0)
+    assert [hedger.try_hedge() for _ in range(6)] == [True] * 5 + [False]
 
 
 async def test_an_open_breaker_is_never_hedged_to(autojump_clock: trio.testing.MockClock) -> None:
@@ -237,6 +265,7 @@ def test_hedge_validation() -> None:
         ({"budget": 2.0}, ValueError),
         ({"budget": -0.1}, ValueError),
         ({"min_after": -1.0}, ValueError),
+        ({"min_hedges_per_second": -1.0}, ValueError),
     ):
         field = next(iter(kw))
         with pytest.raises(exc, match=field):

@@ -20,6 +20,7 @@ TOP_LEVEL = {
     # errors
     "ReliantError", "ProviderError", "StreamError", "FailoverError",
     "ContextWindowExceededError", "NoStreamingProviderError", "Attempt", "ContentFilterError",
+    "FakeServerSpecError",
     # provider health
     "HealthPolicy", "HealthStore", "LocalHealth", "RouteHealth", "Hedge", "RedisHealth",
     # fallback notification and the request record
@@ -67,6 +68,7 @@ def test_exception_tree() -> None:
     ):
         assert cls.__bases__ == (reliant.ReliantError,)
     assert reliant.ContentFilterError.__bases__ == (reliant.ProviderError,)
+    assert reliant.FakeServerSpecError.__bases__ == (reliant.ProviderError,)
     assert reliant.ContextWindowExceededError.__bases__ == (reliant.FailoverError,)
 
 

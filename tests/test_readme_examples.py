@@ -76,7 +76,8 @@ def test_observing_failover_hook_example(capsys: pytest.CaptureFixture[str]) -> 
     assert out[1] == "fallback primary -> backup (retryable)"
     assert out[2].startswith("request ") and ": success in " in out[2]
     assert out[3] == "hello"
-    assert out[4].startswith("served by backup (m) after primary (m) failed in ")
+    assert out[4].startswith("served by backup (m) in ")
+    assert out[4].endswith(" ms after primary (m) failed twice (1 retry)")
     assert [line.split()[:3] for line in out[5:]] == [
         ["primary", "1", "retryable"],
         ["primary", "2", "retryable"],

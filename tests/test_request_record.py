@@ -58,7 +58,7 @@ async def test_primary_served_at_once_has_a_record(autojump_clock: trio.testing.
         record = take_last_request_record()
         assert take_last_request_record() is None  # taking clears it
     assert record is not None
-    assert (record.outcome, record.served_provider, record.served_model) == ("success", "p", "m")
+    assert (record.outcome, record.actual_provider, record.actual_model) == ("success", "p", "m")
     assert timeline(record) == [("p", 1, "success", 0.0, 0.5)]
     assert (record.started_at, record.ended_at, record.duration, record.stream) == (
         0.0,
@@ -85,7 +85,7 @@ async def test_retry_then_fallback_timeline(autojump_clock: trio.testing.MockClo
         ("b", 1, "success", 0.75, 1.25),
     ]
     assert record.attempts[:-1] == info.attempts  # the same trail, plus the one that served
-    assert record.summary() == "served by b (m) after p (m) failed in 1250 ms"
+    assert record.summary() == "served by b (m) in 1250 ms after p (m) failed twice (1 retry)"
     assert (record.requested_provider, record.requested_model) == ("p", "m")
 
 
@@ -97,7 +97,7 @@ async def test_failure_is_recorded(autojump_clock: trio.testing.MockClock) -> No
             await llm.simple_chat("hi", "m", 0.0)
         record = take_last_request_record()
     assert record is not None
-    assert (record.outcome, record.served_provider, record.error_type) == (
+    assert (record.outcome, record.actual_provider, record.error_type) == (
         "failure",
         None,
         "FailoverError",
@@ -120,7 +120,7 @@ async def test_cancelled_call_records_the_attempt_in_flight(
             await llm.simple_chat("hi", "m", 0.0)
         record = take_last_request_record()
     assert record is not None
-    assert (record.outcome, record.error_type, record.served_provider) == (
+    assert (record.outcome, record.error_type, record.actual_provider) == (
         "cancelled",
         "cancelled",
         None,
@@ -161,7 +161,7 @@ async def test_stream_left_early_is_cancelled(autojump_clock: trio.testing.MockC
             await trio.sleep(1.0)
         record = take_last_request_record()
     assert record is not None
-    assert (record.outcome, record.served_provider, record.time_to_first_chunk) == (
+    assert (record.outcome, record.actual_provider, record.time_to_first_chunk) == (
         "cancelled",
         "p",
         1.0,
@@ -201,7 +201,7 @@ async def test_hedge_loser_and_winner_in_the_record(autojump_clock: trio.testing
         ("p", 1, "hedge_lost", 0.0, 1.25),
         ("b", 1, "success", 1.0, 1.25),
     ]
-    assert record.summary() == "served by b (m) in 1250 ms"
+    assert record.summary() == "served by b (m) in 1250 ms after p (m) lost the hedge race"
 
 
 async def test_recovered_stream_record(autojump_clock: trio.testing.MockClock) -> None:
@@ -242,7 +242,62 @@ async def test_concurrent_scopes_keep_their_own_records() -> None:
     async with trio.open_nursery() as nursery:
         for name in ("x", "y"):
             nursery.start_soon(one, name, chain(ScriptedProvider([Reply(name)], name=name)))
-    assert {k: v.served_provider for k, v in records.items() if v is not None} == {
+    assert {k: v.actual_provider for k, v in records.items() if v is not None} == {
         "x": "x",
         "y": "y",
     }
+
+
+async def test_summary_tells_the_skipped_breaker(autojump_clock: trio.testing.MockClock) -> None:
+    """A request served after skipping an open breaker says so; it is not just 'served by b'."""
+    p = ScriptedProvider([Fail(ProviderError("busy", status_code=429, retry_after=3))], name="p")
+    b = ScriptedProvider([Reply("b", delay=0.002)], name="b")
+    llm = chain(p, b)
+    with fallback_scope():
+        await llm.simple_chat("hi", "m", 0.0)
+        first = take_last_request_record()
+        await llm.simple_chat("hi", "m", 0.0)
+        second = take_last_request_record()
+    assert first is not None and second is not None
+    assert first.summary() == "served by b (m) in 2 ms after p (m) failed"
+    assert second.summary() == "served by b (m) in 2 ms after skipping p (m: circuit open)"
+
+
+async def test_attempt_times_relative_to_the_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Attempts tell started_after/ended_after (seconds since the request began), not raw clock."""
+    await trio.sleep(100.0)  # the raw clock is far from zero, the relative times are not
+    p = ScriptedProvider([err500()], name="p")
+    b = ScriptedProvider([Reply("b", delay=0.5)], name="b")
+    llm = chain(p, b)
+    with fallback_scope():
+        await llm.simple_chat("hi", "m", 0.0)
+        record = take_last_request_record()
+        info = take_last_provider_fallback()
+    assert record is not None and info is not None
+    assert [(a.started_after, a.ended_after, a.duration) for a in record.attempts] == [
+        (0.0, 0.25, 0.25),
+        (0.25, 0.75, 0.5),
+    ]
+    assert record.attempts[0].started_at == 100.0
+    (before,) = info.attempts  # the fallback info's trail: the attempt that served is not in it
+    assert (before.started_after, before.ended_after) == (0.0, 0.25)
+
+
+async def test_served_names_are_deprecated_aliases(autojump_clock: trio.testing.MockClock) -> None:
+    """RequestRecord.actual_provider/actual_model, as in ProviderFallbackInfo; served_* warn."""
+    p = ScriptedProvider([err500()], name="p")
+    b = ScriptedProvider([Reply("b")], name="b")
+    llm = chain(p, b, model_aliases={"b": {"m": "b-model"}})
+    with fallback_scope():
+        await llm.simple_chat("hi", "m", 0.0)
+        record = take_last_request_record()
+        info = take_last_provider_fallback()
+    assert record is not None and info is not None
+    assert (record.actual_provider, record.actual_model) == ("b", "b-model")
+    assert (info.actual_provider, info.actual_model) == ("b", "b-model")
+    with pytest.warns(DeprecationWarning, match="use actual_provider"):
+        assert record.served_provider == "b"
+    with pytest.warns(DeprecationWarning, match="use actual_model"):
+        assert record.served_model == "b-model"

@@ -19,6 +19,7 @@ from ._exceptions import Attempt as Attempt
 from ._exceptions import ContentFilterError as ContentFilterError
 from ._exceptions import ContextWindowExceededError as ContextWindowExceededError
 from ._exceptions import FailoverError as FailoverError
+from ._exceptions import FakeServerSpecError as FakeServerSpecError
 from ._exceptions import NoStreamingProviderError as NoStreamingProviderError
 from ._exceptions import ProviderError as ProviderError
 from ._exceptions import ReliantError as ReliantError
@@ -90,6 +91,7 @@ __all__ = [
     "ContentFilterError",
     "ContextWindowExceededError",
     "FailoverError",
+    "FakeServerSpecError",
     "FallbackTaken",
     "Final",
     "FinishReason",

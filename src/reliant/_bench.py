@@ -239,6 +239,20 @@ class Sample:
     served_by: str | None
     model: str | None
     error: str | None = None
+    skipped: int = 0
+
+    @property
+    def path(self) -> str:
+        """The way the request went: ``skipped_open_breaker``, ``fallback``, ``retry``, ``direct``.
+
+        A sample that skipped an open breaker measured the skip, not the
+        failover it skipped: the bench's figures are read with this.
+        """
+        if self.skipped:
+            return "skipped_open_breaker"
+        if self.fallbacks:
+            return "fallback"
+        return "retry" if self.retries else "direct"
 
     @property
     def added_ms(self) -> float | None:
@@ -277,6 +291,11 @@ class ScenarioResult:
         return sum(1 for s in self.samples if s.error is not None)
 
     @property
+    def skipped(self) -> int:
+        """Samples that skipped an open circuit breaker."""
+        return sum(1 for s in self.samples if s.skipped)
+
+    @property
     def served_by(self) -> str:
         """The serving ``provider/model``, or the distinct ones joined by ``, ``."""
         seen: list[str] = []
@@ -299,6 +318,11 @@ class ScenarioResult:
             "ttft_ms": _stats(self.ttft),
             "direct_ttft_ms": _stats(self.direct),
             "added_ms": _stats(self.added),
+            "skipped_samples": self.skipped,
+            "paths": {
+                path: sum(1 for s in self.samples if s.path == path)
+                for path in dict.fromkeys(s.path for s in self.samples)
+            },
             "retries_total": sum(s.retries for s in self.samples),
             "fallbacks_total": sum(s.fallbacks for s in self.samples),
             "retries_per_request": sum(s.retries for s in self.samples) / n if n else 0.0,
@@ -331,9 +355,12 @@ class BenchReport:
                 "added_ms": "ttft_ms - direct_ttft_ms, paired per repetition",
                 "retries": "retries of the same provider/model (log records with a backoff)",
                 "fallbacks": "candidates given up for the next provider or model",
+                "skipped": "routes skipped without a call because their breaker was open",
+                "path": "skipped_open_breaker, fallback, retry or direct",
             },
             "scenarios": [
-                {**r.summary(), "samples": [asdict(s) for s in r.samples]} for r in self.results
+                {**r.summary(), "samples": [{**asdict(s), "path": s.path} for s in r.samples]}
+                for r in self.results
             ],
         }
 
@@ -372,11 +399,12 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
 
 
 class _Counts:
-    __slots__ = ("fallbacks", "retries")
+    __slots__ = ("fallbacks", "retries", "skipped")
 
     def __init__(self) -> None:
         self.retries = 0
         self.fallbacks = 0
+        self.skipped = 0
 
 
 _SKIPS = ("circuit_open", "retry_budget")
@@ -394,6 +422,8 @@ def _count_failovers(counts: _Counts) -> Iterator[None]:
                 counts.retries += 1  # context-window truncation retries the same candidate
             elif record.levelno >= logging.WARNING or record.__dict__.get("reason") in _SKIPS:
                 counts.fallbacks += 1  # gave a candidate up, or health skipped it
+                if record.__dict__.get("reason") == "circuit_open":
+                    counts.skipped += 1
 
     logger = logging.getLogger("reliant")
     tap = _Tap(logging.INFO)
@@ -442,7 +472,15 @@ async def _one(target: Target) -> Sample:
             info = take_last_provider_fallback()
     except Exception as err:
         return Sample(
-            None, None, None, counts.retries, counts.fallbacks, None, None, _describe(err)
+            None,
+            None,
+            None,
+            counts.retries,
+            counts.fallbacks,
+            None,
+            None,
+            _describe(err),
+            counts.skipped,
         )
     if info is not None:
         served, model = info.actual_provider, info.actual_model
@@ -458,7 +496,15 @@ async def _one(target: Target) -> Sample:
     except Exception as err:
         error = "direct call failed: " + _describe(err)
     return Sample(
-        _ms(ttft), _ms(total), _ms(direct), counts.retries, counts.fallbacks, served, model, error
+        _ms(ttft),
+        _ms(total),
+        _ms(direct),
+        counts.retries,
+        counts.fallbacks,
+        served,
+        model,
+        error,
+        counts.skipped,
     )
 
 
@@ -564,11 +610,13 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "added p95",
     "retries",
     "fallbacks",
+    "skipped",
 )
 TABLE_NOTE = (
     "p50/p95/p99: time to first token through reliant; direct: p50 of the same request "
     "sent straight to the provider that served; added: p50 (and p95) of the difference, "
-    "paired per repetition; retries and fallbacks: per request."
+    "paired per repetition; retries and fallbacks: per request; skipped: samples that "
+    "skipped an open circuit breaker (they measure the skip, not a failover)."
 )
 
 
@@ -603,6 +651,7 @@ def table_rows(report: BenchReport) -> list[tuple[str, ...]]:
                 _fmt(s["added_ms"]["p95"]),
                 f"{s['retries_total'] / n:.1f}",
                 f"{s['fallbacks_total'] / n:.1f}",
+                f"{r.skipped}/{s['n']}",
             )
         )
     return rows

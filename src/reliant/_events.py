@@ -46,6 +46,7 @@ ignored: it never fails, delays or changes the request.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -90,13 +91,19 @@ class _Event:
 
 @dataclass(frozen=True, slots=True)
 class RequestStarted(_Event):
-    """A request entered the failover planner (provider/model: the primary and the model asked).
+    """A request entered the failover planner.
+
+    ``provider`` is the primary and ``model`` the id the primary will be
+    sent (after ``model_aliases``), as in every other event; the name the
+    caller asked for is ``requested_model``.
 
     Attributes:
         stream: True for the stream methods.
+        requested_model: The model the caller asked for.
     """
 
     stream: bool
+    requested_model: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +147,11 @@ class AttemptFailed(_Event):
             ``context_truncated`` when the history was halved and the same
             route is asked again.
         error: Sanitized, one-line error text.
-        error_type: Low-cardinality error class: the ``ProviderError.kind``,
-            else its HTTP status, else the exception's class name.
+        error_kind: Low-cardinality error kind (OpenTelemetry's
+            ``error.type``): the ``ProviderError.kind`` (``timeout``, ...),
+            else its HTTP status (``"503"``), else the exception's class
+            name. Called ``error_type`` before; that name now means a class
+            name only (:class:`RequestFinished`, :class:`RequestRecord`).
         status: The HTTP status, when the error carried one.
         retry_after: Seconds the server asked to wait, when it said so.
     """
@@ -149,9 +159,20 @@ class AttemptFailed(_Event):
     started_at: float
     reason: str
     error: str
-    error_type: str
+    error_kind: str
     status: int | None
     retry_after: float | None
+
+    @property
+    def error_type(self) -> str:
+        """Deprecated: :attr:`error_kind` (``error_type`` is a class name elsewhere)."""
+        warnings.warn(
+            "AttemptFailed.error_type is deprecated, use error_kind (error_type means the "
+            "exception's class name in RequestFinished and RequestRecord)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.error_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,13 +403,19 @@ class RequestRecord:
         request_id: The id its events carry.
         requested_provider: The first (primary) provider of the chain.
         requested_model: The model the caller asked for.
-        served_provider: Who served (the answer, or the committed stream),
-            or None when nobody did.
-        served_model: The model id that served, as sent to that provider.
+        actual_provider: Who served (the answer, or the committed stream),
+            or None when nobody did; the same name as in
+            :class:`~reliant.ProviderFallbackInfo` (``served_provider``
+            before, now a deprecated alias).
+        actual_model: The model id that served, as sent to that provider
+            (``served_model`` before, now a deprecated alias).
         outcome: ``"success"``, ``"failure"`` or ``"cancelled"``.
-        attempts: Every attempt in order, with ``started_at``/``ended_at``
-            (trio clock): the failure trail (failures, skips, lost hedges,
-            broken streams), then the one that served (reason
+        attempts: Every attempt in order, **the one that served included**
+            (unlike ``ProviderFallbackInfo.attempts``, which holds only the
+            attempts before it), with ``started_after``/``ended_after``
+            (seconds since the request started) and the raw trio-clock
+            ``started_at``/``ended_at``: the failure trail (failures, skips,
+            lost hedges, broken streams), then the one that served (reason
             ``"success"``, or ``"cancelled"``/``"stream_broken"`` when the
             stream did not finish) and attempts still in flight when the
             request ended (``"cancelled"``). A history truncation shows as
@@ -407,8 +434,8 @@ class RequestRecord:
     request_id: int
     requested_provider: str
     requested_model: str
-    served_provider: str | None
-    served_model: str | None
+    actual_provider: str | None
+    actual_model: str | None
     outcome: Literal["success", "failure", "cancelled"]
     attempts: tuple[Attempt, ...]
     recoveries: tuple[StreamRecovery, ...]
@@ -425,16 +452,82 @@ class RequestRecord:
         """Seconds from the request's start to its end."""
         return self.ended_at - self.started_at
 
+    @property
+    def served_provider(self) -> str | None:
+        """Deprecated alias of :attr:`actual_provider`."""
+        _renamed("RequestRecord.served_provider", "actual_provider")
+        return self.actual_provider
+
+    @property
+    def served_model(self) -> str | None:
+        """Deprecated alias of :attr:`actual_model`."""
+        _renamed("RequestRecord.served_model", "actual_model")
+        return self.actual_model
+
     def summary(self) -> str:
-        """One line: who served, after which failures, how long it took."""
+        """The request's story in one line: who served, what was skipped, retried, hedged.
+
+        For example ``served by anthropic (claude-haiku-4-5) in 2 ms after
+        skipping openai (gpt-4o: circuit open)``, or ``served by backup (m)
+        in 50 ms after primary (m) failed twice (1 retry)``. Every attempt
+        that did not serve is accounted for: failures (with their retries),
+        routes skipped by provider health, hedges (lost, or refused by the
+        budget), broken streams and the recoveries that took over.
+        """
         ms = f"{self.duration * 1000:.0f} ms"
-        failed = [f"{a.provider} ({a.model})" for a in self.attempts if a.reason not in _NOT_FAILED]
-        after = f" after {', '.join(dict.fromkeys(failed))} failed" if failed else ""
-        if self.served_provider is not None and self.outcome == "success":
-            return f"served by {self.served_provider} ({self.served_model}){after} in {ms}"
-        return f"{self.outcome} after {ms}" + (f": {self.error}" if self.error else "")
+        story = _story(self.attempts, len(self.recoveries))
+        if self.actual_provider is not None and self.outcome == "success":
+            head = f"served by {self.actual_provider} ({self.actual_model}) in {ms}"
+            return f"{head} after {story}" if story else head
+        if self.error:  # the failure trail already tells every attempt
+            return f"{self.outcome} after {ms}: {self.error}"
+        return f"{self.outcome} after {ms}" + (f" ({story})" if story else "")
 
 
-_NOT_FAILED = frozenset(
-    ("success", "cancelled", "circuit_open", "retry_budget", "hedge_lost", "hedge_budget")
-)
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is deprecated, use {new} (the name ProviderFallbackInfo uses)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+_TIMES = {1: "once", 2: "twice"}
+_SKIP_WORDS = {"circuit_open": "circuit open", "retry_budget": "retry budget"}
+
+
+def _story(attempts: tuple[Attempt, ...], recoveries: int) -> str:
+    """What happened before (or instead of) the answer, as comma-separated clauses."""
+    failed: dict[str, int] = {}
+    skipped: dict[str, list[str]] = {}
+    lost: list[str] = []
+    hedges_refused = broken = 0
+    for a in attempts:
+        route = f"{a.provider} ({a.model})"
+        if a.reason in _SKIP_WORDS:
+            why = _SKIP_WORDS[a.reason]
+            reasons = skipped.setdefault(a.provider, [])
+            if f"{a.model}: {why}" not in reasons:
+                reasons.append(f"{a.model}: {why}")
+        elif a.reason == "hedge_lost":
+            lost.append(route)
+        elif a.reason == "hedge_budget":
+            hedges_refused += 1
+        elif a.reason == "stream_broken":
+            broken += 1
+        elif a.reason not in ("success", "cancelled"):
+            failed[route] = failed.get(route, 0) + 1
+    clauses = [f"skipping {p} ({', '.join(r)})" for p, r in skipped.items()]
+    for route, n in failed.items():
+        times = _TIMES.get(n, f"{n} times")
+        retries = f" ({n - 1} {'retry' if n == 2 else 'retries'})" if n > 1 else ""
+        clauses.append(f"{route} failed {times}{retries}" if n > 1 else f"{route} failed")
+    if broken:
+        clauses.append(f"{broken} broken stream{'s' if broken > 1 else ''}")
+    if recoveries:
+        clauses.append(f"{recoveries} recovered mid-stream")
+    if lost:
+        clauses.append(f"{', '.join(dict.fromkeys(lost))} lost the hedge race")
+    if hedges_refused:
+        clauses.append(f"{hedges_refused} hedge{'s' if hedges_refused > 1 else ''} refused")
+    return ", ".join(clauses)

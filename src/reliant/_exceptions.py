@@ -6,8 +6,10 @@
      └── ReliantError                      root: catch this to catch everything of ours
           ├── ProviderError                one upstream failure (.provider, .status_code,
           │    │                           .retry_after, .body, .kind); raised by leaf providers
-          │    └── ContentFilterError      a safety system refused the request or the answer:
-          │                                final, never retried or routed around by default
+          │    ├── ContentFilterError      a safety system refused the request or the answer:
+          │    │                           final, never retried or routed around by default
+          │    └── FakeServerSpecError     reliant's fake server refused a test's behaviour
+          │                                spec: final, never retried or failed over
           ├── StreamError                  a committed stream broke (cut, malformed, idle)
           ├── NoStreamingProviderError     no candidate can serve a stream
           └── FailoverError                every candidate failed (.attempts; __cause__ is an
@@ -40,6 +42,7 @@ FailureReason = Literal[
     "response_too_large",
     "malformed_response",
     "content_filter",
+    "fake_server_spec",
     # Attempts that were never made, or ended by reliant itself:
     "circuit_open",
     "retry_budget",
@@ -56,7 +59,8 @@ FailureReason = Literal[
 The first four are the seed's. ``timeout`` is a first-chunk or request
 deadline, ``response_too_large`` / ``malformed_response`` a server that sent
 more, or other, than the protocol allows (both move to the next candidate,
-never retry the same one), ``content_filter`` a safety refusal.
+never retry the same one), ``content_filter`` a safety refusal,
+``fake_server_spec`` a test's mistyped fake-server behaviour (final).
 ``circuit_open`` and ``retry_budget`` mark attempts provider health skipped
 without a call, ``stream_broken`` a committed stream that broke and was
 recovered on another candidate, ``hedge_lost`` a hedged attempt cancelled
@@ -67,8 +71,13 @@ attempts: the attempt that served, one the request's end interrupted, one
 whose history was halved and sent again.
 """
 
-ErrorKind = Literal["timeout", "response_too_large", "malformed_response", "content_filter"]
+ErrorKind = Literal[
+    "timeout", "response_too_large", "malformed_response", "content_filter", "fake_server_spec"
+]
 """Structured kinds of :class:`ProviderError` that decide classification on their own."""
+
+FAKE_SERVER_SPEC_HEADER = "x-reliant-fake-server-error"
+"""Response header with which ``reliant.testing``'s fake server marks a refused spec."""
 
 
 class ReliantError(Exception):
@@ -211,6 +220,40 @@ class ContentFilterError(ProviderError):
         )
 
 
+class FakeServerSpecError(ProviderError):
+    """reliant's fake LLM server refused the behaviour a test asked for.
+
+    A mistyped spec (``ok:chunk=2``) or a name that looks like a behaviour
+    but is none (``hang``, ``timeout``, ``500``) gets a 400 from the fake
+    server. As a plain 400 it would be a non-retryable upstream failure, so
+    ``ReliableProvider`` would move to the next provider and the typo would
+    look like a working failover. This error is final instead: never retried,
+    never failed over, raised to the test as it is (not inside a
+    ``FailoverError``), with the server's explanation and suggestion in its
+    message. ``kind`` is always ``"fake_server_spec"``. Real providers never
+    raise it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        body: str | None = None,
+        kind: ErrorKind | None = "fake_server_spec",
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            status_code=status_code,
+            retry_after=retry_after,
+            body=body,
+            kind="fake_server_spec",
+        )
+
+
 class StreamError(ReliantError):
     """A stream broke after it was committed (its first item was delivered).
 
@@ -248,8 +291,12 @@ class Attempt:
         reason: How the failure was classified.
         error: Sanitized, whitespace-collapsed error text.
         started_at: Trio-clock time the attempt started (None for an
-            attempt that was skipped without a call).
-        ended_at: Trio-clock time its outcome was known.
+            attempt that was skipped without a call): a raw clock value,
+            for arithmetic; read :attr:`started_after` instead.
+        ended_at: Trio-clock time its outcome was known (raw, as above;
+            read :attr:`ended_after`).
+        request_started_at: Trio-clock time the request started, so the
+            times above can be told relative to it.
     """
 
     provider: str
@@ -261,6 +308,28 @@ class Attempt:
     # Timings are what happened, not what the attempt was: not compared.
     started_at: float | None = field(default=None, compare=False)
     ended_at: float | None = field(default=None, compare=False)
+    request_started_at: float | None = field(default=None, compare=False)
+
+    @property
+    def started_after(self) -> float | None:
+        """Seconds from the request's start to this attempt's start (None if unknown)."""
+        if self.started_at is None or self.request_started_at is None:
+            return None
+        return self.started_at - self.request_started_at
+
+    @property
+    def ended_after(self) -> float | None:
+        """Seconds from the request's start to this attempt's outcome (None if unknown)."""
+        if self.ended_at is None or self.request_started_at is None:
+            return None
+        return self.ended_at - self.request_started_at
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the attempt took (None for one skipped without a call)."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
 
     def __str__(self) -> str:
         return (

@@ -414,6 +414,7 @@ class FailoverRun:
 
     __slots__ = (
         "_all_context",
+        "_began",
         "_deferred",
         "_empty_final",
         "_errors",
@@ -471,6 +472,8 @@ class FailoverRun:
         self._sleep = 0.0
         self._state = _READY if pool else _EXHAUSTED
         self._trail: list[Attempt] = []
+        # The request's start: trail entries tell their times relative to it.
+        self._began = trio.current_time()
         self._errors: list[Exception] = []
         self._truncated = False
         self._saw_error = False
@@ -496,7 +499,14 @@ class FailoverRun:
         if emit is not None or cell is not None:
             from ._observe import RequestObserver
 
-            self.obs = RequestObserver(emit, cell, planner.primary, model, self._max_attempts)
+            self.obs = RequestObserver(
+                emit,
+                cell,
+                planner.primary,
+                model,
+                self._max_attempts,
+                planner.model_id(planner.primary, model),
+            )
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -793,7 +803,17 @@ class FailoverRun:
     ) -> None:
         # One entry of the failure trail (what FailoverError and fallback info show).
         self._trail.append(
-            Attempt(name, model_id, attempt, self._max_attempts, reason, detail, started, ended)
+            Attempt(
+                name,
+                model_id,
+                attempt,
+                self._max_attempts,
+                reason,
+                detail,
+                started,
+                ended,
+                self._began,
+            )
         )
 
     def _skip(self, name: str, model_id: str, reason: FailureReason, detail: str) -> None:
@@ -874,6 +894,11 @@ class FailoverRun:
 
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
         detail = _detail(err)
+        own = err.provider if isinstance(err, ProviderError) else None
+        if own and own != slot.name and detail.startswith((f"{own} ", f"{own}:")):
+            # The leaf calls itself by its own name ("openai API error ...");
+            # the trail says provider=<the configured name>: one name per line.
+            detail = slot.name + detail[len(own) :]
         now = trio.current_time()
         self._note(slot.name, slot.model_id, slot.attempt, reason, detail, slot.started_at, now)
         if not isinstance(err, EmptyStream):
@@ -1028,8 +1053,10 @@ class FailoverRun:
     def _final_if_filtered(self, slot: Slot, err: Exception, verdict: Classification) -> None:
         # A safety decision is final: not retried, not routed around (unless
         # the caller opted into fallback).
-        if verdict.content_filter and not self._planner.fallback_on_content_filter:
-            self._record(slot, "content_filter", err)
+        if verdict.final or (
+            verdict.content_filter and not self._planner.fallback_on_content_filter
+        ):
+            self._record(slot, verdict.reason, err)
             self._report(slot, _NEUTRAL)
             self._state = _DONE
             raise err

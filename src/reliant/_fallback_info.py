@@ -78,9 +78,12 @@ class ProviderFallbackInfo:
             (after ``model_aliases`` mapping).
         recoveries: Streams that broke mid-way and were recovered
             (``ReliableProvider(mid_stream=...)``), in order.
-        attempts: The attempts before the one that served, with their
-            timings: failures, candidates provider health skipped, hedges
-            that lost (the failure trail a ``FailoverError`` would carry).
+        attempts: The attempts **before** the one that served (which is
+            not included, unlike ``RequestRecord.attempts``), with their
+            timings (``started_after``/``ended_after``: seconds since the
+            request started): failures, candidates provider health
+            skipped, hedges that lost (the failure trail a
+            ``FailoverError`` would carry).
     """
 
     requested_provider: str

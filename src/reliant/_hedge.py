@@ -16,7 +16,8 @@ Race algorithm
         while extra < max_extra and no winner and someone still runs:
             wait until the newest racer has run `after` seconds (its route's
                 p95 TTFT in "p95" mode) or the race settles
-            hedge budget (<= budget x requests in the window) and the retry
+            hedge budget (<= budget x requests in the window, at least
+                min_hedges_per_second x window) and the retry
                 budget and the next candidate's breaker allow it?
                 -> start racer(next candidate), else stop hedging
         racer(slot): attempt; at its commit point (first chunk, or the whole
@@ -73,6 +74,13 @@ class Hedge:
         max_extra: Extra attempts in flight at most (1 to 4).
         budget: Hedges allowed as a fraction of requests over ``window``.
         window: Seconds of the hedge budget's sliding window.
+        min_hedges_per_second: The budget's floor: this many hedges per
+            second (``min_hedges_per_second x window`` per window) are
+            always allowed, whatever the traffic. Without it a service
+            sending one request every few seconds had its first request
+            hedged and every later one refused (10 % of a handful of
+            requests is less than one hedge), so hedging looked broken.
+            The same shape as provider health's ``min_retries_per_second``.
         min_after: Floor of the ``"p95"`` delay.
         initial_after: The ``"p95"`` delay until 20 samples exist.
 
@@ -84,6 +92,7 @@ class Hedge:
     max_extra: int = 1
     budget: float = 0.1
     window: float = 10.0
+    min_hedges_per_second: float = 1.0
     min_after: float = 0.05
     initial_after: float = 1.0
 
@@ -100,6 +109,7 @@ class Hedge:
                 f"Hedge.budget must be at most max_extra ({self.max_extra}), got {self.budget}"
             )
         _positive("window", self.window)
+        _positive("min_hedges_per_second", self.min_hedges_per_second, zero=True)
         _positive("min_after", self.min_after)
         _positive("initial_after", self.initial_after)
 
@@ -125,7 +135,7 @@ class Hedger:
 
     def __init__(self, policy: Hedge) -> None:
         self.policy = policy
-        self._budget = RetryBudget(policy.budget, policy.window, 0.0)
+        self._budget = RetryBudget(policy.budget, policy.window, policy.min_hedges_per_second)
         self._routes: dict[RouteKey, _Samples] = {}
 
     def delay_for(self, key: RouteKey) -> float:

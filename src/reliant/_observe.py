@@ -186,6 +186,7 @@ class RequestObserver:
         "_ttfc",
         "emit",
         "primary",
+        "primary_model",
         "request_id",
         "requested_model",
         "tally",
@@ -198,12 +199,15 @@ class RequestObserver:
         primary: str,
         requested_model: str,
         max_attempts: int,
+        primary_model: str | None = None,
     ) -> None:
         self.emit = emit
         self._cell = cell
         self.request_id = next(_IDS)
         self.primary = primary
         self.requested_model = requested_model
+        # The id the primary is sent: what `model` means in every event.
+        self.primary_model = requested_model if primary_model is None else primary_model
         self._max_attempts = max_attempts
         # The clock's own method: a third of trio.current_time()'s cost.
         self._now = trio.lowlevel.current_clock().current_time
@@ -230,7 +234,13 @@ class RequestObserver:
         if self.emit is not None:
             self.emit(
                 RequestStarted(
-                    self.request_id, self.primary, self.requested_model, 0, self._t0, stream
+                    self.request_id,
+                    self.primary,
+                    self.primary_model,
+                    0,
+                    self._t0,
+                    stream,
+                    self.requested_model,
                 )
             )
 
@@ -268,7 +278,7 @@ class RequestObserver:
         elif self._last is not None:
             provider, model, attempt = self._last
         else:
-            provider, model, attempt = self.primary, self.requested_model, 0
+            provider, model, attempt = self.primary, self.primary_model, 0
         if self.emit is not None:
             self.emit(
                 RequestFinished(
@@ -306,8 +316,8 @@ class RequestObserver:
             request_id=self.request_id,
             requested_provider=self.primary,
             requested_model=self.requested_model,
-            served_provider=None if served is None else served[0].name,
-            served_model=None if served is None else served[0].model_id,
+            actual_provider=None if served is None else served[0].name,
+            actual_model=None if served is None else served[0].model_id,
             outcome=outcome,
             attempts=self._attempts(trail, now, outcome),
             recoveries=recoveries,
@@ -352,6 +362,7 @@ class RequestObserver:
             detail,
             slot.started_at,
             ended,
+            self._t0,
         )
 
     # -- attempts -----------------------------------------------------------------

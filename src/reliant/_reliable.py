@@ -68,7 +68,13 @@ class ReliableProvider(Provider):
     """A provider that retries, falls back and fails over across other providers.
 
     Args:
-        providers: ``(name, provider)`` pairs in priority order; names must be unique.
+        providers: In priority order, each a provider that has a ``name``
+            (``OpenAICompatible(name=...)``, ``Anthropic(name=...)``,
+            ``ScriptedProvider(name=...)``), which is then its name here,
+            or a ``(name, provider)`` pair, whose name wins (for providers
+            without one, or to rename one). Names must be unique; failure
+            trails, events and fallback information use them throughout,
+            the leaf's own error text included.
         max_retries: Retries per (provider, model) pair (so ``max_retries + 1`` attempts).
         base_backoff: First backoff in seconds; floored at 0.05, doubled per
             retry up to 10 s; a Retry-After (capped at 30 s) replaces it.
@@ -86,7 +92,9 @@ class ReliableProvider(Provider):
             failed before its first item (or none can stream), serve the
             request through the non-streaming path and deliver it as one
             chunk plus the final one.
-        rng: Random source for backoff jitter (tests pin it).
+        rng: Random source for backoff jitter. Tests that assert exact
+            virtual times pass ``reliant.testing.NoJitter()`` (every wait is
+            its full base) or a seeded ``random.Random``.
         health: Provider health (circuit breakers, Retry-After cooldowns,
             retry budget) shared by every request of this provider: a
             :class:`HealthPolicy` (the default, kept in this process), a
@@ -122,7 +130,7 @@ class ReliableProvider(Provider):
 
     def __init__(
         self,
-        providers: Sequence[tuple[str, Provider]],
+        providers: Sequence[tuple[str, Provider] | Provider],
         max_retries: int = 2,
         base_backoff: float = 0.5,
         *,
@@ -139,7 +147,7 @@ class ReliableProvider(Provider):
         hedge: Hedge | None = None,
         on_event: EventHook | None = None,
     ) -> None:
-        providers = tuple(providers)
+        providers = _named(providers)
         from ._observe import Emitter, check_hook
 
         listeners = () if on_event is None else (check_hook(on_event),)
@@ -543,6 +551,26 @@ def _as_chunks(text: str, options: StreamOptions) -> list[StreamChunk]:
         chunks.append(chunk.with_token_estimate() if options.count_tokens else chunk)
     chunks.append(StreamChunk.final())
     return chunks
+
+
+def _named(
+    providers: Sequence[tuple[str, Provider] | Provider],
+) -> tuple[tuple[str, Provider], ...]:
+    # A provider given alone is named by itself: the name is written once.
+    if isinstance(providers, Provider):
+        raise TypeError("providers must be a sequence of providers or (name, provider) pairs")
+    named: list[tuple[str, Provider]] = []
+    for entry in providers:
+        if isinstance(entry, Provider):
+            name = getattr(entry, "name", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(
+                    f"{type(entry).__name__} has no name; pass it as a (name, provider) pair"
+                )
+            named.append((name, entry))
+        else:
+            named.append(entry)
+    return tuple(named)
 
 
 def _validate(

@@ -208,6 +208,9 @@ class Classification:
         retry_after: Seconds the server asked us to wait, or None.
         content_filter: True when a safety system refused: final for the
             whole request unless the caller opted into fallback.
+        final: True when the error ends the whole request at once, raised
+            as it is: no retry, no other candidate, whatever the options
+            (a :class:`~reliant.FakeServerSpecError`: a test's own mistake).
     """
 
     reason: FailureReason
@@ -216,6 +219,7 @@ class Classification:
     context_window: bool
     retry_after: float | None
     content_filter: bool = False
+    final: bool = False
 
 
 # ── string-level helpers ─────────────────────────────────────────────────
@@ -570,6 +574,8 @@ _KIND_CLASSIFICATION: dict[str, Classification] = {
     "response_too_large": Classification("response_too_large", False, False, False, None),
     "malformed_response": Classification("malformed_response", False, False, False, None),
     "content_filter": Classification("content_filter", False, False, False, None, True),
+    # A test's mistyped fake-server spec: failing over would hide it.
+    "fake_server_spec": Classification("fake_server_spec", False, False, False, None, final=True),
 }
 
 

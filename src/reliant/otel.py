@@ -223,18 +223,18 @@ class Instrumentation:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": _OPERATION,
             "gen_ai.provider.name": e.provider,
-            "gen_ai.request.model": e.model,
+            "gen_ai.request.model": e.requested_model,
             "reliant.request.id": e.request_id,
         }
         if e.stream:
             attributes["gen_ai.request.stream"] = True
         span = self._tracer.start_span(
-            f"{_OPERATION} {e.model}",
+            f"{_OPERATION} {e.requested_model}",
             kind=self._internal,
             attributes=attributes,
             start_time=base_ns,
         )
-        self._requests[e.request_id] = _Request(span, base_ns, e.at, e.model, e.stream)
+        self._requests[e.request_id] = _Request(span, base_ns, e.at, e.requested_model, e.stream)
 
     def _request_finished(self, e: RequestFinished) -> None:
         request = self._requests.pop(e.request_id, None)
@@ -336,7 +336,7 @@ class Instrumentation:
         span = request.attempts.pop((e.provider, e.model, e.attempt), None)
         if span is None:
             return
-        span.set_attribute("error.type", e.error_type)
+        span.set_attribute("error.type", e.error_kind)
         span.set_attribute("reliant.failure.reason", e.reason)
         span.set_attribute("reliant.outcome", "failure")
         if e.status is not None:

@@ -37,6 +37,22 @@ fallback chains, context-window recovery and streaming failover.
 """
 
 
+# The steps `reliant demo` runs, in order, as its --help lists them (the demo's
+# own step table is checked against this list by the tests): kept here so
+# `--help` does not import the demo's server and providers.
+DEMO_STEPS: tuple[str, ...] = (
+    "429, Retry-After: waited out, then served",
+    "500, provider failover: retried once, then the backup serves",
+    "dead primary, breaker: it opens, the next requests skip the primary",
+    "model fallback: demo-large fails everywhere, demo-small serves",
+    "context window recovery: history truncated, then served",
+    "stream, hung primary: failover at the first-chunk timeout",
+    "stream, hedged: a slow primary is hedged, the first answer wins",
+    "stream, cut and continued: the backup continues the same answer",
+    "stream, cancelled: the upstream connection closes at once",
+)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from reliant import __version__
 
@@ -48,15 +64,15 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reliant {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    steps = "\n".join(f"  {i}. {step}" for i, step in enumerate(DEMO_STEPS, 1))
     sub.add_parser(
         "demo",
         help="watch retries and failover happen on an embedded fake LLM server",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Start a fake LLM server on loopback and show, on real sockets with the real "
-            "OpenAI-compatible and Anthropic providers, a Retry-After wait, a provider "
-            "failover, a model fallback, context-window recovery, a hung stream failing "
-            "over, and a cancelled stream closing its upstream connection. No API keys, "
-            "no network."
+            "Start a fake LLM server on loopback and show, on real sockets with the real\n"
+            f"OpenAI-compatible and Anthropic providers, {len(DEMO_STEPS)} steps:\n\n"
+            f"{steps}\n\nNo API keys, no network."
         ),
     )
 
@@ -96,7 +112,11 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure time to first token through ReliableProvider for failover scenarios on "
             "the embedded fake server (default), or for your own providers (--config), and "
-            "compare it with calling the provider that served directly, in the same run."
+            "compare it with calling the provider that served directly, in the same run. "
+            "Each sample records its path: retries, fallbacks, and whether it skipped an "
+            "open circuit breaker (the 'skipped' column). With --config, provider health "
+            "is fresh for every repetition unless --health says otherwise, so a hung "
+            "primary measures its first-chunk timeout and failover, not the breaker skip."
         ),
     )
     bench.add_argument(
@@ -122,6 +142,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--prompt",
         default="Reply with one short sentence.",
         help="with --config: the prompt to send",
+    )
+    bench.add_argument(
+        "--health",
+        choices=("fresh", "shared", "off"),
+        default=None,
+        help=(
+            "with --config: provider health during the runs. fresh (default): every "
+            "repetition starts with new, in-process breakers, so each one measures the "
+            "failover itself; shared: health as configured (Redis included) carries over "
+            "between repetitions, so once a breaker opens the samples measure skipping it; "
+            "off: no provider health (every repetition pays every retry). The 'skipped' "
+            "column counts the samples that skipped an open breaker"
+        ),
     )
     bench.add_argument("--json", metavar="FILE", help="write every figure and raw sample as JSON")
     bench.add_argument(

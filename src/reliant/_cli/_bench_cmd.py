@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import trio
 from rich import box
@@ -47,10 +49,29 @@ __all__ = ["run_bench_command"]
 NEEDS_PLOT_EXTRA = "reliant bench --plot needs matplotlib: pip install 'reliant[plot]'"
 
 
+HealthMode = Literal["fresh", "shared", "off"]
+
+
+def _health_for(config: Config, mode: HealthMode) -> Config:
+    # fresh: an in-process store, cleared before every repetition; never the
+    # configured Redis, whose shared breakers a benchmark must not wipe.
+    if mode == "off":
+        return replace(config, health=None, health_redis=None)
+    if mode == "fresh":
+        return replace(config, health_redis=None)
+    return config
+
+
 async def _bench_config(
-    config: Config, model: str, prompt: str, repetitions: int, progress: Progress, task: object
+    config: Config,
+    model: str,
+    prompt: str,
+    repetitions: int,
+    progress: Progress,
+    task: object,
+    health: HealthMode = "fresh",
 ) -> BenchReport:
-    from reliant import ChatMessage
+    from reliant import ChatMessage, LocalHealth
 
     async with AsyncExitStack() as stack:
         providers = build_providers(config)
@@ -58,11 +79,16 @@ async def _bench_config(
             if hasattr(provider, "aclose"):
                 stack.push_async_callback(provider.aclose)
         leaves: dict[str, Provider] = dict(providers)
-        reliable = build_reliable(config, providers)
+        reliable = build_reliable(_health_for(config, health), providers)
         await enter_health(reliable, stack)
+        store = reliable.health_store
+        before_each = store.clear if health == "fresh" and isinstance(store, LocalHealth) else None
         target = Target(
             name=f"config:{model}",
-            description=f"{config.source}: {' -> '.join(n for n, _ in providers)}",
+            description=(
+                f"{config.source}: {' -> '.join(n for n, _ in providers)} (health {health})"
+            ),
+            before_each=before_each,
             reliable=reliable,
             providers=leaves,
             primary=providers[0][0],
@@ -171,12 +197,20 @@ def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> i
         except ConfigError as problem:
             say(err, f"reliant: {problem}", "red")
             return EXIT_BAD_INPUT
+        for note in config.deprecations:
+            say(err, f"reliant: {config.source}: {note}", "yellow")
         model = args.model or config.default_model
         if model is None:
             say(err, "reliant bench: no model: pass --model or set default_model", "red")
             return EXIT_BAD_INPUT
-    elif args.model is not None:
-        say(err, "reliant bench: --model applies to --config only", "red")
+    elif args.model is not None or args.health is not None:
+        option = "--model" if args.model is not None else "--health"
+        say(
+            err,
+            f"reliant bench: {option} applies to --config only "
+            "(each built-in scenario sets its own health)",
+            "red",
+        )
         return EXIT_BAD_INPUT
 
     names: list[str] = list(dict.fromkeys(args.scenario or SCENARIO_NAMES))
@@ -196,7 +230,14 @@ def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> i
             if config is not None:
                 assert model is not None
                 report = trio.run(
-                    _bench_config, config, model, args.prompt, repetitions, progress, task
+                    _bench_config,
+                    config,
+                    model,
+                    args.prompt,
+                    repetitions,
+                    progress,
+                    task,
+                    args.health or "fresh",
                 )
             else:
 

@@ -12,7 +12,6 @@ outcome.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from contextlib import AsyncExitStack
 from typing import IO, TYPE_CHECKING
@@ -32,7 +31,7 @@ from reliant import (
 )
 
 from . import EXIT_BAD_INPUT, EXIT_FAILED
-from ._common import capture_reliant_logs, describe_fallback, say, short_error
+from ._common import describe_fallback, say, short_error
 from ._config import (
     Config,
     ConfigError,
@@ -65,8 +64,8 @@ def format_trace(record: RequestRecord) -> str:
         f"reliant trace: request {record.request_id} (model {record.requested_model}) "
         f"{record.outcome} in {record.duration * 1000:.0f} ms"
     )
-    if record.served_provider is not None:
-        head += f", served by {record.served_provider} ({record.served_model})"
+    if record.actual_provider is not None:
+        head += f", served by {record.actual_provider} ({record.actual_model})"
     if record.time_to_first_chunk is not None:
         head += f", first chunk at {record.time_to_first_chunk * 1000:.0f} ms"
     lines = [head]
@@ -107,12 +106,6 @@ async def chat(
         ConfigError: An API key's environment variable is missing.
         ReliantError: Every candidate failed, or a committed stream broke.
     """
-    failures: list[logging.LogRecord] = []
-
-    def remember(record: logging.LogRecord) -> None:
-        if record.name == "reliant" and "error" in record.__dict__:
-            failures.append(record)
-
     messages = [ChatMessage.user(prompt)]
     if system:
         messages.insert(0, ChatMessage.system(system))
@@ -125,7 +118,7 @@ async def chat(
         reliable = build_reliable(config, providers)
         await enter_health(reliable, stack)
         wrote_newline = True
-        with fallback_scope(), capture_reliant_logs(remember):
+        with fallback_scope():
             try:
                 wrote_newline = await _ask(
                     reliable, messages, model, temperature, stream=stream, out=out, err=err
@@ -144,10 +137,10 @@ async def chat(
         out.flush()
         if info is not None:
             note = f"reliant: {describe_fallback(info)}"
-            first = next((r for r in failures if r.__dict__.get("provider")), None)
+            first = next((a for a in info.attempts if a.started_at is not None), None)
             if first is not None:
-                note += f" (first failure: {first.__dict__['provider']}: "
-                note += f"{short_error(str(first.__dict__['error']))})"
+                note += f" (first failure: {first.provider}: "
+                note += f"{short_error(first.error, provider=first.provider)})"
             say(err, note, "yellow")
 
 
@@ -194,6 +187,8 @@ def run_chat_command(args: argparse.Namespace, out: Console, err: Console) -> in
     except ConfigError as problem:
         _fail(err, f"reliant: {problem}")
         return EXIT_BAD_INPUT
+    for note in config.deprecations:
+        say(err, f"reliant: {config.source}: {note}", "yellow")
     model = args.model or config.default_model
     if not model:
         _fail(err, f"reliant: no model: pass --model or set default_model in {config.source}")

@@ -81,6 +81,8 @@ def describe_fallback(info: ProviderFallbackInfo) -> str:
             f"after model {info.requested_model} failed"
         )
     primary = [a for a in info.attempts if a.provider == info.requested_provider]
+    # The id the primary was sent, like the served model's: not the requested name.
+    sent = primary[0].model if primary else info.requested_model
     if primary and all(a.reason == "hedge_lost" for a in primary):
         why = "was slower (hedged)"
     elif primary and all(a.reason == "circuit_open" for a in primary):
@@ -89,17 +91,26 @@ def describe_fallback(info: ProviderFallbackInfo) -> str:
         why = "failed"
     return (
         f"served by {info.actual_provider} (model {info.actual_model}) "
-        f"after {info.requested_provider} (model {info.requested_model}) {why}"
+        f"after {info.requested_provider} (model {sent}) {why}"
     )
 
 
-def short_error(detail: str, limit: int = 64) -> str:
-    """A compact form of a sanitized error: ``429 Too Many Requests``, else its message."""
+def short_error(detail: str, limit: int = 100, provider: str | None = None) -> str:
+    """A compact form of a sanitized error: ``429 Too Many Requests``, else its message.
+
+    A leading ``provider`` name (the trail already says whose error it is)
+    is dropped, and a long text is cut at a word boundary, never mid-word.
+    """
+    if provider and detail.startswith(provider):
+        detail = detail[len(provider) :].lstrip(" :")
     status = _STATUS_RE.search(detail)
     message = _json_message(detail)
     text = " ".join(x for x in status.groups() if x) if status else message or detail
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 3)
+    return text[: cut if cut > limit // 2 else limit - 3].rstrip(" ,;:") + "..."
 
 
 def _json_message(detail: str) -> str | None:

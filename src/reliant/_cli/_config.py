@@ -96,7 +96,7 @@ class Config:
     temperature: float = 0.7
     max_retries: int = 2
     base_backoff: float = 0.5
-    request_timeout: float | None = None
+    timeout: float | None = None
     first_chunk_timeout: float = 60.0
     idle_timeout: float = 60.0
     stream_fallback_to_non_streaming: bool = False
@@ -108,6 +108,7 @@ class Config:
     fallback_on_content_filter: bool = False
     health_redis: RedisHealthConfig | None = None
     source: str = DEFAULT_CONFIG_NAME
+    deprecations: tuple[str, ...] = ()
 
     @property
     def model_aliases(self) -> dict[str, dict[str, str]]:
@@ -145,12 +146,21 @@ def _wrong_type(path: str, expected: str, value: object) -> ConfigError:
     return ConfigError(f"{path}: expected {expected}, found {_found(value)}")
 
 
+_AFTER_TABLE = (
+    " ({key!r} is a top-level key: in TOML every key after a [table] or [[providers]] "
+    "header belongs to that table, so top-level keys must come before the first one)"
+)
+
+
 def _unknown_keys(table: Mapping[str, object], valid: tuple[str, ...], where: str) -> None:
     for key in table:
         if key in valid:
             continue
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if where and key in TOP_KEYS:
+            # TOML puts every key after a [table] header into that table.
+            hint = _AFTER_TABLE.format(key=key)
         listing = ", ".join(valid)
         raise ConfigError(
             f"{where}: unknown key {key!r}{hint}; valid keys: {listing}"
@@ -283,6 +293,7 @@ TOP_KEYS: tuple[str, ...] = (
     "temperature",
     "max_retries",
     "base_backoff",
+    "timeout",
     "request_timeout",
     "first_chunk_timeout",
     "idle_timeout",
@@ -388,7 +399,10 @@ def _model_fallbacks(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     for model, chain in value.items():
         path = f"model_fallbacks.{_quote_key(model)}"
         if not isinstance(chain, list):
-            raise _wrong_type(path, "an array of strings", chain)
+            problem = _wrong_type(path, "an array of strings", chain)
+            if model in TOP_KEYS:
+                raise ConfigError(f"{problem}{_AFTER_TABLE.format(key=model)}")
+            raise problem
         for i, item in enumerate(chain):
             if not isinstance(item, str):
                 raise _wrong_type(f"{path}[{i}]", "a string", item)
@@ -438,7 +452,8 @@ def _hedge(data: Mapping[str, Any]) -> Hedge | None:
         elif key == "max_extra":
             values[key] = _integer(table, key, "hedge", None, minimum=1)
         else:
-            values[key] = _number(table, key, "hedge", 0.0, positive=key != "budget")
+            zero_ok = key in ("budget", "min_hedges_per_second")
+            values[key] = _number(table, key, "hedge", 0.0, positive=not zero_ok)
     try:
         return Hedge(**values)
     except (TypeError, ValueError) as err:
@@ -514,11 +529,7 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
         temperature=temperature,
         max_retries=max_retries,
         base_backoff=_number(data, "base_backoff", "", 0.5, positive=False),
-        request_timeout=(
-            _number(data, "request_timeout", "", 0.0, positive=True)
-            if "request_timeout" in data
-            else None
-        ),
+        timeout=_timeout(data),
         first_chunk_timeout=_number(data, "first_chunk_timeout", "", 60.0, positive=True),
         idle_timeout=_number(data, "idle_timeout", "", 60.0, positive=True),
         stream_fallback_to_non_streaming=_boolean(
@@ -532,7 +543,27 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
         fallback_on_content_filter=_boolean(data, "fallback_on_content_filter", "", False),
         health_redis=_health_redis(data),
         source=source,
+        deprecations=(REQUEST_TIMEOUT_RENAMED,) if "request_timeout" in data else (),
     )
+
+
+REQUEST_TIMEOUT_RENAMED = (
+    "request_timeout is deprecated: write timeout (the same per-phase HTTP timeout, the "
+    "name OpenAICompatible(timeout=...) and Anthropic(timeout=...) use; their "
+    "request_timeout= is a cap on a whole non-streaming call)"
+)
+
+
+def _timeout(data: Mapping[str, Any]) -> float | None:
+    # ``timeout`` is the per-phase HTTP timeout, as the providers' timeout=.
+    # The old name, request_timeout, meant the same here but a whole-call
+    # cap on the providers: accepted for one release, with a note.
+    if "timeout" in data and "request_timeout" in data:
+        raise ConfigError("timeout: also given as request_timeout, its deprecated name; keep one")
+    for key in ("timeout", "request_timeout"):
+        if key in data:
+            return _number(data, key, "", 0.0, positive=True)
+    return None
 
 
 def resolve_config_path(explicit: str | None) -> Path:
@@ -623,7 +654,7 @@ def build_providers(
                 name=p.name,
                 base_url=p.base_url,
                 api_key=key,
-                timeout=config.request_timeout,
+                timeout=config.timeout,
                 extra_headers=headers,
                 supports_prefill=p.prefill,
             )
@@ -632,7 +663,7 @@ def build_providers(
                 name=p.name,
                 base_url=p.base_url,
                 api_key=key,
-                timeout=config.request_timeout,
+                timeout=config.timeout,
                 extra_headers=headers,
                 max_tokens=p.max_tokens if p.max_tokens is not None else 4096,
             )

@@ -80,7 +80,15 @@ import h11
 import httpx2
 import trio
 
-from .._exceptions import ContentFilterError, ErrorKind, ProviderError, ReliantError, StreamError
+from .._exceptions import (
+    FAKE_SERVER_SPEC_HEADER,
+    ContentFilterError,
+    ErrorKind,
+    FakeServerSpecError,
+    ProviderError,
+    ReliantError,
+    StreamError,
+)
 from .._provider import Provider
 from .._sanitize import MAX_ERROR_CHARS, register_secret, sanitize_api_error, scrub_exception
 from ._limits import (
@@ -852,6 +860,12 @@ class HTTPProvider(Provider):
 
     def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
         status = response.status_code
+        spec_error = response.headers.get(FAKE_SERVER_SPEC_HEADER)
+        if spec_error is not None and 400 <= status < 500:
+            # reliant.testing's fake server refused a test's spec: say so plainly.
+            return FakeServerSpecError(
+                f"{self._name}: {spec_error}", provider=self._name, status_code=status
+            )
         # Decided on the raw body: sanitizing may cut it, and a cut body is no JSON.
         cls = (
             ContentFilterError

@@ -13,6 +13,7 @@ from ._fake_server import Disconnect as Disconnect
 from ._fake_server import FakeLLMServer as FakeLLMServer
 from ._fake_server import FakeRequest as FakeRequest
 from ._fake_server import serve_fake_llm as serve_fake_llm
+from ._jitter import NoJitter as NoJitter
 from ._scripted import Empty as Empty
 from ._scripted import Fail as Fail
 from ._scripted import Hang as Hang
@@ -32,6 +33,7 @@ __all__ = [
     "FakeLLMServer",
     "FakeRequest",
     "Hang",
+    "NoJitter",
     "Outcome",
     "Reply",
     "Script",

@@ -21,8 +21,17 @@ Each request gets a :class:`Behavior`. Programmatic scripts win:
 ``server.script(None, [...])`` for every other model; a script is consumed
 one behaviour per request and its last entry repeats. Without a script, the
 model name itself is the behaviour, written ``kind[:arg]...`` with
-``key=value`` arguments; a model name that does not start with a known kind
-(``gpt-4o``) behaves as ``ok``, and a known kind with bad arguments gets a 400.
+``key=value`` arguments. A name that is plainly a model id (``gpt-4o``,
+``claude-sonnet-4-5``, ``llama3.1:8b``) behaves as ``ok``. Everything else
+gets a 400 that names the problem and the closest kind, so a test never
+runs against a behaviour it did not ask for: a known kind with bad arguments
+(``ok:chunk=2``: did you mean ``chunks``?), and a name that looks like a
+behaviour but is none (``hang`` or ``timeout``: did you mean ``hang_headers``?;
+``500`` or ``status=500``: ``status:500``; ``hang_header``, ``reset_``, a
+bare ``key=value``). Such a 400 carries the ``x-reliant-fake-server-error``
+header, which reliant's providers turn into a
+:class:`~reliant.FakeServerSpecError`: final, never retried or failed over,
+raised to the test as it is.
 
 ``ok``
     Answer normally: ``chunks`` pieces ``"tok0 "``, ``"tok1 "``, ... (default
@@ -153,6 +162,7 @@ the indices of requests whose response the client abandoned before it ended.
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import http
 import json
@@ -168,6 +178,7 @@ from typing import Any, Literal, NamedTuple, TypeAlias, get_args
 import h11
 import trio
 
+from .._exceptions import FAKE_SERVER_SPEC_HEADER
 from ._raw import RawResponse, RawScripts, send_raw
 
 __all__ = [
@@ -283,7 +294,9 @@ class Behavior:
         """
         head, *tokens = spec.split(":")
         if head not in _KINDS:
-            raise ValueError(f"unknown behaviour kind {head!r}")
+            suggestion = misread_behavior(spec)
+            hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            raise ValueError(f"unknown behaviour kind {head!r}{hint}")
         kwargs: dict[str, Any] = {}
         for position, token in enumerate(tokens):
             key, sep, value = token.partition("=")
@@ -298,7 +311,9 @@ class Behavior:
                 raise ValueError(f"bad behaviour argument {token!r} in {spec!r}")
             converter = _PARSERS.get(key)
             if converter is None:
-                raise ValueError(f"unknown behaviour argument {key!r} in {spec!r}")
+                close = difflib.get_close_matches(key, _PARSERS, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown behaviour argument {key!r} in {spec!r}{hint}")
             try:
                 kwargs[key] = converter(value)
             except ValueError:
@@ -307,10 +322,24 @@ class Behavior:
 
     @classmethod
     def for_model(cls, model: str | None) -> Behavior:
-        """The behaviour a model name asks for; ``ok`` for ordinary model names."""
-        if not model or model.split(":", 1)[0] not in _KINDS:
+        """The behaviour a model name asks for; ``ok`` for names that are plainly model ids.
+
+        Raises:
+            ValueError: ``model`` names a kind with bad arguments, or looks
+                like a behaviour that does not exist (the message suggests
+                the closest one).
+        """
+        if not model:
             return cls()
-        return cls.parse(model)
+        if model.split(":", 1)[0] in _KINDS:
+            return cls.parse(model)
+        suggestion = misread_behavior(model)
+        if suggestion is not None:
+            raise ValueError(
+                f"{model!r} is not a fake-server behaviour (did you mean {suggestion!r}?); "
+                "a model name answers 'ok' only when it is plainly a model id such as 'gpt-4o'"
+            )
+        return cls()
 
     def text_pieces(self) -> list[str]:
         """The text pieces of a full answer, in order."""
@@ -362,6 +391,112 @@ class Behavior:
         return pieces
 
 
+# Words a newcomer reaches for, mapped to the kind that does it. Without this
+# table each of them used to answer a normal ``ok``, and a failover test
+# written with one was silently served by the primary.
+_MISREAD: dict[str, str] = {
+    "hang": "hang_headers",
+    "hung": "hang_headers",
+    "timeout": "hang_headers",
+    "time_out": "hang_headers",
+    "stall": "hang_body",
+    "stalled": "hang_body",
+    "slow": "ok:ttft=5",
+    "delay": "ok:delay=5",
+    "error": "status:500",
+    "fail": "status:500",
+    "failure": "status:500",
+    "server_error": "status:500",
+    "rate_limit": "status:429:retry_after=1",
+    "rate_limited": "status:429:retry_after=1",
+    "ratelimit": "status:429:retry_after=1",
+    "overloaded": "status:529",
+    "unavailable": "status:503",
+    "disconnect": "cut",
+    "close": "cut",
+    "truncate": "cut",
+    "truncated": "cut",
+    "broken": "cut",
+    "refusal": "content_filter",
+    "refuse": "content_filter",
+    "filter": "content_filter",
+    "tool": "tools",
+    "tool_call": "tools",
+    "tool_calls": "tools",
+    "inband": "inband_error",
+    "invalid_json": "malformed",
+    "bad_json": "malformed",
+    "context_window": "context:2000",
+    "context_length": "context:2000",
+}
+
+
+def misread_behavior(spec: str) -> str | None:
+    """The behaviour ``spec`` was probably meant to be, or None when it is plainly a model id.
+
+    A model id (``gpt-4o``, ``claude-sonnet-4-5``, ``llama3.1:8b``) shares
+    no shape with a behaviour spec. A status code (``500``), a ``key=value``
+    (``status=500``), a word from the table above (``hang``, ``timeout``), a
+    near miss of a kind (``hang_header``) or an underscore name starting like
+    a kind (``hang_forever``) does, and answering it ``ok`` would make a test
+    quietly wrong.
+    """
+    head, _, rest = spec.partition(":")
+    word = head.strip().lower()
+    tail = f":{rest}" if rest else ""
+    if word in _KINDS:
+        return word + tail  # ``OK``, ``Status:500``
+    if word in _MISREAD:
+        return _MISREAD[word]
+    if word.isdigit():
+        return f"status:{word}" if 100 <= int(word) <= 599 else "status:500"
+    key, eq, value = word.partition("=")
+    if eq:
+        if key in _POSITIONAL:
+            return f"{key}:{value}{tail}"
+        return f"ok:{word}{tail}" if key in _PARSERS else "ok"
+    close = difflib.get_close_matches(word, [*_KINDS, *_MISREAD], n=1, cutoff=0.75)
+    if close:
+        return _MISREAD.get(close[0], close[0]) + tail
+    stem = word.split("_", 1)[0]
+    if "_" in word and stem in _STEMS:
+        return _STEMS[stem]
+    if "=" in rest:
+        # ``anything:after=3``: arguments only a behaviour takes.
+        return "ok" + tail
+    return None
+
+
+def describe(behavior: Behavior) -> str:
+    """``behavior`` written like a model-name spec: its kind and every non-default field.
+
+    Free text (bodies, messages, answers) is shown by its length and headers
+    by their names: a test may script a body that quotes a secret, and this
+    line goes to a log.
+    """
+    parts: list[str] = [behavior.kind]
+    for f in fields(Behavior):
+        if f.name == "kind":
+            continue
+        value = getattr(behavior, f.name)
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if value == default:
+            continue
+        if f.name == "headers":
+            value = ",".join(sorted(value))
+        elif f.name in _FREE_TEXT:
+            value = f"<{len(value)} chars>"
+        parts.append(f"{f.name}={value}")
+    return ":".join(parts)
+
+
+_FREE_TEXT = frozenset({"text", "message", "body", "tool_arguments", "tool_name"})
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:1000]
+
+
 def _parse_bool(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -389,6 +524,13 @@ for _f in fields(Behavior):
     else:
         _PARSERS[_f.name] = str
 del _f, _type
+
+# The first word of each two-word kind: ``hang_forever`` is meant as a hang.
+_STEMS: dict[str, str] = {}
+for _kind in get_args(BehaviorKind):
+    if "_" in _kind:
+        _STEMS.setdefault(_kind.split("_", 1)[0], _kind)
+del _kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -1276,16 +1418,25 @@ async def _respond(
     try:
         behavior = server.behavior_for(request.model)
     except ValueError as exc:
+        message = f"reliant fake server: {exc}"
+        logger.info("request %d %s model=%r -> 400: %s", request.index, path, request.model, exc)
         error = {
             "error": {
-                "message": str(exc),
+                "message": message,
                 "type": "invalid_request_error",
                 "param": "model",
-                "code": None,
+                "code": "fake_server_spec",
             }
         }
-        await _send_json(conn, stream, 400, _dumps(error))
+        # The header is what a reliant provider recognises (any protocol's
+        # body shape): the 400 becomes a FakeServerSpecError, never a
+        # failure to fail over from.
+        header = [(FAKE_SERVER_SPEC_HEADER, _header_safe(message))]
+        await _send_json(conn, stream, 400, _dumps(error), header)
         return "keep"
+    logger.info(
+        "request %d %s model=%r -> %s", request.index, path, request.model, describe(behavior)
+    )
     proto = protocol_cls(request, behavior)
     b = behavior
     extra = list(b.headers.items())

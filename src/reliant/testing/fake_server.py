@@ -8,9 +8,15 @@ In tests::
         server.script(None, [Behavior(kind="status", status=503), "ok"])
         ...  # point a provider at server.openai_base_url or server.anthropic_base_url
 
-As its own process (prints its base URL, serves until Ctrl-C or SIGTERM)::
+As its own process (prints the two base URLs, serves until Ctrl-C or SIGTERM;
+``--verbose`` logs one line per request on stderr, naming the behaviour chosen)::
 
-    python -m reliant.testing.fake_server --port 8080 [--host 127.0.0.1]
+    python -m reliant.testing.fake_server --port 8080 [--host 127.0.0.1] [--verbose]
+
+which prints::
+
+    openai:    http://127.0.0.1:8080/v1
+    anthropic: http://127.0.0.1:8080
 
 The behaviour of each request is chosen by its model name (``ok``,
 ``status:429:retry_after=3``, ``cut:after=3``, ...); the full convention is
@@ -20,6 +26,7 @@ in :mod:`reliant.testing._fake_server`.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -57,7 +64,11 @@ async def _serve_forever(host: str, port: int) -> None:
     # KeyboardInterrupt as usual.
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with serve_fake_llm(host=host, port=port) as server:
-            print(server.base_url, flush=True)
+            # Both base URLs, each as a client wants it: the OpenAI one ends
+            # in /v1, the Anthropic one is the root (one printed URL used to
+            # be pasted into both, and one of them then got 404s).
+            print(f"openai:    {server.openai_base_url}", flush=True)
+            print(f"anthropic: {server.anthropic_base_url}", flush=True)
             async for _ in signals:
                 return
 
@@ -70,7 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log one line per request on stderr: its path, model and the behaviour chosen",
+    )
     args = parser.parse_args(argv)
+    if args.verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("reliant.testing.fake_server")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     try:
         trio.run(_serve_forever, args.host, args.port)
     except KeyboardInterrupt:
