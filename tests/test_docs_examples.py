@@ -76,8 +76,9 @@ def fake_server_url() -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://"), url
+        first = proc.stdout.readline().strip()  # "openai:    http://HOST:PORT/v1"
+        url = first.removeprefix("openai:").strip().removesuffix("/v1")
+        assert url.startswith("http://"), first
         yield url
     finally:
         proc.terminate()

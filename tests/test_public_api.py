@@ -134,7 +134,7 @@ PROVIDERS = {
 }  # fmt: skip
 TESTING = {
     "Behavior", "BehaviorKind", "Disconnect", "Empty", "Fail", "FakeLLMServer", "FakeRequest",
-    "Hang", "Outcome", "Reply", "Script", "ScriptedCall", "ScriptedProvider", "Stream",
+    "Hang", "NoJitter", "Outcome", "Reply", "Script", "ScriptedCall", "ScriptedProvider", "Stream",
     "serve_fake_llm",
 }  # fmt: skip
 # reliant.testing.fake_server re-exports the server's names from reliant.testing; these are its own.
