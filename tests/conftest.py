@@ -41,3 +41,31 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def redis_prefix() -> str:
     """A key prefix no other test uses, so tests sharing the server share nothing."""
     return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+# -- both backends --------------------------------------------------------------------------
+#
+# Tests marked ``pytest.mark.anyio`` run once per backend through anyio's pytest
+# plugin, each on a virtual clock: trio's MockClock(autojump_threshold=0), and on
+# asyncio looptime's loop, which jumps its clock to the next timer whenever
+# every task waits. pytest-trio's trio mode marks every coroutine test as a trio
+# test; the hook below runs after it and gives the anyio-marked ones back.
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("anyio") is not None:
+            item.own_markers[:] = [m for m in item.own_markers if m.name != "trio"]
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """Each anyio test once on trio and once on asyncio, both on a virtual clock."""
+    if request.param == "trio":
+        import trio.testing
+
+        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+    import looptime
+
+    return ("asyncio", {"loop_factory": looptime.new_event_loop})

@@ -48,9 +48,10 @@ Hand-off cost
 -------------
 Items travel from the bridge to the consumer through a bounded buffer built
 for exactly one producer and one consumer: a ``collections.deque`` plus two
-one-task waiters (:class:`_Waiter`, a ``wait_task_rescheduled`` and a
-``reschedule``; trio's ``ParkingLot`` keeps an ordered dict of waiters,
-which one task does not need), one where the consumer waits for data and
+one-task waiters (the backend's ``Waiter``, see :mod:`reliant._backend`: on
+trio a ``wait_task_rescheduled`` and a ``reschedule``, as trio's
+``ParkingLot`` keeps an ordered dict of waiters, which one task does not
+need; on asyncio a ``Future``), one where the consumer waits for data and
 one where the bridge waits for room. Measured on this machine
 (``benchmarks/bench_stream.py``, back-to-back upstream), trio's general memory
 channel made the bridge cost 1.03 us per item against 0.53 us for this
@@ -70,6 +71,11 @@ it, but only if the upstream made the bridge wait on the way (it is doing
 I/O, and one network read may have brought a burst the bridge would
 otherwise parse and buffer first); see ``_noting_waits``.
 
+Backends: the stream binds the running loop's primitives once, when it is
+entered (:func:`reliant._backend.current`): trio's own on trio, anyio's on
+asyncio (cancel scopes with trio's level cancellation, a task group), so
+every guarantee above holds on both, and trio pays one attribute look-up.
+
 Errors travel out of band: the bridge stores the terminal exception on the
 stream and marks it done; the consumer raises it from ``__anext__``, after
 every item delivered before it, as a plain exception, never an
@@ -86,8 +92,8 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
-import trio
-
+from ._backend import Backend
+from ._backend import current as current_backend
 from ._exceptions import ContentFilterError, NoStreamingProviderError, ProviderError, StreamError
 from ._failover import (
     STREAM_FAILOVER_HEADER,
@@ -193,6 +199,7 @@ class ReliableStream(Generic[T]):
 
     __slots__ = (
         "_armed",
+        "_be",
         "_buffer",
         "_data",
         "_detached",
@@ -209,27 +216,28 @@ class ReliableStream(Generic[T]):
         "_writer_parked",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, be: Backend) -> None:
+        self._be = be  # the running loop's primitives (see _backend), bound once
         self._buffer: deque[T] = deque()
-        self._data = _Waiter()  # the consumer waits here for items
-        self._room = _Waiter()  # the bridge waits here for space
+        self._data = be.Waiter()  # the consumer waits here for items
+        self._room = be.Waiter()  # the bridge waits here for space
         # Who is parked, as plain flags: asking a ParkingLot (its __bool__)
         # twice per item was a measurable share of the hot path.
         self._reader_parked = False
         self._writer_parked = False
         # The cancel scope the bridge is awaiting in: the current attempt's,
         # or one around a backoff sleep or a hedged race (see "Detaching").
-        self._scope: trio.CancelScope | None = None
+        self._scope: Any = None  # a trio or anyio CancelScope
         self._detached = False  # the consumer let go: the bridge must stop
         self._exited = False  # the bridge task has finished
-        self._stopped: trio.Event | None = None  # made by aclose() if it must wait
+        self._stopped: Any = None  # an Event made by aclose() if it must wait
         self._error: Exception | None = None
         self._done = False  # the bridge will put nothing more
         self._finished = False  # the consumer has seen the end
         # After commit: the instant the upstream has been silent for the idle
         # timeout, and the committed attempt's cancel scope (see __anext__).
         self._idle_at = math.inf
-        self._idle_scope: trio.CancelScope | None = None
+        self._idle_scope: Any = None
         self._armed = False  # the consumer set the idle deadline on _idle_scope
 
     def __aiter__(self) -> ReliableStream[T]:
@@ -283,10 +291,10 @@ class ReliableStream(Generic[T]):
         """
         self._detach()
         if self._exited:
-            await trio.lowlevel.checkpoint()
+            await self._be.checkpoint()
             return
         if self._stopped is None:
-            self._stopped = trio.Event()
+            self._stopped = self._be.Event()
         await self._stopped.wait()
 
     def _detach(self) -> None:
@@ -306,9 +314,9 @@ class ReliableStream(Generic[T]):
 
     # -- the bridge's side ---------------------------------------------------
 
-    def _watch_idle(self, idle: float, scope: trio.CancelScope) -> None:
+    def _watch_idle(self, idle: float, scope: Any) -> None:
         self._idle_scope = scope
-        self._idle_at = trio.current_time() + idle
+        self._idle_at = self._be.current_time() + idle
 
     def _offer(self, item: T) -> bool:
         """Put ``item`` if there is room (no coroutine); False if the bridge must wait."""
@@ -362,37 +370,6 @@ class ReliableStream(Generic[T]):
             self._wake_reader()
 
 
-class _Waiter:
-    """Where one task at a time waits until the other side wakes it.
-
-    Each side of the buffer has exactly one task, so trio's ``ParkingLot``
-    (an ordered dict of waiters, a generator to pop them) is more than this
-    needs: here a wait is one ``wait_task_rescheduled`` and a wake one
-    ``reschedule``. A wait cancelled before the wake leaves nothing behind
-    (the abort clears the task), so a late wake does nothing.
-    """
-
-    __slots__ = ("_task",)
-
-    def __init__(self) -> None:
-        self._task: trio.lowlevel.Task | None = None
-
-    def wait(self) -> Awaitable[object]:
-        # Not a coroutine of its own: the caller awaits trio's directly, one
-        # frame less on every wait (once per network read on each side).
-        self._task = trio.lowlevel.current_task()
-        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 - the caller awaits it
-
-    def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
-        self._task = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def wake(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
-
-
 class StreamContext(Generic[T]):
     """``async with`` entry point of a reliable stream (an ``open_*``-style owner).
 
@@ -405,7 +382,7 @@ class StreamContext(Generic[T]):
 
     def __init__(self, spec: BridgeSpec[T]) -> None:
         self._spec = spec
-        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery_cm: AbstractAsyncContextManager[Any] | None = None
         self._stream: ReliableStream[T] | None = None
 
     def __aiter__(self) -> None:
@@ -417,8 +394,9 @@ class StreamContext(Generic[T]):
     async def __aenter__(self) -> ReliableStream[T]:
         if self._nursery_cm is not None:
             raise RuntimeError("a stream context can be entered only once")
-        stream: ReliableStream[T] = ReliableStream()
-        self._nursery_cm = trio.open_nursery()
+        be = current_backend()
+        stream: ReliableStream[T] = ReliableStream(be)
+        self._nursery_cm = be.open_stream_nursery()
         nursery = await self._nursery_cm.__aenter__()
         # Named up front: without a name trio formats one from the
         # function's module and qualname on every spawn.
@@ -442,7 +420,7 @@ class StreamContext(Generic[T]):
         except BaseExceptionGroup as group:
             if exc is not None:
                 return  # the caller's own exception wins, unchanged
-            cancelled, rest = group.split(trio.Cancelled)
+            cancelled, rest = group.split(self._stream._be.Cancelled)
             if rest is not None or cancelled is None:
                 raise
             raise _first_leaf(cancelled) from None
@@ -575,7 +553,7 @@ async def _guarded(stream: ReliableStream[Any], fn: Callable[..., Awaitable[R]],
     # the non-streaming fallback) runs in a scope of its own, registered
     # here. So the bridge needs no scope around all of it, which saved one
     # cancel scope per stream; a healthy stream enters exactly one.
-    with trio.CancelScope() as scope:
+    with stream._be.CancelScope() as scope:
         stream._scope = scope
         if stream._detached:
             raise _Detached()
@@ -668,7 +646,7 @@ async def _attempt(
     else:
         opening = spec.open_upstream(slot.provider, slot.model_id, slot.messages)
     try:
-        with trio.CancelScope() as attempt_scope:
+        with stream._be.CancelScope() as attempt_scope:
             if owns_scope:
                 stream._scope = attempt_scope
             # The first-chunk deadline is set on the scope when the upstream
@@ -690,7 +668,7 @@ async def _attempt(
                 if (
                     attempt_scope.cancel_called
                     if upstream.waited
-                    else trio.current_time() >= first_deadline
+                    else stream._be.current_time() >= first_deadline
                 ):
                     # The deadline passed while this item was already on its
                     # way (returned without a checkpoint). Committing now
@@ -808,7 +786,7 @@ class _Upstream(Generic[T]):
     def __init__(
         self,
         cm: AbstractAsyncContextManager[AsyncIterator[T]],
-        scope: trio.CancelScope,
+        scope: Any,
         deadline: float,
     ) -> None:
         self._cm = cm
@@ -904,7 +882,7 @@ async def _forward_recording(
     # item is noted (its text, whether it is a tool call) so a break can be
     # continued or restarted. A restarted answer's first item carries the
     # signal; a continuation's first items pass the overlap trimmer.
-    now = trio.lowlevel.current_clock().current_time
+    now = stream._be.clock()
     tally = None if run.obs is None else run.obs.tally
     from ._recovery import OverlapTrimmer
 
@@ -955,7 +933,7 @@ async def _forward(
     # waits against (see ReliableStream.__anext__); with no idle timeout it stays
     # inf and the consumer never arms a deadline. ``tally`` counts what is
     # delivered when someone observes the request (one None check otherwise).
-    now = trio.lowlevel.current_clock().current_time
+    now = stream._be.clock()
     buffer = stream._buffer
     append = buffer.append
     async for item in items:

@@ -68,10 +68,11 @@ context-window failure the error raised is ``ContextWindowExceededError``. A
 ``FailoverError`` from a nested ``ReliableProvider`` is final for that pair
 too: it already walked its own whole chain, retrying it would repeat all of it.
 
-Only ``Exception`` is caught. ``trio.Cancelled`` and every other
-``BaseException`` leave the loop at once, unrecorded and unretried; backoff
-sleeps are plain ``trio.sleep`` calls, so cancellation interrupts them too and
-all timing follows trio's clock.
+Only ``Exception`` is caught. ``trio.Cancelled``, ``asyncio.CancelledError``
+and every other ``BaseException`` leave the loop at once, unrecorded and
+unretried; backoff sleeps are plain sleeps of the running loop (trio's, or
+anyio's on asyncio: :mod:`reliant._backend`, bound once per run), so
+cancellation interrupts them too and all timing follows that loop's clock.
 """
 
 from __future__ import annotations
@@ -82,9 +83,8 @@ from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 from typing import TYPE_CHECKING, TypeVar
 
-import trio
-
 from . import backoff as _backoff
+from ._backend import current as current_backend
 from ._exceptions import (
     Attempt,
     ContextWindowExceededError,
@@ -337,7 +337,7 @@ class Slot:
     """One attempt handed out by :class:`FailoverRun`; report its outcome exactly once.
 
     ``probe`` is True when this attempt holds a half-open breaker's one
-    probe slot; ``started_at`` is the trio time it was handed out;
+    probe slot; ``started_at`` is the loop time it was handed out;
     ``chain_model`` the model of the chain it serves (before aliases);
     ``hedge`` True for a hedged attempt. A plain slotted class, not a frozen
     dataclass: one is built per attempt and a frozen ``__init__`` costs a
@@ -414,6 +414,7 @@ class FailoverRun:
 
     __slots__ = (
         "_all_context",
+        "_be",
         "_began",
         "_deferred",
         "_empty_final",
@@ -473,7 +474,8 @@ class FailoverRun:
         self._state = _READY if pool else _EXHAUSTED
         self._trail: list[Attempt] = []
         # The request's start: trail entries tell their times relative to it.
-        self._began = trio.current_time()
+        self._be = be = current_backend()  # the running loop's primitives, bound once
+        self._began = be.current_time()
         self._errors: list[Exception] = []
         self._truncated = False
         self._saw_error = False
@@ -527,7 +529,7 @@ class FailoverRun:
     async def _sleep_backoff(self) -> None:
         # The backoff decided by the last failure, slept before the retry is handed out.
         delay, self._sleep = self._sleep, 0.0
-        await trio.sleep(delay)
+        await self._be.sleep(delay)
 
     def _hand_out(self, probe: bool, hedge: bool = False) -> Slot:
         # The current candidate becomes the attempt in flight.
@@ -542,7 +544,7 @@ class FailoverRun:
             self.messages,
             self._n,
             probe,
-            trio.current_time(),
+            self._be.current_time(),
             chain_model,
             hedge,
         )
@@ -581,7 +583,8 @@ class FailoverRun:
 
     def _admitted(self, decision: Decision, key: RouteKey) -> None:
         if decision.admission == "skip":
-            self._skip(key[0], key[1], "circuit_open", _open_detail(decision.reopens_at))
+            wait = decision.reopens_at - self._be.current_time()
+            self._skip(key[0], key[1], "circuit_open", _open_detail(wait))
             self._deferred.append(
                 _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
             )
@@ -698,7 +701,7 @@ class FailoverRun:
 
     def note_hedge_refused(self, slot: Slot, detail: str) -> None:
         """The hedge budget refused a hedge: the trail says so, and the race goes on alone."""
-        now = trio.current_time()
+        now = self._be.current_time()
         self._note(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail, None, now)
         if self.obs is not None:
             self.obs.skipped(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail)
@@ -756,7 +759,7 @@ class FailoverRun:
             "stream_broken",
             f"broke after {after_chars} characters, recovering ({mode}): {detail}",
             slot.started_at,
-            trio.current_time(),
+            self._be.current_time(),
         )
         if self.obs is not None:
             self.obs.recovering()
@@ -859,7 +862,8 @@ class FailoverRun:
             while self._held:
                 self._local.release_nowait(self._held.pop())
             return
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + _SETTLE_TIMEOUT):
+        be = self._be
+        with be.CancelScope(shield=True, deadline=be.current_time() + _SETTLE_TIMEOUT):
             await self._settle(health)
             while self._held:
                 await health.release(self._held.pop())
@@ -899,7 +903,7 @@ class FailoverRun:
             # The leaf calls itself by its own name ("openai API error ...");
             # the trail says provider=<the configured name>: one name per line.
             detail = slot.name + detail[len(own) :]
-        now = trio.current_time()
+        now = self._be.current_time()
         self._note(slot.name, slot.model_id, slot.attempt, reason, detail, slot.started_at, now)
         if not isinstance(err, EmptyStream):
             self._errors.append(err)
@@ -1046,7 +1050,7 @@ class FailoverRun:
             and ra <= self._health.policy.max_retry_after_wait
             and not slot.probe
             and not self._forcing
-            and trio.current_time() + delay < trio.current_effective_deadline()
+            and self._be.current_time() + delay < self._be.current_effective_deadline()
         )
         return self._waiting
 
@@ -1068,7 +1072,7 @@ class FailoverRun:
         detail = self._record(slot, verdict.reason, err)
         if self._health is None:
             return detail, False
-        silent = _silent(slot, err, self._health.policy)
+        silent = _silent(slot, err, self._health.policy, self._be.current_time())
         open_for = verdict.retry_after if verdict.rate_limited else None
         self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
         return detail, silent or open_for is not None
@@ -1127,19 +1131,18 @@ def _took_over(recovery: StreamRecovery, slot: Slot) -> StreamRecovery:
     return replace(recovery, to_provider=slot.name, to_model=slot.model_id)
 
 
-def _open_detail(reopens_at: float) -> str:
-    wait = max(reopens_at - trio.current_time(), 0.0)
-    return f"circuit open; skipped without a call (probe allowed in {wait:.3g} s)"
+def _open_detail(wait: float) -> str:
+    return f"circuit open; skipped without a call (probe allowed in {max(wait, 0.0):.3g} s)"
 
 
-def _silent(slot: Slot, err: Exception, policy: HealthPolicy) -> bool:
+def _silent(slot: Slot, err: Exception, policy: HealthPolicy, now: float) -> bool:
     # A first-chunk or request timeout, or a transport failure (no status)
     # after a long wait: the route swallowed the caller's time.
     if isinstance(err, ProviderError):
         if err.kind == "timeout":
             return True
         if err.status_code is None and err.kind is None:
-            return trio.current_time() - slot.started_at >= policy.silent_after
+            return now - slot.started_at >= policy.silent_after
     return False
 
 

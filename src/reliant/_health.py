@@ -70,8 +70,9 @@ silence then a reset) costs each probe its whole timeout, so its period
 doubles up to ``max_open_for`` (60 s). Either way an outage costs about one
 probe per period per route.
 
-Every time comes from ``trio.current_time()``, so tests drive breakers and
-the budget with ``MockClock`` at exact virtual times.
+Every time comes from the running loop's clock (``current_time()``,
+or the asyncio loop's ``time()``: :func:`reliant._backend.current_time`), so
+tests drive breakers and the budget with a virtual clock at exact times.
 """
 
 from __future__ import annotations
@@ -82,9 +83,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-import trio
-
 from . import backoff as _backoff
+from ._backend import current_time
 
 __all__ = [
     "BreakerState",
@@ -439,7 +439,7 @@ class LocalHealth(HealthStore):
         self, key: RouteKey, *, new_request: bool = False, retry: bool = False, force: bool = False
     ) -> Decision:
         """The synchronous twin of :meth:`admit` (this store never waits)."""
-        now = trio.current_time()
+        now = current_time()
         route = self._routes.get(key)
         decision = ALLOW
         if route is not None and route.state != "closed" and not force:
@@ -475,7 +475,7 @@ class LocalHealth(HealthStore):
                 route.state, route.failures, route.probe = "closed", 0, False
                 route.open_for = self.policy.open_for
                 if was != "closed":
-                    return _view(route, trio.current_time())
+                    return _view(route, current_time())
             return None
         if route is None:
             route = self._routes[key] = _Route(self.policy.open_for)
@@ -486,7 +486,7 @@ class LocalHealth(HealthStore):
         if not outcome.counts:
             return None  # says nothing about the route; a probe's slot is simply free again
         route.failures += 1
-        now = trio.current_time()
+        now = current_time()
         max_open = self.policy.max_open_for
         if outcome.open_for is not None:
             # A Retry-After is the server's own word: exactly that long
@@ -522,7 +522,7 @@ class LocalHealth(HealthStore):
 
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """See :meth:`HealthStore.snapshot`."""
-        now = trio.current_time()
+        now = current_time()
         return {key: _view(route, now) for key, route in self._routes.items()}
 
 

@@ -45,10 +45,10 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-import trio
-
+from ._backend import Backend, current_time
+from ._backend import current as current_backend
 from ._health import RetryBudget, RouteKey
 
 if TYPE_CHECKING:
@@ -163,17 +163,17 @@ class Hedger:
 
     def note_request(self) -> None:
         """Count one request in the hedge budget's window."""
-        self._budget.note_request(trio.current_time())
+        self._budget.note_request(current_time())
 
     def try_hedge(self) -> bool:
         """Spend one hedge from the budget; False when it is exhausted."""
-        return self._budget.try_retry(trio.current_time())
+        return self._budget.try_retry(current_time())
 
 
 @dataclass(slots=True, eq=False)
 class _Racer(Generic[R]):
     slot: Slot
-    scope: trio.CancelScope
+    scope: Any  # the backend's CancelScope
     started: float
     result: R | None = None
     error: Exception | None = None
@@ -184,11 +184,11 @@ class _Racer(Generic[R]):
 class _Race(Generic[R]):
     __slots__ = ("changed", "racers", "running", "winner")
 
-    def __init__(self) -> None:
+    def __init__(self, be: Backend) -> None:
         self.racers: list[_Racer[R]] = []
         self.running = 0
         self.winner: _Racer[R] | None = None
-        self.changed = trio.Event()
+        self.changed = be.Event()
 
 
 Attempt = Callable[["Slot", Callable[[], bool]], Awaitable[R]]
@@ -213,7 +213,8 @@ async def race(
         Whatever the winner's attempt raised after its commit point (a
         committed stream that broke), unchanged.
     """
-    state: _Race[R] = _Race()
+    be = current_backend()
+    state: _Race[R] = _Race(be)
     hedger.note_request()
 
     async def run_racer(racer: _Racer[R]) -> None:
@@ -221,7 +222,7 @@ async def race(
             if state.winner is not None:
                 return False
             state.winner = racer
-            now = trio.current_time()
+            now = be.current_time()
             # Everyone else is settled now, before the winner commits, so the
             # trail (and the fallback information the commit records) names
             # the failures and the losers, with their timings.
@@ -253,10 +254,10 @@ async def race(
             if state.running == 0:
                 state.changed.set()
 
-    async with trio.open_nursery() as nursery:
+    async with be.open_nursery() as nursery:
 
         def start(slot: Slot) -> _Racer[R]:
-            racer: _Racer[R] = _Racer(slot, trio.CancelScope(), trio.current_time())
+            racer: _Racer[R] = _Racer(slot, be.CancelScope(), be.current_time())
             state.racers.append(racer)
             state.running += 1
             nursery.start_soon(run_racer, racer)
@@ -265,7 +266,7 @@ async def race(
         newest = start(first)
         for _ in range(hedger.policy.max_extra):
             delay = hedger.delay_for((newest.slot.name, newest.slot.model_id))
-            with trio.move_on_at(newest.started + delay):
+            with be.move_on_at(newest.started + delay):
                 await state.changed.wait()
             if state.changed.is_set():
                 break

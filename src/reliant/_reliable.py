@@ -14,8 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import trio
-
+from ._backend import current as current_backend
 from ._bridge import BridgeSpec, OpenUpstream, StreamContext
 from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
@@ -322,7 +321,7 @@ class ReliableProvider(Provider):
                     extra={"provider": name, "error": type(err).__name__},
                 )
 
-        async with trio.open_nursery() as nursery:
+        async with current_backend().open_nursery() as nursery:
             for name, provider in self.providers:
                 nursery.start_soon(one, name, provider)
 

@@ -59,8 +59,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx2
-import trio
 
+from .._backend import current as current_backend
 from .._exceptions import ErrorKind, ProviderError, ReliantError, StreamError
 from .._provider import ChunkStream, EventStream
 from .._sanitize import register_secret
@@ -381,7 +381,7 @@ class Bedrock(HTTPProvider):
                 provider=self._name,
                 status_code=401,
             ) from None
-        found = await trio.to_thread.run_sync(
+        found = await current_backend().run_sync_in_thread(
             lambda: botocore.session.get_session().get_credentials()
         )
         if found is None:

@@ -78,8 +78,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import h11
 import httpx2
-import trio
 
+from .._backend import current as current_backend
 from .._exceptions import (
     FAKE_SERVER_SPEC_HEADER,
     ContentFilterError,
@@ -1026,7 +1026,7 @@ class HTTPProvider(Provider):
         ``max_response_bytes`` after decompression.
         """
         deadline = math.inf if self._total_timeout is None else self._total_timeout
-        with trio.move_on_after(deadline):
+        with current_backend().move_on_after(deadline):
             return await self._post_json_within(url, payload)
         raise ProviderError(
             f"{self._name} API error: no complete response within "
@@ -1169,7 +1169,7 @@ class HTTPProvider(Provider):
 
 async def drain(body: AsyncIterator[bytes]) -> None:
     """Read what is left of a finished stream's body, briefly, so its connection is reused."""
-    with trio.move_on_after(_DRAIN_TIMEOUT):
+    with current_backend().move_on_after(_DRAIN_TIMEOUT):
         try:
             async for _ in body:
                 pass

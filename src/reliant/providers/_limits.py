@@ -48,8 +48,8 @@ from contextlib import aclosing
 from typing import Any
 
 import httpx2
-import trio
 
+from .._backend import current as current_backend
 from .._exceptions import ErrorKind
 
 __all__ = [
@@ -161,7 +161,7 @@ async def iter_body(response: httpx2.Response, limit: int) -> AsyncGenerator[byt
                 since += size
                 if since > _CHECKPOINT_EVERY:
                     since = 0
-                    await trio.lowlevel.checkpoint()
+                    await current_backend().checkpoint()
                 yield piece
         for piece in decoder.flush():
             total += len(piece)

@@ -656,7 +656,7 @@ class FakeLLMServer:
     async def wait_for_requests(self, count: int) -> None:
         """Wait until at least ``count`` requests have been received."""
         while len(self.requests) < count:
-            await self._changed.wait()
+            await self._wait_for_change()
 
     async def wait_for_disconnect(self, request_index: int) -> float:
         """Wait until the connection that carried ``request_index`` is closed; its time."""
@@ -664,7 +664,17 @@ class FakeLLMServer:
             for d in self.disconnects:
                 if d.request_index == request_index:
                     return d.at
+            await self._wait_for_change()
+
+    async def _wait_for_change(self) -> None:
+        if _on_trio():
             await self._changed.wait()
+        else:
+            # From asyncio the server runs on its own trio loop in a thread
+            # (see serve_fake_llm): look again every millisecond.
+            import anyio
+
+            await anyio.sleep(0.001)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -822,7 +832,16 @@ async def serve_fake_llm(
 
     Yields:
         The running :class:`FakeLLMServer`.
+
+    From asyncio the server runs on a trio loop of its own, in a daemon
+    thread started on entry and joined on exit: the same server, the same
+    records (``received_at`` and disconnect times are then that loop's
+    clock, real time, not the caller's).
     """
+    if not _on_trio():
+        async with _serve_in_thread(host, port, script) as server:
+            yield server
+        return
     listeners = await trio.open_tcp_listeners(port, host=host)
     if port == 0:
         # Several addresses (IPv4 and IPv6) would each get a different free port.
@@ -846,6 +865,51 @@ async def serve_fake_llm(
             nursery.cancel_scope.cancel()
     if raised is not None:
         raise raised
+
+
+def _on_trio() -> bool:
+    from sniffio import thread_local
+
+    return thread_local.name == "trio"
+
+
+@asynccontextmanager
+async def _serve_in_thread(
+    host: str, port: int, script: Mapping[str | None, Sequence[Behavior | str]] | None
+) -> AsyncIterator[FakeLLMServer]:
+    """:func:`serve_fake_llm` for a caller that is not on trio (asyncio)."""
+    import threading
+
+    import anyio.to_thread
+
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def host_it() -> None:
+        async with serve_fake_llm(host=host, port=port, script=script) as server:
+            stop = trio.Event()
+            box.update(server=server, token=trio.lowlevel.current_trio_token(), stop=stop)
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            trio.run(host_it)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="reliant fake LLM server", daemon=True)
+    thread.start()
+    await anyio.to_thread.run_sync(ready.wait)
+    if "server" not in box:
+        raise RuntimeError("the fake LLM server did not start") from box.get("error")
+    try:
+        yield box["server"]
+    finally:
+        box["token"].run_sync_soon(box["stop"].set)
+        await anyio.to_thread.run_sync(thread.join)
 
 
 # -- responses --------------------------------------------------------------------

@@ -3,21 +3,23 @@
 :class:`ScriptedProvider` answers each call with the next *outcome* of its
 script (:class:`Reply`, :class:`Stream`, :class:`Fail`, :class:`Hang`,
 :class:`Empty`) and records every call with virtual timestamps in
-:attr:`ScriptedProvider.calls`. All waiting is done with ``trio.sleep``, so
-under pytest-trio's ``autojump_clock`` a failover scenario that would take
+:attr:`ScriptedProvider.calls`. All waiting is done with the running loop's
+sleep (trio's, or anyio's on asyncio), so under pytest-trio's
+``autojump_clock`` (or a virtual-time asyncio loop such as looptime's) a
+failover scenario that would take
 minutes of wall time runs in milliseconds, and exact times can be asserted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, NoReturn, TypeAlias, TypeVar
 
-import trio
-
+from .. import _backend
 from .._exceptions import ProviderError, StreamError
 from .._provider import Provider
 from .._types import (
@@ -234,7 +236,7 @@ class ScriptedCall:
             ``simple_chat``: the system message (if the prompt is not None)
             then the user message.
         tools: The tools on offer (empty when none).
-        started_at: ``trio.current_time()`` when the call started (for
+        started_at: The loop's clock when the call started (for
             streams: when the ``async with`` was entered).
         finished_at: When the call returned or raised; for streams, when the
             stream was exhausted, failed, or closed, whichever came first.
@@ -364,23 +366,23 @@ class _ScriptedStream(AbstractAsyncContextManager[AsyncGenerator[_T, None]], Gen
 
     def _settle(self, call: ScriptedCall) -> None:
         if call.finished_at is None:
-            call.finished_at = trio.current_time()
+            call.finished_at = _backend.current_time()
             call.cancelled = not self._delivered
 
     async def _play(self, call: ScriptedCall, plan: _Plan[_T]) -> AsyncGenerator[_T, None]:
         try:
             last = len(plan.steps) - 1
             for i, (delay, item) in enumerate(plan.steps):
-                await trio.sleep(delay)
+                await _backend.current().sleep(delay)
                 if i == last and plan.error is None and not plan.hang:
                     # Closing right after the last item is a normal finish,
                     # not a cancellation: the consumer has everything.
                     self._delivered = True
                 yield item
             if plan.hang:
-                await trio.sleep_forever()
+                await _backend.current().sleep(math.inf)
             if plan.tail_delay is not None:
-                await trio.sleep(plan.tail_delay)
+                await _backend.current().sleep(plan.tail_delay)
             self._delivered = True
             if plan.error is not None:
                 _raise(plan.error)
@@ -559,7 +561,7 @@ class ScriptedProvider(Provider):
             model=model,
             messages=tuple(messages),
             tools=tuple(tools or ()),
-            started_at=trio.current_time(),
+            started_at=_backend.current_time(),
             outcome=outcome,
             temperature=temperature,
             options=options,
@@ -572,10 +574,10 @@ class ScriptedProvider(Provider):
         outcome = call.outcome
         try:
             if isinstance(outcome, Reply):
-                await trio.sleep(outcome.delay)
+                await _backend.current().sleep(outcome.delay)
                 return _reply_response(outcome)
             if isinstance(outcome, Stream):
-                await trio.sleep(outcome.total_delay)
+                await _backend.current().sleep(outcome.total_delay)
                 if outcome.error is not None:
                     _raise(outcome.error)
                 return ChatResponse(
@@ -583,19 +585,19 @@ class ScriptedProvider(Provider):
                     finish_reason=outcome.finish_reason,
                 )
             if isinstance(outcome, Fail):
-                await trio.sleep(outcome.delay)
+                await _backend.current().sleep(outcome.delay)
                 _raise(outcome.error)
             if isinstance(outcome, Hang):
-                await trio.sleep_forever()
+                await _backend.current().sleep(math.inf)
             # Empty still checkpoints, like every other outcome.
-            await trio.lowlevel.checkpoint()
+            await _backend.current().checkpoint()
             return ChatResponse(text="")
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 call.cancelled = True
             raise
         finally:
-            call.finished_at = trio.current_time()
+            call.finished_at = _backend.current_time()
 
     async def _answer_text(self, call: ScriptedCall) -> str:
         return (await self._answer(call)).text or ""
