@@ -322,6 +322,28 @@ async def test_redis_two_reliable_providers_share_a_breaker(
         assert second.health()[KEY].state == "open"
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])  # real time: Redis keeps its own
+async def test_redis_health_shares_a_breaker_on_both_backends(
+    anyio_backend: str, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """RedisHealth works the same from trio and asyncio: a breaker opened by one is skipped."""
+    policy = {"open_after": 2, "open_for": 5.0}
+    dead = ScriptedProvider([Fail(ProviderError("down", status_code=500))], name="primary")
+    backup = ScriptedProvider([Reply("ok")], name="backup")
+    async with (
+        store(redis_server.url, redis_prefix, **policy) as h1,
+        store(redis_server.url, redis_prefix, **policy) as h2,
+    ):
+        first = ReliableProvider([dead, backup], max_retries=0, health=h1)
+        second = ReliableProvider([dead, backup], max_retries=0, health=h2)
+        for _ in range(2):
+            assert await first.simple_chat("hi", "m", 0.0) == "ok"
+        assert await second.simple_chat("hi", "m", 0.0) == "ok"
+        assert len(dead.calls) == 2
+        assert h2.shared and second.health()[KEY].state == "open"
+
+
 def test_redis_fleet_calls_a_dead_primary_threshold_plus_one_probe_per_period(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:

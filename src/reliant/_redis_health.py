@@ -33,7 +33,7 @@ A success on a route that the admit just before it saw closed with no
 failures changes nothing and is not sent, so a healthy request costs one
 round trip in all. Every reply carries the route's state and the server's
 time, which keeps a local mirror: :meth:`RedisHealth.snapshot` is synchronous and does no I/O,
-and converts server times to trio-clock times with the offset observed at
+and converts server times to the loop's clock with the offset observed at
 the last round trip.
 
 When Redis is down or slow
@@ -69,8 +69,6 @@ from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-import trio
-
 try:
     import coredis
     from coredis.exceptions import NoScriptError
@@ -81,6 +79,8 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from . import backoff as _backoff
+from ._backend import current as current_backend
+from ._backend import current_time
 from ._health import (
     ALLOW,
     NO_BUDGET,
@@ -345,7 +345,7 @@ class RedisHealth(HealthStore):
         self._keys: dict[RouteKey, tuple[str, str, str]] = {}
         self._client: coredis.Redis[bytes] | None = None
         self._entered = False
-        # Offset of the server's clock from trio's, seen at the last reply.
+        # Offset of the server's clock from the loop's, seen at the last reply.
         self._offset = 0.0
         self._mirror: dict[RouteKey, _Mirror] = {}
         # The in-process fallback, and who granted each held probe slot.
@@ -382,7 +382,7 @@ class RedisHealth(HealthStore):
         self._client = client
         # Connect and load the script now, while nobody waits on it, so the
         # first request does not pay for it; a failure is an outage like any.
-        with trio.move_on_after(self.connect_timeout) as scope:
+        with current_backend().move_on_after(self.connect_timeout) as scope:
             try:
                 await client.script_load(SCRIPT)
             except Exception as err:
@@ -432,16 +432,17 @@ class RedisHealth(HealthStore):
             return None
         trying = False
         if self._down:
-            if self._trying or trio.current_time() < self._retry_at:
+            if self._trying or current_time() < self._retry_at:
                 return None
             self._trying = trying = True
         try:
-            sent = trio.current_time()
+            sent = current_time()
             # Shielded (for at most `timeout`) so that a request cancelled
             # meanwhile still learns the answer: a probe slot granted by the
             # server is then held by the planner and given back, instead of
             # staying taken, unknown to everyone, until it expires.
-            with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
+            be = current_backend()
+            with be.CancelScope(shield=True), be.move_on_after(self.timeout):
                 keys = self._route_keys(key)
                 args = [op, token, *self._policy_args, *extra]
                 try:
@@ -449,7 +450,7 @@ class RedisHealth(HealthStore):
                 except NoScriptError:  # a restarted or flushed server: load it again
                     await client.script_load(SCRIPT)
                     reply = await client.evalsha(_SHA, keys, args)
-                decision = self._apply(key, reply, (sent + trio.current_time()) / 2)
+                decision = self._apply(key, reply, (sent + current_time()) / 2)
                 self._mark_up()
                 return decision
             problem = f"no answer within {self.timeout * 1000:g} ms"
@@ -481,7 +482,7 @@ class RedisHealth(HealthStore):
         return decision.decode() if isinstance(decision, bytes) else str(decision)
 
     def _mark_down(self, problem: str) -> None:
-        self._retry_at = trio.current_time() + self.reconnect_interval
+        self._retry_at = current_time() + self.reconnect_interval
         if not self._down:
             self._down = True
             logger.warning(
@@ -502,7 +503,7 @@ class RedisHealth(HealthStore):
                 extra={"store": self.name, "url": _redact(self._url)},
             )
 
-    def _to_trio(self, server_ms: int) -> float:
+    def _to_loop(self, server_ms: int) -> float:
         return server_ms / 1000 - self._offset
 
     # -- HealthStore -------------------------------------------------------------
@@ -533,7 +534,7 @@ class RedisHealth(HealthStore):
         if answer == "no_budget":
             return NO_BUDGET
         mirror = self._mirror.get(key)
-        return Decision("skip", self._to_trio(mirror.until_ms) if mirror else 0.0)
+        return Decision("skip", self._to_loop(mirror.until_ms) if mirror else 0.0)
 
     async def record(
         self, key: RouteKey, outcome: Outcome, *, probe: bool = False
@@ -573,7 +574,7 @@ class RedisHealth(HealthStore):
         if after is None or (after.state, after.until_ms) == was:
             return None
         if after.state == "open" or (after.state == "closed" and was and was[0] != "closed"):
-            return self._view(after, trio.current_time())
+            return self._view(after, current_time())
         return None
 
     async def release(self, key: RouteKey) -> None:
@@ -587,18 +588,18 @@ class RedisHealth(HealthStore):
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """Every route this process has seen, as of its last round trip (no I/O).
 
-        Times are on trio's clock, converted from the server's with the
+        Times are on the loop's clock, converted from the server's with the
         offset seen at the last reply. During an outage the in-process
         state is shown for the routes it knows.
         """
-        now = trio.current_time()
+        now = current_time()
         view = {key: self._view(m, now) for key, m in self._mirror.items()}
         if self._down:
             view.update(self._local.snapshot())
         return view
 
     def _view(self, m: _Mirror, now: float) -> RouteHealth:
-        opened_until = None if m.state == "closed" else self._to_trio(m.until_ms)
+        opened_until = None if m.state == "closed" else self._to_loop(m.until_ms)
         state = m.state
         if state == "open" and opened_until is not None and now >= opened_until:
             state = "half_open"
