@@ -54,7 +54,7 @@ async def serve(app: Starlette) -> tuple[uvicorn.Server, asyncio.Task[None], int
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn.Server has a flag, no event
         await asyncio.sleep(0.01)
     port: int = server.servers[0].sockets[0].getsockname()[1]
     return server, task, port
