@@ -91,6 +91,33 @@ async def test_idle_timeout_breaks_a_committed_stream_on_time(anyio_backend: Any
     assert stalls.open_streams == 0
 
 
+async def test_a_steady_stream_never_trips_the_idle_timeout(anyio_backend: Any) -> None:
+    """Items 2 s apart under a 3 s idle timeout flow to the end: the deadline moves each wait."""
+    t0 = current_time()
+    steady = ScriptedProvider([Stream(["a", "b", "c", "d", "e"], gap=2.0)], name="steady")
+    llm = ReliableProvider([steady], idle_timeout=3.0)
+    assert await drain(llm) == ["a", "b", "c", "d", "e", ""]
+    assert current_time() - t0 == 8.0
+
+
+async def test_the_idle_clock_restarts_after_a_slow_consumer(anyio_backend: Any) -> None:
+    """A consumer busy for 10 s is not idleness; a 3 s silence after that still is."""
+    t0 = current_time()
+    late = ScriptedProvider([Stream(["a", "b", "c"], gap=6.0)], name="late")
+    llm = ReliableProvider([late], idle_timeout=3.0)
+    seen: list[str] = []
+    with pytest.raises(StreamError, match="stalled"):
+        async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+            async for c in chunks:
+                seen.append(c.delta)
+                if c.delta == "a":
+                    await anyio.sleep(10.0)
+    # "b" came at 6 while the consumer slept; waiting again at 10, it was idle
+    # since 6: the deadline 6 + 3 had passed, so the stream ended at once.
+    assert seen == ["a", "b"]
+    assert current_time() - t0 == 10.0
+
+
 async def test_leaving_the_block_stops_the_upstream_at_once(anyio_backend: Any) -> None:
     """Breaking out of `async for` closes the upstream at that instant; no task outlives it."""
     t0 = current_time()

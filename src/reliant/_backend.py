@@ -29,6 +29,7 @@ on trio does not load it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,72 @@ class _AsyncioWaiter:
         future, self._future = self._future, None
         if future is not None and not future.done():
             future.set_result(None)
+
+
+class _LazyIdleDeadline:
+    """A stream's idle deadline on asyncio, moved twice per wait at the cost of two stores.
+
+    The consumer sets the committed attempt's deadline before each wait and
+    the bridge lifts it when an item comes (see ``_bridge``): twice per wait.
+    On trio that is cheap; anyio's deadline setter on asyncio cancels and
+    schedules a timer each time (about 6 us a pair, measured). So here the
+    deadline is only stored, and one timer runs at the earliest stored
+    deadline: when it fires, it cancels the scope if the deadline now stored
+    has passed, and otherwise sleeps on until that one. The scope is
+    cancelled at the same instant a real deadline would cancel it.
+    """
+
+    __slots__ = ("_handle", "_loop", "_scope", "_target")
+
+    def __init__(self, scope: Any) -> None:
+        import asyncio
+
+        self._scope = scope
+        self._target = math.inf
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def deadline(self) -> float:
+        return self._target
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        self._target = value
+        if value != math.inf:
+            handle = self._handle
+            if handle is None or handle.when() > value:
+                if handle is not None:
+                    handle.cancel()
+                self._handle = self._loop.call_at(value, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        target = self._target
+        if target == math.inf:
+            return  # nobody waits now; the next wait schedules again
+        if target <= self._loop.time():
+            self._scope.cancel()
+        else:
+            self._handle = self._loop.call_at(target, self._fire)
+
+    def close(self) -> None:
+        """The stream is over: drop the timer."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+
+
+def _no_idle_wrapper(scope: Any) -> Any:
+    return scope
+
+
+def _nothing_to_release(deadline: Any) -> None:
+    return None
+
+
+def _release_idle(deadline: Any) -> None:
+    deadline.close()
 
 
 class _StreamNursery:
@@ -166,11 +233,13 @@ class Backend:
         "clock",
         "current_effective_deadline",
         "current_time",
+        "idle_deadline",
         "move_on_after",
         "move_on_at",
         "name",
         "open_nursery",
         "open_stream_nursery",
+        "release_idle",
         "run_sync_in_thread",
         "sleep",
     )
@@ -184,10 +253,12 @@ class Backend:
     clock: Callable[[], Callable[[], float]]
     current_effective_deadline: Callable[[], float]
     current_time: Callable[[], float]
+    idle_deadline: Callable[[Any], Any]
     move_on_after: Callable[[float], Any]
     move_on_at: Callable[[float], Any]
     open_nursery: Callable[[], Any]
     open_stream_nursery: Callable[[], Any]
+    release_idle: Callable[[Any], None]
     run_sync_in_thread: Callable[..., Awaitable[Any]]
     sleep: Callable[[float], Awaitable[None]]
 
@@ -206,6 +277,8 @@ TRIO.checkpoint = trio.lowlevel.checkpoint
 TRIO.clock = _trio_clock
 TRIO.current_effective_deadline = trio.current_effective_deadline
 TRIO.current_time = trio.current_time
+TRIO.idle_deadline = _no_idle_wrapper
+TRIO.release_idle = _nothing_to_release
 TRIO.move_on_after = trio.move_on_after
 TRIO.move_on_at = trio.move_on_at
 TRIO.open_nursery = trio.open_nursery
@@ -247,6 +320,8 @@ def _asyncio_backend() -> Backend:
         backend.clock = clock
         backend.current_effective_deadline = effective_deadline
         backend.current_time = loop_time
+        backend.idle_deadline = _LazyIdleDeadline
+        backend.release_idle = _release_idle
         backend.move_on_after = anyio.move_on_after
         backend.move_on_at = move_on_at
         backend.open_nursery = anyio.create_task_group

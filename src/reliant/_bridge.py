@@ -315,7 +315,11 @@ class ReliableStream(Generic[T]):
     # -- the bridge's side ---------------------------------------------------
 
     def _watch_idle(self, idle: float, scope: Any) -> None:
-        self._idle_scope = scope
+        # On asyncio the consumer's per-wait deadline is a lazy one (see
+        # reliant._backend._LazyIdleDeadline); on trio the scope itself.
+        if self._idle_scope is not None:  # a recovered stream's earlier attempt
+            self._be.release_idle(self._idle_scope)
+        self._idle_scope = self._be.idle_deadline(scope) if idle != math.inf else scope
         self._idle_at = self._be.current_time() + idle
 
     def _offer(self, item: T) -> bool:
@@ -366,6 +370,8 @@ class ReliableStream(Generic[T]):
         if error is not None and not self._finished:
             self._error = error
         self._done = True
+        if self._idle_scope is not None:
+            self._be.release_idle(self._idle_scope)
         if self._reader_parked:
             self._wake_reader()
 
