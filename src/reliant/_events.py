@@ -5,7 +5,8 @@ synchronous hook with each event as it happens; ``reliant.otel`` builds
 OpenTelemetry spans and metrics from the same events. Every event carries
 the request id, the provider name and model id it is about, the attempt
 number (1-based on that route; 0 for request-level events before an
-attempt) and ``at``, the ``trio.current_time()`` it happened at.
+attempt) and ``at``, the running loop's clock (``trio.current_time()``, or
+the asyncio loop's ``time()``) when it happened.
 
 Order of events
 ---------------

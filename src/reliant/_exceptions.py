@@ -17,8 +17,9 @@
                └── ContextWindowExceededError   the request cannot fit the model's window
 
 Only ``Exception`` subclasses count as failures anywhere in reliant:
-``trio.Cancelled``, ``KeyboardInterrupt`` and other ``BaseException``\\ s pass
-straight through, are never retried and never recorded.
+``trio.Cancelled``, ``asyncio.CancelledError``, ``KeyboardInterrupt`` and
+other ``BaseException``\\ s pass straight through, are never retried and
+never recorded.
 
 Messages never carry secrets: bodies are passed through
 :func:`reliant.sanitize_api_error` before they are stored.
