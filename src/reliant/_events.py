@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from ._exceptions import Attempt
-from ._fallback_info import StreamRecovery
+from ._records import StreamRecovery
 from ._types import TokenUsage
 
 __all__ = [

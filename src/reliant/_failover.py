@@ -81,7 +81,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from logging import INFO, WARNING
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
 
 from . import backoff as _backoff
 from ._backend import current as current_backend
@@ -94,7 +94,6 @@ from ._exceptions import (
 )
 from ._fallback_info import (
     ProviderFallbackInfo,
-    StreamRecovery,
     current_cell,
     record_provider_fallback,
 )
@@ -109,14 +108,10 @@ from ._health import (
 )
 from ._log import log
 from ._provider import Provider
+from ._records import HedgeDriver, Lost, Observer, ObserverFactory, StreamRecovery
 from ._sanitize import collapse_whitespace, sanitize_api_error, scrub_exception
 from ._types import ChatMessage
 from .classify import Classification, classify
-
-if TYPE_CHECKING:
-    # Loaded on first use (hedging, events): `import reliant` stays light.
-    from ._hedge import Hedger
-    from ._observe import Emitter, RequestObserver
 
 __all__ = [
     "EmptyStream",
@@ -199,8 +194,15 @@ class Planner:
             seed's behaviour (every request pays every retry).
         fallback_on_content_filter: Treat a content-filter refusal like any
             non-retryable error (next candidate) instead of final.
-        hedger: Hedged requests (``_hedge``), or None.
-        emit: The listeners of events (``_events``), or None when nobody listens.
+        hedger: Hedged requests (``_hedge.Hedger``), or None.
+        emit: The listeners of events (``_observe.Emitter``), or None when nobody listens.
+        observer: Makes a request's observer (``_observe.RequestObserver``)
+            when someone listens or a ``fallback_scope()`` is open; None
+            never observes.
+
+    The planner knows hedging and observation only by the protocols of
+    ``_records`` (``HedgeDriver``, ``Observer``): the assembler
+    (``_reliable``) hands it the objects, so it imports neither.
     """
 
     __slots__ = (
@@ -212,6 +214,7 @@ class Planner:
         "health",
         "hedger",
         "max_retries",
+        "observer",
         "primary",
         "providers",
         "rng",
@@ -227,10 +230,12 @@ class Planner:
         rng: random.Random | None = None,
         health: HealthStore | None = None,
         fallback_on_content_filter: bool = False,
-        hedger: Hedger | None = None,
-        emit: Emitter | None = None,
+        hedger: HedgeDriver | None = None,
+        emit: Callable[[Any], None] | None = None,
+        observer: ObserverFactory | None = None,
     ) -> None:
         self.emit = emit
+        self.observer = observer
         self.providers = tuple(providers)
         self.fallback_on_content_filter = fallback_on_content_filter
         self.hedger = hedger
@@ -293,9 +298,7 @@ class Planner:
         try:
             async for slot in run:
                 if hedger is not None:
-                    from ._hedge import race
-
-                    won = await race(run, slot, _hedgeable(fn), hedger)
+                    won = await hedger.race(run, slot, _hedgeable(fn))
                     if won is not None:
                         value = won[1]
                         return value
@@ -325,8 +328,6 @@ def _hedgeable(
     async def attempt(slot: Slot, claim: Callable[[], bool]) -> T:
         value = await fn(slot.provider, slot.model_id, slot.messages)
         if not claim():
-            from ._hedge import Lost
-
             raise Lost()
         return value
 
@@ -497,11 +498,9 @@ class FailoverRun:
         # listens or the caller is inside fallback_scope(). Every emission
         # below is guarded by this one attribute.
         emit, cell = planner.emit, current_cell()
-        self.obs: RequestObserver | None = None
-        if emit is not None or cell is not None:
-            from ._observe import RequestObserver
-
-            self.obs = RequestObserver(
+        self.obs: Observer | None = None
+        if (emit is not None or cell is not None) and planner.observer is not None:
+            self.obs = planner.observer(
                 emit,
                 cell,
                 planner.primary,

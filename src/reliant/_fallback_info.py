@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._exceptions import Attempt
+from ._records import StreamRecovery as StreamRecovery
 
 if TYPE_CHECKING:
     from ._events import RequestRecord
@@ -40,30 +41,6 @@ __all__ = [
     "take_last_provider_fallback",
     "take_last_request_record",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRecovery:
-    """One committed stream that broke mid-way and was recovered on another candidate.
-
-    Attributes:
-        provider: The provider whose stream broke.
-        model: Its model id.
-        after_chars: Characters of answer text the caller had received from it.
-        reason: Why it broke (sanitized error text).
-        mode: ``"continue"`` (the next candidate continued the text) or
-            ``"restart"`` (it answered anew after a restart signal).
-        to_provider: The candidate that took over.
-        to_model: Its model id.
-    """
-
-    provider: str
-    model: str
-    after_chars: int
-    reason: str
-    mode: str
-    to_provider: str = ""
-    to_model: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,14 +45,13 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ._backend import Backend, current_time
 from ._backend import current as current_backend
 from ._health import RetryBudget, RouteKey
-
-if TYPE_CHECKING:
-    from ._failover import FailoverRun, Slot
+from ._records import HedgedRun, SlotView
+from ._records import Lost as Lost
 
 __all__ = ["Hedge", "Hedger", "Lost", "race"]
 
@@ -138,6 +137,12 @@ class Hedger:
         self._budget = RetryBudget(policy.budget, policy.window, policy.min_hedges_per_second)
         self._routes: dict[RouteKey, _Samples] = {}
 
+    async def race(
+        self, run: HedgedRun, first: SlotView, attempt: Attempt[R]
+    ) -> tuple[Any, R] | None:
+        """:func:`race` with this hedger: how the planner's drivers hedge (``HedgeDriver``)."""
+        return await race(run, first, attempt, self)
+
     def delay_for(self, key: RouteKey) -> float:
         """Seconds to wait for ``key``'s attempt before hedging."""
         after = self.policy.after
@@ -172,7 +177,7 @@ class Hedger:
 
 @dataclass(slots=True, eq=False)
 class _Racer(Generic[R]):
-    slot: Slot
+    slot: SlotView
     scope: Any  # the backend's CancelScope
     started: float
     result: R | None = None
@@ -191,18 +196,14 @@ class _Race(Generic[R]):
         self.changed = be.Event()
 
 
-Attempt = Callable[["Slot", Callable[[], bool]], Awaitable[R]]
+Attempt = Callable[[Any, Callable[[], bool]], Awaitable[R]]
 """``(slot, claim) -> result``: one attempt; it calls ``claim()`` at its commit point
 and raises ``Lost`` when the claim is refused."""
 
 
-class Lost(Exception):
-    """Raised by an attempt whose claim came after another racer's."""
-
-
 async def race(
-    run: FailoverRun, first: Slot, attempt: Attempt[R], hedger: Hedger
-) -> tuple[Slot, R] | None:
+    run: HedgedRun, first: SlotView, attempt: Attempt[R], hedger: Hedger
+) -> tuple[Any, R] | None:
     """Race ``first`` against hedges (see the module comment).
 
     Returns:
@@ -256,7 +257,7 @@ async def race(
 
     async with be.open_nursery() as nursery:
 
-        def start(slot: Slot) -> _Racer[R]:
+        def start(slot: SlotView) -> _Racer[R]:
             racer: _Racer[R] = _Racer(slot, be.CancelScope(), be.current_time())
             state.racers.append(racer)
             state.running += 1

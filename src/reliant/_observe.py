@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._backend import current as current_backend
 from ._exceptions import Attempt, ProviderError
-from ._fallback_info import StreamRecovery, _Cell
+from ._fallback_info import _Cell
 from ._log import logger
+from ._records import SlotView as Slot
+from ._records import StreamRecovery
 from ._sanitize import collapse_whitespace, sanitize_api_error
 from ._types import TokenUsage
 
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
         StreamRecovered,
         StreamStarted,
     )
-    from ._failover import Slot
     from ._health import RouteHealth
 
 __all__ = ["Emitter", "RequestObserver", "Tally", "check_hook", "error_type"]

@@ -20,6 +20,7 @@ from ._failover import Planner
 from ._health import HealthPolicy, HealthStore, LocalHealth, RouteHealth, RouteKey
 from ._log import logger
 from ._provider import Provider
+from ._records import Observer
 from ._types import (
     ChatMessage,
     ChatRequest,
@@ -177,6 +178,7 @@ class ReliableProvider(Provider):
             store,
             fallback_on_content_filter=bool(fallback_on_content_filter),
             hedger=_hedger(hedge),
+            observer=_observer,
         )
         self._emitter = Emitter(listeners)
         self._planner.emit = self._emitter if listeners else None
@@ -511,6 +513,14 @@ class ReliableProvider(Provider):
         return RecoverySpec(
             self.mid_stream, self.max_stream_recoveries, ops, conversation, open_continuation, tools
         )
+
+
+def _observer(*args: Any) -> Observer:
+    # The planner's observer factory (see Planner): _observe is imported on
+    # the first request that is observed, so `import reliant` stays light.
+    from ._observe import RequestObserver
+
+    return RequestObserver(*args)
 
 
 def _hedger(hedge: Hedge | None) -> Hedger | None:

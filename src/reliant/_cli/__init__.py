@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "main"]
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+from ._exit import EXIT_BAD_INPUT as EXIT_BAD_INPUT
+from ._exit import EXIT_FAILED as EXIT_FAILED
+from ._exit import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 
 NEEDS_CLI_EXTRA = "reliant's command line needs the cli extra: pip install 'reliant[cli]'"
 

@@ -33,7 +33,6 @@ from reliant._bench import (
     table_title,
 )
 
-from . import EXIT_BAD_INPUT, EXIT_FAILED
 from ._common import say
 from ._config import (
     Config,
@@ -43,6 +42,7 @@ from ._config import (
     enter_health,
     load_config,
 )
+from ._exit import EXIT_BAD_INPUT, EXIT_FAILED
 
 __all__ = ["run_bench_command"]
 

@@ -30,7 +30,6 @@ from reliant import (
     take_last_request_record,
 )
 
-from . import EXIT_BAD_INPUT, EXIT_FAILED
 from ._common import describe_fallback, say, short_error
 from ._config import (
     Config,
@@ -40,6 +39,7 @@ from ._config import (
     enter_health,
     load_config,
 )
+from ._exit import EXIT_BAD_INPUT, EXIT_FAILED
 
 if TYPE_CHECKING:
     from reliant import ReliableProvider
