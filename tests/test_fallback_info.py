@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 from reliant import ProviderFallbackInfo, fallback_scope, take_last_provider_fallback
+from reliant._backend import current_time
 from reliant._fallback_info import record_provider_fallback
+
+pytestmark = pytest.mark.anyio
 
 
 def info(actual: str, model: str = "m") -> ProviderFallbackInfo:
@@ -74,58 +77,58 @@ def test_scope_restored_after_exception() -> None:
 
 
 async def test_child_task_records_into_parent_scope(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A task spawned inside the scope writes into the parent's cell (unlike a task-local)."""
 
     async def child() -> None:
-        await trio.sleep(1)
+        await anyio.sleep(1)
         record_provider_fallback(info("backup", "m2"))
 
     with fallback_scope():
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(child)
-        assert trio.current_time() == 1
+        assert current_time() == 1
         assert take_last_provider_fallback() == info("backup", "m2")
 
 
-async def test_child_task_own_scope_is_private(autojump_clock: trio.testing.MockClock) -> None:
+async def test_child_task_own_scope_is_private(anyio_backend: object) -> None:
     """A child that opens its own scope keeps its records from the parent."""
 
     async def child() -> None:
         with fallback_scope():
             record_provider_fallback(info("child"))
-            await trio.sleep(1)
+            await anyio.sleep(1)
             assert take_last_provider_fallback() == info("child")
         record_provider_fallback(info("child-after-scope"))
 
     with fallback_scope():
         record_provider_fallback(info("parent"))
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(child)
-        assert trio.current_time() == 1
+        assert current_time() == 1
         assert take_last_provider_fallback() == info("child-after-scope")
 
 
-async def test_concurrent_scopes_are_isolated(autojump_clock: trio.testing.MockClock) -> None:
+async def test_concurrent_scopes_are_isolated(anyio_backend: object) -> None:
     """Two concurrent requests with their own scopes never see each other's record."""
     seen: dict[str, list[tuple[float, ProviderFallbackInfo | None]]] = {"a": [], "b": []}
 
     async def request(name: str, record_at: float, take_at: float) -> None:
         with fallback_scope():
-            await trio.sleep(record_at)
+            await anyio.sleep(record_at)
             record_provider_fallback(info(name))
-            await trio.sleep(take_at - record_at)
-            seen[name].append((trio.current_time(), take_last_provider_fallback()))
-            await trio.sleep(1)
-            seen[name].append((trio.current_time(), take_last_provider_fallback()))
+            await anyio.sleep(take_at - record_at)
+            seen[name].append((current_time(), take_last_provider_fallback()))
+            await anyio.sleep(1)
+            seen[name].append((current_time(), take_last_provider_fallback()))
 
     # a records at 1 and takes at 3; b records at 2 (in between) and takes at 2.5.
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(request, "a", 1.0, 3.0)
         nursery.start_soon(request, "b", 2.0, 2.5)
 
     assert seen["a"] == [(3.0, info("a")), (4.0, None)]
     assert seen["b"] == [(2.5, info("b")), (3.5, None)]
-    assert trio.current_time() == 4.0
+    assert current_time() == 4.0
     assert take_last_provider_fallback() is None

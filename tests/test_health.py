@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 
+import anyio
+import anyio.lowlevel
 import pytest
 import trio
 import trio.testing
@@ -22,8 +24,11 @@ from reliant import (
     fallback_scope,
     take_last_provider_fallback,
 )
+from reliant._backend import current_time
 from reliant._health import Outcome, RetryBudget
 from reliant.testing import Fail, Hang, Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
 
 USER = [ChatMessage.user("hello")]
 KEY = ("primary", "m")
@@ -56,7 +61,7 @@ SUCCESS = Outcome(ok=True)
 
 
 async def test_breaker_opens_after_open_after_failures(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Three consecutive retryable failures open the breaker for open_for seconds."""
     h = LocalHealth(HealthPolicy(open_after=3, open_for=5.0))
@@ -64,7 +69,7 @@ async def test_breaker_opens_after_open_after_failures(
         h.record_nowait(KEY, FAILURE)
     assert h.snapshot()[KEY].state == "closed"
     assert h.admit_nowait(KEY).admission == "allow"
-    await trio.sleep(1.0)
+    await anyio.sleep(1.0)
     h.record_nowait(KEY, FAILURE)
     snap = h.snapshot()[KEY]
     assert (snap.state, snap.consecutive_failures, snap.opened_until) == ("open", 3, 6.0)
@@ -94,11 +99,11 @@ async def test_non_retryable_failures_do_not_count() -> None:
     assert (snap.state, snap.consecutive_failures, snap.last_error) == ("closed", 0, "401")
 
 
-async def test_half_open_admits_exactly_one_probe(autojump_clock: trio.testing.MockClock) -> None:
+async def test_half_open_admits_exactly_one_probe(anyio_backend: object) -> None:
     """After the open period one admit gets the probe; the rest skip until it reports."""
     h = LocalHealth(HealthPolicy(open_after=1))
     h.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     assert h.snapshot()[KEY].state == "half_open"
     assert h.admit_nowait(KEY).admission == "probe"
     assert [h.admit_nowait(KEY).admission for _ in range(5)] == ["skip"] * 5
@@ -113,13 +118,13 @@ async def open_periods(h: LocalHealth, failure: Outcome) -> list[float]:
     """The open periods of a route whose first failure and five probes fail with ``failure``."""
     h.record_nowait(KEY, failure)
     periods = []
-    opened_at = trio.current_time()
+    opened_at = current_time()
     for _ in range(5):
         until = h.snapshot()[KEY].opened_until
         assert until is not None
         periods.append(until - opened_at)
-        await trio.sleep_until(until)
-        opened_at = trio.current_time()
+        await anyio.sleep_until(until)
+        opened_at = current_time()
         assert h.admit_nowait(KEY).admission == "probe"
         h.record_nowait(KEY, failure, probe=True)
     until = h.snapshot()[KEY].opened_until
@@ -129,7 +134,7 @@ async def open_periods(h: LocalHealth, failure: Outcome) -> list[float]:
 
 
 async def test_failed_probes_of_a_silent_route_double_up_to_max_open_for(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A silent route's failed probes re-open for twice as long: 5, 10, 20, 40, 60, 60 s."""
     h = LocalHealth(HealthPolicy(open_after=1, open_for=5.0, max_open_for=60.0))
@@ -138,7 +143,7 @@ async def test_failed_probes_of_a_silent_route_double_up_to_max_open_for(
 
 
 async def test_failed_probes_of_a_fast_failing_route_double_up_to_max_open_for_fast(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A route answering errors at once is probed every 10 s at most: 5, 10, 10, 10, 10, 10 s."""
     h = LocalHealth(HealthPolicy(open_after=1, open_for=5.0, max_open_for=60.0))
@@ -152,22 +157,22 @@ def test_fast_cap_stays_between_open_for_and_max_open_for() -> None:
     assert HealthPolicy(max_open_for_fast=30.0).fast_cap == 30.0
 
 
-async def test_success_resets_the_doubling(autojump_clock: trio.testing.MockClock) -> None:
+async def test_success_resets_the_doubling(anyio_backend: object) -> None:
     """A successful probe closes the breaker and the next opening lasts open_for again."""
     h = LocalHealth(HealthPolicy(open_after=1, open_for=5.0))
     h.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     h.admit_nowait(KEY)
     h.record_nowait(KEY, FAILURE, probe=True)  # re-opened for 10 s, next would be 20
-    await trio.sleep(10.0)
+    await anyio.sleep(10.0)
     assert h.admit_nowait(KEY).admission == "probe"
     h.record_nowait(KEY, SUCCESS, probe=True)
     h.record_nowait(KEY, FAILURE)
-    assert h.snapshot()[KEY].opened_until == trio.current_time() + 5.0
+    assert h.snapshot()[KEY].opened_until == current_time() + 5.0
 
 
 async def test_retry_after_opens_for_exactly_that_long(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A Retry-After opens at once for exactly its value, capped at 30 s, with no doubling."""
     h = LocalHealth()
@@ -185,18 +190,18 @@ async def test_silent_route_opens_at_once() -> None:
     assert h.snapshot()[KEY].state == "open"
 
 
-async def test_release_frees_the_probe_slot(autojump_clock: trio.testing.MockClock) -> None:
+async def test_release_frees_the_probe_slot(anyio_backend: object) -> None:
     """Releasing a probe without an outcome lets the next request probe."""
     h = LocalHealth(HealthPolicy(open_after=1))
     h.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     assert h.admit_nowait(KEY).admission == "probe"
     h.release_nowait(KEY)
     assert h.admit_nowait(KEY).admission == "probe"
 
 
 async def test_force_bypasses_the_breaker_but_not_the_budget(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """force=True never skips; a forced retry still needs budget."""
     h = LocalHealth(HealthPolicy(open_after=1, min_retries_per_second=0.0, retry_budget=0.0))
@@ -268,7 +273,7 @@ def test_health_argument_is_type_checked() -> None:
 
 
 async def test_retry_after_moves_to_the_fallback_at_once(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A 429 with Retry-After: 30 serves from the fallback at t=0 instead of sleeping 30 s."""
     primary = ScriptedProvider([Fail(ProviderError("busy", status_code=429, retry_after=30))])
@@ -280,10 +285,10 @@ async def test_retry_after_moves_to_the_fallback_at_once(
     assert info is not None and info.actual_provider == "backup"
     assert starts(primary) == [0.0] and starts(fallback) == [0.0]
     assert llm.health()[KEY].opened_until == 30.0
-    await trio.sleep(29.0)
+    await anyio.sleep(29.0)
     await llm.simple_chat("x", "m", 0.0)
     assert starts(primary) == [0.0]  # still cooling down: skipped
-    await trio.sleep(1.0)
+    await anyio.sleep(1.0)
     await llm.simple_chat("x", "m", 0.0)
     assert starts(primary) == [0.0, 30.0]  # the probe
 
@@ -295,7 +300,7 @@ def busy_then_ok(retry_after: float) -> ScriptedProvider:
 
 
 async def test_a_short_retry_after_is_waited_out_on_the_preferred_route(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A 429 with Retry-After: 2 is waited out: the primary answers at t=2, no backup call."""
     primary, fallback = busy_then_ok(2.0), backup()
@@ -309,7 +314,7 @@ async def test_a_short_retry_after_is_waited_out_on_the_preferred_route(
 
 
 async def test_a_retry_after_longer_than_the_wait_moves_on_at_once(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Retry-After: 3.5 is above max_retry_after_wait (3 s): the backup serves at t=0."""
     primary, fallback = busy_then_ok(3.5), backup()
@@ -319,18 +324,18 @@ async def test_a_retry_after_longer_than_the_wait_moves_on_at_once(
 
 
 async def test_a_retry_after_past_the_callers_deadline_moves_on_at_once(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A caller with 1.5 s left does not wait a 2 s Retry-After: the backup serves at t=0."""
     primary, fallback = busy_then_ok(2.0), backup()
     llm = ReliableProvider([("primary", primary), ("backup", fallback)], max_retries=2)
-    with trio.fail_after(1.5):
+    with anyio.fail_after(1.5):
         assert await llm.simple_chat("x", "m", 0.0) == "from backup"
     assert starts(primary) == [0.0] and starts(fallback) == [0.0]
 
 
 async def test_a_retry_after_on_a_probe_moves_on_at_once(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A route already known down (its probe gets the 429) is not waited for."""
     busy = Fail(ProviderError("busy", status_code=429, retry_after=2.0))
@@ -340,13 +345,13 @@ async def test_a_retry_after_on_a_probe_moves_on_at_once(
         [("primary", primary), ("backup", fallback)], max_retries=2, base_backoff=1.0, rng=Bottom()
     )
     assert await llm.simple_chat("x", "m", 0.0) == "from backup"  # 3 failures open the breaker
-    await trio.sleep_until(6.5)  # open from 1.5 for 5 s
+    await anyio.sleep_until(6.5)  # open from 1.5 for 5 s
     assert await llm.simple_chat("x", "m", 0.0) == "from backup"
     assert starts(primary) == [0.0, 0.5, 1.5, 6.5] and starts(fallback) == [1.5, 6.5]
 
 
 async def test_max_retry_after_wait_zero_always_moves_on(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """HealthPolicy(max_retry_after_wait=0) keeps the move-on-at-once rule for every Retry-After."""
     primary, fallback = busy_then_ok(0.5), backup()
@@ -359,7 +364,7 @@ async def test_max_retry_after_wait_zero_always_moves_on(
 
 
 async def test_dead_primary_is_called_at_most_eight_times_in_twenty_requests(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """20 requests 1 s apart call a dead primary 5 times: 3, then one probe per open period."""
     primary, fallback = dead(), backup()
@@ -368,7 +373,7 @@ async def test_dead_primary_is_called_at_most_eight_times_in_twenty_requests(
     )
     for _ in range(20):
         assert await llm.simple_chat("x", "m", 0.0) == "from backup"
-        await trio.sleep(1.0)
+        await anyio.sleep(1.0)
     assert starts(primary) == [0.0, 0.5, 1.5, 6.5, 16.5]
     assert len(fallback.calls) == 20
     assert llm.health()[KEY].opened_until == 26.5  # a fast failure: re-opened for 10 s
@@ -384,7 +389,7 @@ class DownUntil(Provider):
     async def chat_with_system(
         self, system_prompt: str | None, message: str, model: str, temperature: float
     ) -> str:
-        now = trio.current_time()
+        now = current_time()
         self.calls.append(now)
         if now < self.until:
             raise ProviderError("primary API error (503 Service Unavailable)", status_code=503)
@@ -392,7 +397,7 @@ class DownUntil(Provider):
 
 
 async def test_a_recovered_primary_gets_its_traffic_back_within_30_s(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """503 for 60 s, then healthy; 20 requests 4 s apart: the primary serves again from t=68."""
     primary = DownUntil(60.0)
@@ -404,8 +409,8 @@ async def test_a_recovered_primary_gets_its_traffic_back_within_30_s(
     )
     served: list[tuple[float, str]] = []
     for i in range(20):
-        await trio.sleep_until(4.0 * i)
-        served.append((trio.current_time(), await llm.simple_chat("x", "m", 0.0)))
+        await anyio.sleep_until(4.0 * i)
+        served.append((current_time(), await llm.simple_chat("x", "m", 0.0)))
     back = [t for t, who in served if who == "from primary"]
     assert back == [68.0, 72.0, 76.0]  # probed at 68, 8 s after it recovered
     # The outage: 3 calls, then one probe per open period (5 s, then at most 10 s).
@@ -414,7 +419,7 @@ async def test_a_recovered_primary_gets_its_traffic_back_within_30_s(
 
 
 async def test_without_health_every_request_pays_every_retry(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """health=None keeps the seed's behaviour: 3 calls to the dead primary per request."""
     primary, fallback = dead(), backup()
@@ -431,7 +436,7 @@ async def test_without_health_every_request_pays_every_retry(
     assert llm.health() == {}
 
 
-async def test_skip_is_in_the_failure_trail(autojump_clock: trio.testing.MockClock) -> None:
+async def test_skip_is_in_the_failure_trail(anyio_backend: object) -> None:
     """A skipped candidate appears in the trail as circuit_open, without a call."""
     primary = dead()
     other = dead("backup", 503)
@@ -453,7 +458,7 @@ async def test_skip_is_in_the_failure_trail(autojump_clock: trio.testing.MockClo
 
 
 async def test_every_candidate_open_still_serves_soonest_first(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """With every breaker open the request is still served, starting with the soonest re-open."""
     a = ScriptedProvider([Reply("from a")])
@@ -471,7 +476,7 @@ async def test_every_candidate_open_still_serves_soonest_first(
 
 
 async def test_single_provider_keeps_the_seed_behaviour(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """One provider with an open breaker is still called, with its retries and backoff."""
     p = ScriptedProvider([Fail(ProviderError("down", status_code=503))] * 6 + [Reply("ok")])
@@ -487,7 +492,7 @@ async def test_single_provider_keeps_the_seed_behaviour(
 
 
 async def test_hung_primary_stream_fails_over_once_then_is_skipped(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A hang costs one first-chunk timeout (2 s, no retry); the next request skips it."""
     primary = ScriptedProvider([Hang()], name="primary")
@@ -498,7 +503,7 @@ async def test_hung_primary_stream_fails_over_once_then_is_skipped(
     for expected_first in (2.0, 2.0):
         async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
             first = await chunks.__anext__()
-            assert (first.delta, trio.current_time()) == ("a", expected_first)
+            assert (first.delta, current_time()) == ("a", expected_first)
             assert [c.delta async for c in chunks] == ["b", ""]
     assert starts(primary) == [0.0]
     assert llm.health()[KEY].state == "open"
@@ -506,7 +511,7 @@ async def test_hung_primary_stream_fails_over_once_then_is_skipped(
 
 
 async def test_slow_headers_then_reset_is_a_silent_route(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A transport error after silent_after seconds of waiting moves on at once and opens."""
     reset = ProviderError("connection reset by peer")
@@ -514,26 +519,26 @@ async def test_slow_headers_then_reset_is_a_silent_route(
     llm = ReliableProvider([("primary", primary), ("backup", backup())], max_retries=2)
     assert await llm.simple_chat("x", "m", 0.0) == "from backup"
     assert starts(primary) == [0.0]
-    assert trio.current_time() == 6.0
+    assert current_time() == 6.0
     assert llm.health()[KEY].state == "open"
 
 
 async def test_thousand_concurrent_requests_send_one_probe(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """1,000 concurrent requests against a half-open route send exactly one probe."""
     primary = ScriptedProvider([Reply("from primary", delay=1.0)], name="primary")
     fallback = backup()
     health = LocalHealth(HealthPolicy(open_after=1))
     health.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     llm = ReliableProvider([("primary", primary), ("backup", fallback)], health=health)
     answers: list[str] = []
 
     async def one() -> None:
         answers.append(await llm.simple_chat("x", "m", 0.0))
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         for _ in range(1000):
             nursery.start_soon(one)
     assert len(primary.calls) == 1
@@ -541,14 +546,14 @@ async def test_thousand_concurrent_requests_send_one_probe(
     assert health.snapshot()[KEY].state == "closed"
 
 
-async def test_cancelled_probe_releases_the_slot(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cancelled_probe_releases_the_slot(anyio_backend: object) -> None:
     """A probe request cancelled mid-call gives the slot back; the next request probes."""
     primary = ScriptedProvider([Hang(), Reply("from primary")], name="primary")
     health = LocalHealth(HealthPolicy(open_after=1))
     health.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     llm = ReliableProvider([("primary", primary), ("backup", backup())], health=health)
-    with trio.move_on_after(1.0):
+    with anyio.move_on_after(1.0):
         await llm.simple_chat("x", "m", 0.0)
     assert not health.snapshot()[KEY].probe_in_flight
     assert await llm.simple_chat("x", "m", 0.0) == "from primary"
@@ -556,15 +561,15 @@ async def test_cancelled_probe_releases_the_slot(autojump_clock: trio.testing.Mo
 
 
 async def test_cancelled_probe_stream_releases_the_slot(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Leaving a stream whose probe had not answered yet frees the probe slot."""
     primary = ScriptedProvider([Hang(), Stream(["p"])], name="primary")
     health = LocalHealth(HealthPolicy(open_after=1))
     health.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     llm = ReliableProvider([("primary", primary), ("backup", backup())], health=health)
-    with trio.move_on_after(1.0):
+    with anyio.move_on_after(1.0):
         async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
             await chunks.__anext__()
     assert not health.snapshot()[KEY].probe_in_flight
@@ -578,18 +583,18 @@ class Boom(BaseException):
 
 
 async def test_unexpected_errors_never_leave_a_probe_stuck(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A probe ending in a stray exception re-opens; one ending in a BaseException releases."""
     health = LocalHealth(HealthPolicy(open_after=1))
     health.record_nowait(KEY, FAILURE)
-    await trio.sleep(5.0)
+    await anyio.sleep(5.0)
     primary = ScriptedProvider([Fail(KeyError("surprise"))], name="primary")
     llm = ReliableProvider([("primary", primary), ("backup", backup())], health=health)
     assert await llm.simple_chat("x", "m", 0.0) == "from backup"
     snap = health.snapshot()[KEY]
     assert (snap.state, snap.probe_in_flight) == ("open", False)
-    await trio.sleep(10.0)
+    await anyio.sleep(10.0)
     primary2 = ScriptedProvider([Fail(Boom())], name="primary")  # type: ignore[arg-type]
     llm2 = ReliableProvider([("primary", primary2), ("backup", backup())], health=health)
     with pytest.raises(Boom):
@@ -598,7 +603,7 @@ async def test_unexpected_errors_never_leave_a_probe_stuck(
 
 
 async def test_flapping_provider_is_neither_hammered_nor_abandoned(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A provider failing 3 calls then working 3, in a loop, serves every cycle; failures cost 3."""
 
@@ -610,7 +615,7 @@ async def test_flapping_provider_is_neither_hammered_nor_abandoned(
     served = []
     for _ in range(100):
         served.append(await llm.simple_chat("x", "m", 0.0))
-        await trio.sleep(1.0)
+        await anyio.sleep(1.0)
     # Each 10 s cycle: 3 failed calls open the breaker, 5 s later the probe
     # works and the primary serves 3 requests, then fails 3 times again.
     assert served.count("p") == 30
@@ -619,7 +624,7 @@ async def test_flapping_provider_is_neither_hammered_nor_abandoned(
 
 
 async def test_budget_caps_amplification_under_a_total_outage(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """500 concurrent callers against all-failing upstreams send at most 1.3x the first tries."""
 
@@ -631,7 +636,7 @@ async def test_budget_caps_amplification_under_a_total_outage(
             with pytest.raises(FailoverError):
                 await llm.simple_chat("x", "m", 0.0)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             for _ in range(500):
                 nursery.start_soon(one)
         return len(a.calls) + len(b.calls)
@@ -665,7 +670,7 @@ def test_idle_retry_budgets_are_dropped_when_there_are_many() -> None:
     assert len(spread._budgets) <= 1024 + 11  # only the last window's routes survive a prune
 
 
-async def test_budget_refusal_is_in_the_trail(autojump_clock: trio.testing.MockClock) -> None:
+async def test_budget_refusal_is_in_the_trail(anyio_backend: object) -> None:
     """A retry the budget refuses goes to the next candidate, and the trail says retry_budget."""
     health = LocalHealth(HealthPolicy(retry_budget=0.0, min_retries_per_second=0.0))
     llm = ReliableProvider([("primary", dead()), ("backup", backup())], health=health)
@@ -718,13 +723,13 @@ def test_never_two_probes_and_always_closes_after_successes(
                 h.release_nowait(KEY)
                 holding = 0
             elif op == "sleep":
-                await trio.sleep(float(arg))  # type: ignore[arg-type]
+                await anyio.sleep(float(arg))  # type: ignore[arg-type]
             snap = h.snapshot().get(KEY)
             if snap is not None:
                 assert snap.opened_until is None or snap.opened_until >= 0
                 assert 1.0 <= snap.open_for <= 8.0
         # Whatever happened: waiting out the period and one good probe closes it.
-        await trio.sleep(8.0)
+        await anyio.sleep(8.0)
         if holding:
             h.release_nowait(KEY)
         if h.admit_nowait(KEY).admission == "probe":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import random
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,9 +23,12 @@ from reliant import (
     fallback_scope,
     take_last_provider_fallback,
 )
+from reliant._backend import current_time
 from reliant._health import Outcome
 from reliant._hedge import P95_MIN_SAMPLES, Hedger
 from reliant.testing import Fail, Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
 
 USER = [ChatMessage.user("hi")]
 
@@ -47,13 +50,13 @@ def hedged(*providers: ScriptedProvider, **kw: object) -> ReliableProvider:
 async def first_chunk(llm: ReliableProvider) -> tuple[str, float, list[str]]:
     async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
         first = await chunks.__anext__()
-        at = trio.current_time()
+        at = current_time()
         rest = [c.delta async for c in chunks]
     return first.delta, at, rest
 
 
 async def test_slow_primary_is_hedged_and_the_fallback_wins(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Primary TTFT 3 s, fallback 0.2 s, after=1: first chunk at 1.2 s; primary closed at 1.2 s."""
     primary = slow("primary", 3.0, ("p",))
@@ -77,7 +80,7 @@ async def test_slow_primary_is_hedged_and_the_fallback_wins(
     assert "backup (model m) answered first" in lost.error
 
 
-async def test_fast_primary_sends_no_hedge(autojump_clock: trio.testing.MockClock) -> None:
+async def test_fast_primary_sends_no_hedge(anyio_backend: object) -> None:
     """Primary TTFT 0.5 s with after=1: no second request at all, no fallback info."""
     primary, fallback = slow("primary", 0.5), slow("backup", 0.1)
     llm = hedged(primary, fallback)
@@ -88,7 +91,7 @@ async def test_fast_primary_sends_no_hedge(autojump_clock: trio.testing.MockCloc
 
 
 async def test_both_slow_the_earlier_first_chunk_wins(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Primary answers at 2.5 s, the hedge (started at 1 s) at 3 s: primary wins, hedge closed."""
     primary, fallback = slow("primary", 2.5), slow("backup", 2.0)
@@ -103,7 +106,7 @@ async def test_both_slow_the_earlier_first_chunk_wins(
 
 
 async def test_winner_breaking_mid_stream_is_an_error_not_a_switch(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """After the winner's first chunk there is no replay from the loser: a break is an error."""
     primary = ScriptedProvider(
@@ -122,12 +125,12 @@ async def test_winner_breaking_mid_stream_is_an_error_not_a_switch(
 
 
 async def test_caller_cancelling_during_the_race_closes_every_upstream(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Leaving the stream at 1.5 s while both race: both upstreams closed at 1.5 s."""
     primary, fallback = slow("primary", 10.0), slow("backup", 10.0)
     llm = hedged(primary, fallback)
-    with trio.move_on_after(1.5):
+    with anyio.move_on_after(1.5):
         async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
             await chunks.__anext__()
     for p in (primary, fallback):
@@ -137,7 +140,7 @@ async def test_caller_cancelling_during_the_race_closes_every_upstream(
 
 
 async def test_a_racer_failing_does_not_end_the_race(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """The primary fails at 1.5 s while the hedge runs; the hedge answers at 2 s."""
     primary = ScriptedProvider([Fail(ProviderError("boom", status_code=500), delay=1.5)])
@@ -151,7 +154,7 @@ async def test_a_racer_failing_does_not_end_the_race(
 
 
 async def test_all_racers_failing_continue_with_the_rest_of_the_plan(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Both racers fail; the third candidate is tried next by the usual failover."""
     a = ScriptedProvider([Fail(ProviderError("a down", status_code=500), delay=2.0)], name="a")
@@ -166,19 +169,19 @@ async def test_all_racers_failing_continue_with_the_rest_of_the_plan(
 
 
 async def test_non_streaming_calls_hedge_on_the_whole_response(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """chat: the hedge's whole response at 1.3 s beats a primary answering at 5 s."""
     primary = ScriptedProvider([Reply("slow", delay=5.0)], name="primary")
     fallback = ScriptedProvider([Reply("fast", delay=0.3)], name="backup")
     llm = hedged(primary, fallback)
     assert await llm.chat_with_history(USER, "m", 0.0) == "fast"
-    assert trio.current_time() == 1.3
+    assert current_time() == 1.3
     assert primary.calls[0].cancelled and primary.calls[0].finished_at == 1.3
 
 
 async def test_budget_exhausted_means_no_hedge_and_the_trail_says_why(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """With the hedge budget spent, a slow primary is waited for; the trail says hedge_budget."""
     primary, fallback = slow("primary", 2.0), slow("backup", 0.1)
@@ -192,7 +195,7 @@ async def test_budget_exhausted_means_no_hedge_and_the_trail_says_why(
     assert refused.reason == "hedge_budget" and "hedge budget exhausted" in refused.error
 
 
-async def test_budget_allows_about_ten_percent(autojump_clock: trio.testing.MockClock) -> None:
+async def test_budget_allows_about_ten_percent(anyio_backend: object) -> None:
     """200 concurrent slow requests: 10 % of them, 20, are hedged; the rest wait."""
     primary = ScriptedProvider([Stream(["a"], first_delay=2.0)], name="primary")
     fallback = ScriptedProvider([Stream(["b"], first_delay=5.0)], name="backup")
@@ -201,20 +204,20 @@ async def test_budget_allows_about_ten_percent(autojump_clock: trio.testing.Mock
     async def one() -> None:
         await first_chunk(llm)
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         for _ in range(200):
             nursery.start_soon(one)
     assert len(primary.calls) == 200 and len(fallback.calls) == 20
 
 
-async def test_low_traffic_is_hedged_every_time(autojump_clock: trio.testing.MockClock) -> None:
+async def test_low_traffic_is_hedged_every_time(anyio_backend: object) -> None:
     """One request every 5 s with the default Hedge: each one is hedged, none refused by budget."""
     primary = ScriptedProvider([Stream(["p"], first_delay=3.0)], name="primary")
     backup = ScriptedProvider([Stream(["b"], first_delay=0.2)], name="backup")
     llm = hedged(primary, backup, hedge=Hedge(after=1.0))
     served: list[tuple[str, float]] = []
     for i in range(6):
-        await trio.sleep_until(5.0 * i)
+        await anyio.sleep_until(5.0 * i)
         with fallback_scope():
             delta, at, _ = await first_chunk(llm)
             info = take_last_provider_fallback()
@@ -225,17 +228,17 @@ async def test_low_traffic_is_hedged_every_time(autojump_clock: trio.testing.Moc
     assert [c.started_at for c in backup.calls] == [5.0 * i + 1.0 for i in range(6)]
 
 
-async def test_hedge_budget_floor_is_per_window(autojump_clock: trio.testing.MockClock) -> None:
+async def test_hedge_budget_floor_is_per_window(anyio_backend: object) -> None:
     """Floor 0.5/s over 10 s: 5 hedges for 3 requests, the 6th refused, 5 more once they age out."""
     hedger = Hedger(Hedge(after=1.0, budget=0.1, window=10.0, min_hedges_per_second=0.5))
     for _ in range(3):
         hedger.note_request()
     assert [hedger.try_hedge() for _ in range(6)] == [True] * 5 + [False]
-    await trio.sleep(10.0)
+    await anyio.sleep(10.0)
     assert [hedger.try_hedge() for _ in range(6)] == [True] * 5 + [False]
 
 
-async def test_an_open_breaker_is_never_hedged_to(autojump_clock: trio.testing.MockClock) -> None:
+async def test_an_open_breaker_is_never_hedged_to(anyio_backend: object) -> None:
     """The next candidate's breaker is open: it is skipped, the one after it is the hedge."""
     primary, dead, third = slow("primary", 3.0), slow("dead", 0.1), slow("third", 0.1)
     health = LocalHealth(HealthPolicy())
@@ -245,7 +248,7 @@ async def test_an_open_breaker_is_never_hedged_to(autojump_clock: trio.testing.M
     assert dead.calls == [] and third.calls[0].started_at == 1.0
 
 
-async def test_max_extra_two_starts_a_second_hedge(autojump_clock: trio.testing.MockClock) -> None:
+async def test_max_extra_two_starts_a_second_hedge(anyio_backend: object) -> None:
     """max_extra=2: hedges at 1 s and 2 s; the third candidate (0.1 s) wins at 2.1 s."""
     a, b, c = slow("a", 9.0), slow("b", 9.0), slow("c", 0.1)
     llm = hedged(a, b, c, hedge=Hedge(after=1.0, max_extra=2, budget=2.0))

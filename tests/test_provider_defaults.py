@@ -8,9 +8,9 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -28,7 +28,10 @@ from reliant import (
     UsageEvent,
     stream_from_generator,
 )
+from reliant._backend import current_time
 from reliant._types import ReasoningDelta
+
+pytestmark = pytest.mark.anyio
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -47,7 +50,7 @@ class Recorder(Provider):
     async def chat_with_system(
         self, system_prompt: str | None, message: str, model: str, temperature: float
     ) -> str:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         self.calls.append((system_prompt, message, model, temperature))
         return self.answer
 
@@ -301,7 +304,7 @@ class ChunkSource(Recorder):
         options: StreamOptions = StreamOptions(),  # noqa: B008
     ) -> AsyncGenerator[StreamChunk, None]:
         for chunk in self.chunks:
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             yield chunk
 
 
@@ -348,7 +351,7 @@ async def test_stream_chat_non_streaming_with_tools_emits_usage() -> None:
 
     class WithUsage(Recorder):
         async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             return ChatResponse(
                 text=None, tool_calls=(ToolCall("id1", "get_weather", "{}"),), usage=usage
             )
@@ -363,7 +366,7 @@ async def test_stream_chat_non_streaming_with_tools_emits_usage() -> None:
 
 
 async def test_stream_from_generator_closes_on_early_exit(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Leaving the async with early runs the generator's finally before the block exits."""
     log: list[str] = []
@@ -374,10 +377,10 @@ async def test_stream_from_generator_closes_on_early_exit(
             """Yield 0..n-1, a second apart."""
             try:
                 for i in range(n):
-                    await trio.sleep(1)
+                    await anyio.sleep(1)
                     yield i
             finally:
-                log.append(f"closed at {trio.current_time()}")
+                log.append(f"closed at {current_time()}")
 
     p = Streamer()
     assert Streamer.numbers.__name__ == "numbers"

@@ -6,9 +6,9 @@ import itertools
 import logging
 import random
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     Attempt,
@@ -24,7 +24,10 @@ from reliant import (
     fallback_scope,
     take_last_provider_fallback,
 )
+from reliant._backend import current_time
 from reliant.testing import Fail, Hang, Reply, ScriptedProvider
+
+pytestmark = pytest.mark.anyio
 
 USER = [ChatMessage.user("hello")]
 
@@ -54,14 +57,14 @@ async def test_succeeds_without_retry() -> None:
     assert p.call_count == 1
 
 
-async def test_retries_then_recovers(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retries_then_recovers(anyio_backend: object) -> None:
     """A retryable failure is retried on the same provider."""
     p = fail_then(1, "temporary", "recovered")
     assert await reliable(("primary", p)).simple_chat("hello", "test", 0.0) == "recovered"
     assert p.call_count == 2
 
 
-async def test_falls_back_after_retries_exhausted(autojump_clock: trio.testing.MockClock) -> None:
+async def test_falls_back_after_retries_exhausted(anyio_backend: object) -> None:
     """After max_retries + 1 failures the next provider serves."""
     primary = failing("primary down")
     fallback = ScriptedProvider([Reply("from fallback")])
@@ -128,7 +131,7 @@ async def test_skips_retries_on_non_retryable_error() -> None:
 
 
 async def test_chat_with_history_retries_then_recovers(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """History calls retry like system-prompt calls."""
     p = fail_then(1, "temporary", "history ok")
@@ -137,7 +140,7 @@ async def test_chat_with_history_retries_then_recovers(
     assert p.call_count == 2
 
 
-async def test_chat_with_history_falls_back(autojump_clock: trio.testing.MockClock) -> None:
+async def test_chat_with_history_falls_back(anyio_backend: object) -> None:
     """History calls fall back like system-prompt calls."""
     primary = failing("primary down")
     fallback = ScriptedProvider([Reply("fallback ok")])
@@ -207,7 +210,7 @@ async def test_chat_delegates_to_inner_provider() -> None:
     assert p.call_count == 1
 
 
-async def test_chat_retries_and_recovers(autojump_clock: trio.testing.MockClock) -> None:
+async def test_chat_retries_and_recovers(anyio_backend: object) -> None:
     """chat() retries retryable failures."""
     p = fail_then(2, "temporary failure", "recovered", native_tools=True)
     resp = await reliable(("primary", p), retries=3).chat(ChatRequest(USER), "test-model", 0.0)
@@ -314,7 +317,7 @@ async def test_fallback_records_provider_fallback_info() -> None:
 # -- beyond the seed ----------------------------------------------------------
 
 
-async def test_retry_after_is_waited_exactly(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_after_is_waited_exactly(anyio_backend: object) -> None:
     """A Retry-After of 3 s starts the retry at exactly t+3."""
     err = ProviderError("429 Too Many Requests", status_code=429, retry_after=3.0)
     p = ScriptedProvider([Fail(err), Reply("ok")])
@@ -322,7 +325,7 @@ async def test_retry_after_is_waited_exactly(autojump_clock: trio.testing.MockCl
     assert [c.started_at for c in p.calls] == [0.0, 3.0]
 
 
-async def test_backoff_doubles_with_pinned_jitter(autojump_clock: trio.testing.MockClock) -> None:
+async def test_backoff_doubles_with_pinned_jitter(anyio_backend: object) -> None:
     """Without Retry-After waits are jittered in [b/2, b] and b doubles (rng pinned to the top)."""
 
     class Top(random.Random):
@@ -336,7 +339,7 @@ async def test_backoff_doubles_with_pinned_jitter(autojump_clock: trio.testing.M
     assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [1.0, 2.0, 4.0]
 
 
-async def test_backoff_is_capped_at_ten_seconds(autojump_clock: trio.testing.MockClock) -> None:
+async def test_backoff_is_capped_at_ten_seconds(anyio_backend: object) -> None:
     """Doubling stops at 10 s."""
 
     class Top(random.Random):
@@ -354,7 +357,7 @@ async def test_backoff_is_capped_at_ten_seconds(autojump_clock: trio.testing.Moc
     ]
 
 
-async def test_base_backoff_floor(autojump_clock: trio.testing.MockClock) -> None:
+async def test_base_backoff_floor(anyio_backend: object) -> None:
     """A base backoff below 50 ms is raised to 50 ms (Retry-After 0 waits the base)."""
     err = ProviderError("429", status_code=429, retry_after=0.0)
     p = ScriptedProvider([Fail(err), Reply("ok")])
@@ -365,28 +368,28 @@ async def test_base_backoff_floor(autojump_clock: trio.testing.MockClock) -> Non
 
 
 async def test_cancellation_during_call_propagates_and_stops(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Cancelling a hung call ends it at the deadline; nothing else is tried or recorded."""
     hung = ScriptedProvider([Hang()])
     spare = ScriptedProvider([Reply("never")])
     rp = reliable(("hung", hung), ("spare", spare))
-    with trio.move_on_after(5) as scope:
+    with anyio.move_on_after(5) as scope:
         await rp.simple_chat("x", "m", 0.0)
     assert scope.cancelled_caught
-    assert trio.current_time() == 5.0
+    assert current_time() == 5.0
     assert (hung.call_count, spare.call_count) == (1, 0)
     assert hung.calls[0].cancelled
 
 
-async def test_cancellation_during_backoff(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cancellation_during_backoff(anyio_backend: object) -> None:
     """Cancelling during the backoff sleep stops the retry loop at once."""
     err = ProviderError("429", status_code=429, retry_after=10.0)
     p = ScriptedProvider([Fail(err), Reply("never")])
-    with trio.move_on_after(4) as scope:
+    with anyio.move_on_after(4) as scope:
         await reliable(("p", p)).simple_chat("x", "m", 0.0)
     assert scope.cancelled_caught
-    assert trio.current_time() == 4.0
+    assert current_time() == 4.0
     assert p.call_count == 1
 
 
@@ -400,7 +403,7 @@ async def test_base_exceptions_are_not_failures() -> None:
 
 
 async def test_fallback_info_is_isolated_between_concurrent_tasks(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Two concurrent requests in their own scopes each see only their own fallback."""
     primary = ScriptedProvider(
@@ -415,7 +418,7 @@ async def test_fallback_info_is_isolated_between_concurrent_tasks(
             await rp.simple_chat("x", model, 0.0)
             seen[model] = take_last_provider_fallback()
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(one, "bad")
         nursery.start_soon(one, "good")
     assert seen["good"] is None
@@ -430,7 +433,7 @@ async def test_outside_a_scope_fallback_info_is_not_recorded() -> None:
     assert take_last_provider_fallback() is None
 
 
-async def test_retry_alone_records_fallback_info(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_alone_records_fallback_info(anyio_backend: object) -> None:
     """An answer that needed a retry on the primary is reported too."""
     rp = reliable(("a", fail_then(1, "503", "ok")))
     with fallback_scope():
@@ -450,7 +453,7 @@ async def test_secrets_never_reach_the_failure_text() -> None:
 
 
 async def test_logs_are_structured_and_sanitized(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    anyio_backend: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Retries log through the reliant logger with extra fields and no secrets."""
     key = "sk-live-0123456789abcdef"
@@ -525,7 +528,7 @@ async def test_chat_with_tools_passes_tools() -> None:
 
 
 async def test_nested_reliable_provider_counts_inner_failure_as_final(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A nested ReliableProvider that exhausted its chain is not retried by the outer one."""
     inner_p = failing("503")
@@ -564,7 +567,7 @@ def test_non_provider_is_rejected() -> None:
         ReliableProvider([("a", object())])  # type: ignore[list-item]
 
 
-async def test_trail_includes_the_cause_chain_once(autojump_clock: trio.testing.MockClock) -> None:
+async def test_trail_includes_the_cause_chain_once(anyio_backend: object) -> None:
     """The trail shows a wrapped root cause, but not twice when the message already quotes it."""
     root = OSError("connection refused")
     wrapped = ProviderError("p transport error: connection refused", provider="p")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -21,6 +21,8 @@ from reliant import (
     take_last_request_record,
 )
 from reliant.testing import Fail, Hang, Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
 
 USER = [ChatMessage.user("hi")]
 
@@ -49,7 +51,7 @@ def err500(delay: float = 0.25) -> Fail:
     return Fail(ProviderError("down", status_code=500), delay=delay)
 
 
-async def test_primary_served_at_once_has_a_record(autojump_clock: trio.testing.MockClock) -> None:
+async def test_primary_served_at_once_has_a_record(anyio_backend: object) -> None:
     """No fallback info when the primary served at once, but a record with its timed attempt."""
     llm = chain(ScriptedProvider([Reply("ok", delay=0.5)], name="p"))
     with fallback_scope():
@@ -69,7 +71,7 @@ async def test_primary_served_at_once_has_a_record(autojump_clock: trio.testing.
     assert record.summary() == "served by p (m) in 500 ms"
 
 
-async def test_retry_then_fallback_timeline(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_then_fallback_timeline(anyio_backend: object) -> None:
     """Two failures on p (backoff 0.25), then b serves: every attempt with its start and end."""
     p = ScriptedProvider([err500()], name="p")
     b = ScriptedProvider([Reply("b", delay=0.5)], name="b")
@@ -89,7 +91,7 @@ async def test_retry_then_fallback_timeline(autojump_clock: trio.testing.MockClo
     assert (record.requested_provider, record.requested_model) == ("p", "m")
 
 
-async def test_failure_is_recorded(autojump_clock: trio.testing.MockClock) -> None:
+async def test_failure_is_recorded(anyio_backend: object) -> None:
     """A request that failed everywhere still leaves its record, read after the exception."""
     llm = chain(ScriptedProvider([err500()], name="p"), ScriptedProvider([err500(0.5)], name="b"))
     with fallback_scope():
@@ -111,12 +113,12 @@ async def test_failure_is_recorded(autojump_clock: trio.testing.MockClock) -> No
 
 
 async def test_cancelled_call_records_the_attempt_in_flight(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Cancelled at 3 s while the attempt hangs: outcome cancelled, the attempt cancelled at 3 s."""
     llm = chain(ScriptedProvider([Hang()], name="p"))
     with fallback_scope():
-        with trio.move_on_after(3.0):
+        with anyio.move_on_after(3.0):
             await llm.simple_chat("hi", "m", 0.0)
         record = take_last_request_record()
     assert record is not None
@@ -128,7 +130,7 @@ async def test_cancelled_call_records_the_attempt_in_flight(
     assert timeline(record) == [("p", 1, "cancelled", 0.0, 3.0)]
 
 
-async def test_stream_record_has_ttfc_usage_and_end(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_record_has_ttfc_usage_and_end(anyio_backend: object) -> None:
     """A stream: time to first chunk, the usage of its final chunk, ended when upstream ended."""
     usage = TokenUsage(input_tokens=3, output_tokens=5)
     p = ScriptedProvider([Fail(ProviderError("x", status_code=503), delay=0.5)], name="p")
@@ -151,14 +153,14 @@ async def test_stream_record_has_ttfc_usage_and_end(autojump_clock: trio.testing
     ]
 
 
-async def test_stream_left_early_is_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_left_early_is_cancelled(anyio_backend: object) -> None:
     """Leaving a committed stream at 2 s: the serving attempt ends "cancelled" at 2 s."""
     p = ScriptedProvider([Stream(["a", "b", "c"], first_delay=1.0, gap=5.0)], name="p")
     llm = chain(p)
     with fallback_scope():
         async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
             await chunks.__anext__()
-            await trio.sleep(1.0)
+            await anyio.sleep(1.0)
         record = take_last_request_record()
     assert record is not None
     assert (record.outcome, record.actual_provider, record.time_to_first_chunk) == (
@@ -170,7 +172,7 @@ async def test_stream_left_early_is_cancelled(autojump_clock: trio.testing.MockC
 
 
 async def test_context_truncation_shows_as_an_attempt(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A context overflow halves the history: that attempt is "context_truncated" in the record."""
     overflow = RuntimeError("request exceeds the available context size (8968 tokens)")
@@ -187,7 +189,7 @@ async def test_context_truncation_shows_as_an_attempt(
     ]
 
 
-async def test_hedge_loser_and_winner_in_the_record(autojump_clock: trio.testing.MockClock) -> None:
+async def test_hedge_loser_and_winner_in_the_record(anyio_backend: object) -> None:
     """A hedged stream: the loser is hedge_lost at 1.25, the winner served."""
     p = ScriptedProvider([Stream(["p"], first_delay=3.0)], name="p")
     b = ScriptedProvider([Stream(["b"], first_delay=0.25)], name="b")
@@ -204,7 +206,7 @@ async def test_hedge_loser_and_winner_in_the_record(autojump_clock: trio.testing
     assert record.summary() == "served by b (m) in 1250 ms after p (m) lost the hedge race"
 
 
-async def test_recovered_stream_record(autojump_clock: trio.testing.MockClock) -> None:
+async def test_recovered_stream_record(anyio_backend: object) -> None:
     """mid_stream="restart": the broken attempt (timed) and the recovery, then the new server."""
     p = ScriptedProvider([Stream.broken(["a"], first_delay=0.25)], name="p")
     b = ScriptedProvider([Stream(["c"], first_delay=0.25)], name="b")
@@ -239,7 +241,7 @@ async def test_concurrent_scopes_keep_their_own_records() -> None:
             await llm.simple_chat("hi", "m", 0.0)
             records[name] = take_last_request_record()
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         for name in ("x", "y"):
             nursery.start_soon(one, name, chain(ScriptedProvider([Reply(name)], name=name)))
     assert {k: v.actual_provider for k, v in records.items() if v is not None} == {
@@ -248,7 +250,7 @@ async def test_concurrent_scopes_keep_their_own_records() -> None:
     }
 
 
-async def test_summary_tells_the_skipped_breaker(autojump_clock: trio.testing.MockClock) -> None:
+async def test_summary_tells_the_skipped_breaker(anyio_backend: object) -> None:
     """A request served after skipping an open breaker says so; it is not just 'served by b'."""
     p = ScriptedProvider([Fail(ProviderError("busy", status_code=429, retry_after=3))], name="p")
     b = ScriptedProvider([Reply("b", delay=0.002)], name="b")
@@ -264,10 +266,10 @@ async def test_summary_tells_the_skipped_breaker(autojump_clock: trio.testing.Mo
 
 
 async def test_attempt_times_relative_to_the_request(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Attempts tell started_after/ended_after (seconds since the request began), not raw clock."""
-    await trio.sleep(100.0)  # the raw clock is far from zero, the relative times are not
+    await anyio.sleep(100.0)  # the raw clock is far from zero, the relative times are not
     p = ScriptedProvider([err500()], name="p")
     b = ScriptedProvider([Reply("b", delay=0.5)], name="b")
     llm = chain(p, b)
@@ -285,7 +287,7 @@ async def test_attempt_times_relative_to_the_request(
     assert (before.started_after, before.ended_after) == (0.0, 0.25)
 
 
-async def test_served_names_are_deprecated_aliases(autojump_clock: trio.testing.MockClock) -> None:
+async def test_served_names_are_deprecated_aliases(anyio_backend: object) -> None:
     """RequestRecord.actual_provider/actual_model, as in ProviderFallbackInfo; served_* warn."""
     p = ScriptedProvider([err500()], name="p")
     b = ScriptedProvider([Reply("b")], name="b")

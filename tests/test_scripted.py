@@ -6,10 +6,11 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
+from reliant._backend import current_time
 from reliant._exceptions import ProviderError, StreamError
 from reliant._types import (
     ChatMessage,
@@ -38,6 +39,8 @@ from reliant.testing._scripted import (
     Stream,
 )
 
+pytestmark = pytest.mark.anyio
+
 T = TypeVar("T")
 
 MSGS = (ChatMessage.system("sys"), ChatMessage.user("hello"))
@@ -49,7 +52,7 @@ STOP = StreamChunk(is_final=True, finish_reason="stop")
 
 async def collect(it: AsyncIterator[T]) -> list[tuple[float, T]]:
     """Items of a stream with the virtual time each one arrived."""
-    return [(trio.current_time(), item) async for item in it]
+    return [(current_time(), item) async for item in it]
 
 
 async def chunks_of(p: ScriptedProvider, **kw: Any) -> list[tuple[float, StreamChunk]]:
@@ -65,19 +68,19 @@ async def plain(p: ScriptedProvider, model: str = "m") -> str:
 
 
 async def test_reply_non_streaming_returns_text_after_delay(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Reply(delay=2) makes every str-returning call answer its text 2 s later."""
     p = ScriptedProvider([Reply("hi", delay=2.0)])
     assert await p.chat_with_system("s", "q", "m", 0.0) == "hi"
-    assert trio.current_time() == 2.0
+    assert current_time() == 2.0
     assert await p.simple_chat("q", "m", 0.0) == "hi"
-    assert trio.current_time() == 4.0
+    assert current_time() == 4.0
     assert await p.chat_with_history(MSGS, "m", 0.0) == "hi"
-    assert trio.current_time() == 6.0
+    assert current_time() == 6.0
 
 
-async def test_reply_chat_returns_full_response(autojump_clock: trio.testing.MockClock) -> None:
+async def test_reply_chat_returns_full_response(anyio_backend: object) -> None:
     """chat and chat_with_tools return the reply's text, tool calls, usage and reasoning."""
     reply = Reply("text", delay=1.0, tool_calls=[CALL], usage=USAGE, reasoning="because")
     p = ScriptedProvider([reply])
@@ -90,10 +93,10 @@ async def test_reply_chat_returns_full_response(autojump_clock: trio.testing.Moc
     )
     assert await p.chat(ChatRequest(MSGS, tools=[TOOL]), "m", 0.0) == expected
     assert await p.chat_with_tools(MSGS, [TOOL], "m", 0.0) == expected
-    assert trio.current_time() == 2.0
+    assert current_time() == 2.0
 
 
-async def test_reply_streams_one_chunk_then_final(autojump_clock: trio.testing.MockClock) -> None:
+async def test_reply_streams_one_chunk_then_final(anyio_backend: object) -> None:
     """A streamed Reply waits its delay, then yields the text chunk and the final chunk."""
     p = ScriptedProvider([Reply("hi", delay=1.5)])
     assert await chunks_of(p) == [(1.5, StreamChunk("hi")), (1.5, STOP)]
@@ -107,7 +110,7 @@ async def test_empty_reply_streams_only_final() -> None:
     assert [c for _, c in await chunks_of(p)] == [STOP]
 
 
-async def test_reply_stream_chat_event_order(autojump_clock: trio.testing.MockClock) -> None:
+async def test_reply_stream_chat_event_order(anyio_backend: object) -> None:
     """stream_chat yields TextDelta, one ToolCallEvent per call, UsageEvent, then Final."""
     call2 = ToolCall("call_2", "lookup", "{}")
     p = ScriptedProvider([Reply("hi", delay=1.0, tool_calls=[CALL, call2], usage=USAGE)])
@@ -132,7 +135,7 @@ async def test_reply_stream_chat_without_text_or_extras() -> None:
 # -- Stream -----------------------------------------------------------------
 
 
-async def test_stream_timing_first_delay_and_gap(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_timing_first_delay_and_gap(anyio_backend: object) -> None:
     """Stream waits first_delay before the first chunk, gap between chunks, no gap before final."""
     p = ScriptedProvider([Stream(["a", "b", "c"], first_delay=1.0, gap=0.5)])
     assert await chunks_of(p) == [
@@ -145,7 +148,7 @@ async def test_stream_timing_first_delay_and_gap(autojump_clock: trio.testing.Mo
     assert not p.calls[0].cancelled
 
 
-async def test_stream_mid_stream_error(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_mid_stream_error(anyio_backend: object) -> None:
     """Stream with an error yields its chunks, then raises the error instead of the final chunk."""
     err = ProviderError("cut", status_code=502)
     p = ScriptedProvider([Stream(["a", "b"], gap=1.0, error=err)])
@@ -156,22 +159,22 @@ async def test_stream_mid_stream_error(autojump_clock: trio.testing.MockClock) -
                 seen.append(chunk.delta)
     assert info.value is err
     assert seen == ["a", "b"]
-    assert trio.current_time() == 1.0
+    assert current_time() == 1.0
     assert p.calls[0].finished_at == 1.0
     assert not p.calls[0].cancelled
     assert p.open_streams == 0
 
 
-async def test_stream_error_before_any_chunk(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_error_before_any_chunk(anyio_backend: object) -> None:
     """A Stream with no chunks and an error raises it after first_delay."""
     p = ScriptedProvider([Stream([], first_delay=3.0, error=ValueError("x"))])
     async with p.stream_chat_with_history(MSGS, "m", 0.0) as chunks:
         with pytest.raises(ValueError, match="x"):
             await chunks.__anext__()
-    assert trio.current_time() == 3.0
+    assert current_time() == 3.0
 
 
-async def test_stream_unterminated_just_ends(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_unterminated_just_ends(anyio_backend: object) -> None:
     """An unterminated Stream ends after its chunks without the final chunk."""
     p = ScriptedProvider([Stream(["a", "b"], first_delay=1.0, terminated=False)])
     assert await chunks_of(p) == [(1.0, StreamChunk("a")), (1.0, StreamChunk("b"))]
@@ -179,7 +182,7 @@ async def test_stream_unterminated_just_ends(autojump_clock: trio.testing.MockCl
 
 
 async def test_stream_chat_maps_chunks_to_text_deltas(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """stream_chat of a Stream yields one TextDelta per chunk with the same timing, then Final."""
     p = ScriptedProvider([Stream(["a", "b"], first_delay=1.0, gap=2.0)])
@@ -192,25 +195,25 @@ async def test_stream_chat_maps_chunks_to_text_deltas(
 
 
 async def test_stream_non_streaming_sleeps_total_and_joins(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A non-streaming call of a Stream waits first_delay + gaps and returns the joined chunks."""
     p = ScriptedProvider([Stream(["a", "b", "c"], first_delay=1.0, gap=0.5)])
     assert await plain(p) == "abc"
-    assert trio.current_time() == 2.0
+    assert current_time() == 2.0
     response = await p.chat(ChatRequest(MSGS), "m", 0.0)
     assert response == ChatResponse(text="abc", finish_reason="stop")
-    assert trio.current_time() == 4.0
+    assert current_time() == 4.0
 
 
-async def test_stream_non_streaming_raises_error(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_non_streaming_raises_error(anyio_backend: object) -> None:
     """A non-streaming call of a failing Stream raises its error after the total time."""
     err = ProviderError("cut", status_code=500)
     p = ScriptedProvider([Stream(["a", "b"], first_delay=1.0, gap=1.0, error=err)])
     with pytest.raises(ProviderError) as info:
         await plain(p)
     assert info.value is err
-    assert trio.current_time() == 2.0
+    assert current_time() == 2.0
     assert p.calls[0].finished_at == 2.0
     assert not p.calls[0].cancelled
 
@@ -229,7 +232,7 @@ async def test_count_tokens_estimate() -> None:
 
 
 async def test_fail_non_streaming_raises_after_delay(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Fail raises its error from a non-streaming call after its delay."""
     err = ProviderError("boom", status_code=500)
@@ -237,23 +240,23 @@ async def test_fail_non_streaming_raises_after_delay(
     with pytest.raises(ProviderError) as info:
         await p.chat(ChatRequest(MSGS), "m", 0.0)
     assert info.value is err
-    assert trio.current_time() == 0.25
+    assert current_time() == 0.25
     assert p.calls[0].finished_at == 0.25
     assert not p.calls[0].cancelled
 
 
 async def test_fail_stream_raises_from_first_anext(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A failing stream enters fine and raises from the first __anext__ after the delay."""
     err = RuntimeError("down")
     p = ScriptedProvider([Fail(err, delay=1.0)])
     async with p.stream_chat_with_system(None, "q", "m", 0.0) as chunks:
-        assert trio.current_time() == 0.0
+        assert current_time() == 0.0
         with pytest.raises(RuntimeError) as info:
             await chunks.__anext__()
     assert info.value is err
-    assert trio.current_time() == 1.0
+    assert current_time() == 1.0
     assert p.calls[0].finished_at == 1.0
     assert not p.calls[0].cancelled
     assert p.open_streams == 0
@@ -270,24 +273,24 @@ async def test_repeated_fail_does_not_grow_traceback() -> None:
     assert depths[0] == depths[1] == depths[2]
 
 
-async def test_hang_non_streaming_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+async def test_hang_non_streaming_cancelled(anyio_backend: object) -> None:
     """A hung non-streaming call is cancelled by a timeout and recorded as cancelled."""
     p = ScriptedProvider([Hang()])
-    with trio.move_on_after(30.0) as scope:
+    with anyio.move_on_after(30.0) as scope:
         await plain(p)
     assert scope.cancelled_caught
-    assert trio.current_time() == 30.0
+    assert current_time() == 30.0
     call = p.calls[0]
     assert call.cancelled
     assert (call.started_at, call.finished_at, call.duration) == (0.0, 30.0, 30.0)
 
 
 async def test_hang_stream_cancelled_closes_stream(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Cancelling a hung stream marks the call cancelled and leaves no stream open."""
     p = ScriptedProvider([Hang()])
-    with trio.move_on_after(5.0):
+    with anyio.move_on_after(5.0):
         async with p.stream_chat(ChatRequest(MSGS), "m", 0.0) as events:
             assert p.open_streams == 1
             async for _ in events:
@@ -312,7 +315,7 @@ async def test_every_outcome_checkpoints() -> None:
     """Even an instant outcome is a checkpoint: a cancelled caller gets Cancelled."""
     p = ScriptedProvider([Reply(), Empty()])
     for _ in range(2):
-        with trio.CancelScope() as scope:
+        with anyio.CancelScope() as scope:
             scope.cancel()
             await plain(p)
         assert scope.cancelled_caught
@@ -441,10 +444,10 @@ async def test_each_method_records_one_call_with_its_name() -> None:
     assert all(isinstance(c, ScriptedCall) and not c.cancelled for c in p.calls)
 
 
-async def test_record_times(autojump_clock: trio.testing.MockClock) -> None:
+async def test_record_times(anyio_backend: object) -> None:
     """Records carry the virtual start and finish times and the drawn outcome."""
     p = ScriptedProvider([Reply("a", delay=1.0), Fail(ValueError("x"), delay=2.0)])
-    await trio.sleep(10.0)
+    await anyio.sleep(10.0)
     await plain(p)
     with pytest.raises(ValueError):
         await plain(p)
@@ -459,14 +462,14 @@ async def test_record_times(autojump_clock: trio.testing.MockClock) -> None:
 
 
 async def test_stream_recorded_on_enter_not_on_call(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A stream is recorded, and its outcome drawn, when its context is entered."""
     p = ScriptedProvider([Reply("first"), Reply("second")])
     cm = p.stream_chat_with_history(MSGS, "m", 0.0)
     assert p.call_count == 0
     assert await plain(p) == "first"
-    await trio.sleep(4.0)
+    await anyio.sleep(4.0)
     async with cm as chunks:
         assert p.call_count == 2
         assert p.calls[1].started_at == 4.0
@@ -475,7 +478,7 @@ async def test_stream_recorded_on_enter_not_on_call(
 
 
 async def test_closing_stream_early_marks_cancelled(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """Leaving a stream before its outcome is delivered closes it and marks the call cancelled."""
     p = ScriptedProvider([Stream(["a", "b"], gap=1.0)])
@@ -487,7 +490,7 @@ async def test_closing_stream_early_marks_cancelled(
 
 
 async def test_entering_without_iterating_marks_cancelled(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A stream entered and left without iteration is recorded, closed and cancelled."""
     p = ScriptedProvider([Reply()])
@@ -615,9 +618,7 @@ async def test_reply_reasoning_streams_before_text() -> None:
 
 
 @pytest.mark.parametrize("tool_call", [False, True])
-async def test_stream_broken_after_chunks(
-    autojump_clock: trio.testing.MockClock, tool_call: bool
-) -> None:
+async def test_stream_broken_after_chunks(anyio_backend: object, tool_call: bool) -> None:
     """Stream.broken delivers its chunks, then raises a StreamError (tool call flag as given)."""
     p = ScriptedProvider([Stream.broken(["a", "b"], tool_call_in_progress=tool_call, gap=1.0)])
     seen: list[str] = []
@@ -628,7 +629,7 @@ async def test_stream_broken_after_chunks(
                 seen.append(event.text)
     assert seen == ["a", "b"]
     assert info.value.tool_call_in_progress is tool_call
-    assert trio.current_time() == 1.0
+    assert current_time() == 1.0
     assert not p.calls[0].cancelled
 
 

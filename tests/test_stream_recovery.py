@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -30,8 +30,11 @@ from reliant import (
     stream_from_generator,
     take_last_provider_fallback,
 )
+from reliant._backend import current_time
 from reliant._recovery import overlap
 from reliant.testing import Fail, Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
 
 CANON = "The sky is blue because air scatters short wavelengths more than long ones."
 PIECES = [
@@ -107,7 +110,7 @@ class Continuer(Provider):
     ) -> AsyncGenerator[StreamChunk, None]:
         pieces = self._pieces(messages)
         for piece in pieces:
-            await trio.sleep(self.gap)
+            await anyio.sleep(self.gap)
             yield StreamChunk(piece)
         yield StreamChunk(is_final=True, finish_reason="stop")
 
@@ -120,7 +123,7 @@ class Continuer(Provider):
         options: StreamOptions = StreamOptions(),  # noqa: B008
     ) -> AsyncGenerator[StreamEvent, None]:
         for piece in self._pieces(request.messages):
-            await trio.sleep(self.gap)
+            await anyio.sleep(self.gap)
             yield TextDelta(piece)
         yield Final(finish_reason="stop")
 
@@ -244,15 +247,15 @@ async def test_restart_in_the_event_api_sends_a_stream_restart_event() -> None:
 
 
 async def test_stall_is_recovered_at_the_exact_idle_deadline(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A stream silent for idle_timeout after 2 chunks restarts on the backup at that instant."""
 
     async def stalls() -> AsyncGenerator[StreamChunk, None]:
         yield StreamChunk(PIECES[0])
-        await trio.sleep(1.0)
+        await anyio.sleep(1.0)
         yield StreamChunk(PIECES[1])
-        await trio.sleep_forever()
+        await anyio.sleep_forever()
 
     llm = ReliableProvider(
         [("primary", Streams(stalls)), ("backup", Continuer())],
@@ -264,7 +267,7 @@ async def test_stall_is_recovered_at_the_exact_idle_deadline(
     async with llm.stream_chat_with_history(USER, "m", 0.0) as stream:
         async for c in stream:
             chunks.append(c)
-            times.append(trio.current_time())
+            times.append(current_time())
     assert times[:2] == [0.0, 1.0]
     assert chunks[2].restarted and times[2] == 6.0
     assert honour(chunks) == CANON
@@ -476,19 +479,19 @@ async def test_unfixable_overflow_moves_to_a_larger_candidate() -> None:
 
 
 async def test_first_chunk_just_after_the_deadline_is_a_timeout(
-    autojump_clock: trio.testing.MockClock,
+    anyio_backend: object,
 ) -> None:
     """A first chunk returned after the deadline fired (no checkpoint) fails over, not 'stalled'."""
 
     async def late() -> AsyncGenerator[StreamChunk, None]:
-        with trio.CancelScope(shield=True):
-            await trio.sleep(2.0)  # the item is ready only after the 1 s deadline
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(2.0)  # the item is ready only after the 1 s deadline
         yield StreamChunk("late")
         yield StreamChunk.final()
 
     backup = ScriptedProvider([Stream(["on time"])], name="backup")
     llm = ReliableProvider([("late", Streams(late)), ("backup", backup)], first_chunk_timeout=1.0)
     async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
-        got = [(c.delta, trio.current_time()) async for c in chunks]
+        got = [(c.delta, current_time()) async for c in chunks]
     assert got == [("on time", 2.0), ("", 2.0)]
     assert llm.health()[("late", "m")].state == "open"
