@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import aclosing
@@ -329,6 +330,9 @@ class Bedrock(HTTPProvider):
         self._max_tokens = max_tokens
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         self._explicit: tuple[str, str, str | None] | None = None
+        self._credentials: Any = None  # botocore credentials, once resolved
+        self._frozen: Any = None  # their current frozen values, what requests are signed with
+        self._registered: set[str] = set()  # secrets already given to the sanitizer
         if aws_access_key_id or aws_secret_access_key:
             if not (aws_access_key_id and aws_secret_access_key):
                 raise ValueError(
@@ -337,15 +341,30 @@ class Bedrock(HTTPProvider):
             self._explicit = (aws_access_key_id, aws_secret_access_key, aws_session_token)
             for secret in (aws_secret_access_key, aws_session_token):
                 if secret:
+                    self._registered.add(secret)
                     weakref.finalize(self, register_secret(secret))
-        self._credentials: Any = None  # botocore credentials, once resolved
         if self._api_key:
             self._headers["authorization"] = f"Bearer {self._api_key}"
         else:
             self._auth = _SigV4(self._frozen_credentials, self._region)
 
+    _stream_format = "event-stream"
+
     def __repr__(self) -> str:
         return f"Bedrock(name={self._name!r}, region={self._region!r}, base_url={self.base_url!r})"
+
+    # -- errors --------------------------------------------------------------------
+
+    def _error_reason(self, response: httpx2.Response) -> str:
+        """``x-amzn-ErrorType``'s name (``ThrottlingException``), else the reason phrase."""
+        name = _error_type(response)
+        return name or super()._error_reason(response)
+
+    def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
+        error = super()._status_error(response, body)
+        if error.kind is None and _error_type(response) == "ModelTimeoutException":
+            error.kind = "timeout"
+        return error
 
     # -- capabilities --------------------------------------------------------------
 
@@ -364,16 +383,31 @@ class Bedrock(HTTPProvider):
     # -- credentials ---------------------------------------------------------------
 
     async def _ensure_credentials(self) -> None:
-        """Resolve SigV4 credentials once (botocore's chain may do I/O: a worker thread)."""
-        if self._api_key or self._credentials is not None:
-            return
-        if self._explicit is not None:
-            from botocore.credentials import Credentials
+        """Resolve SigV4 credentials once, and refresh them when due, in a worker thread.
 
-            self._credentials = Credentials(*self._explicit)
+        botocore's chain (and a refresh of temporary credentials) may do
+        network I/O, so neither runs on the event loop; signing itself
+        (:class:`_SigV4`) then only reads :attr:`_frozen`. Each secret key and
+        session token seen is registered with the sanitizer, once.
+        """
+        if self._api_key:
             return
+        if self._credentials is None:
+            self._credentials = await self._resolve_credentials()
+        credentials = self._credentials
+        refresh_needed = getattr(credentials, "refresh_needed", None)
+        if self._frozen is None or (callable(refresh_needed) and refresh_needed()):
+            frozen = await trio.to_thread.run_sync(credentials.get_frozen_credentials)
+            for secret in (frozen.secret_key, frozen.token):
+                if secret and secret not in self._registered:
+                    self._registered.add(secret)
+                    weakref.finalize(self, register_secret(secret))
+            self._frozen = frozen
+
+    async def _resolve_credentials(self) -> Any:
         try:
             import botocore.session
+            from botocore.credentials import Credentials
         except ImportError:
             raise ProviderError(
                 f"{self._name} API error: SigV4 signing needs botocore: "
@@ -381,9 +415,23 @@ class Bedrock(HTTPProvider):
                 provider=self._name,
                 status_code=401,
             ) from None
-        found = await trio.to_thread.run_sync(
-            lambda: botocore.session.get_session().get_credentials()
-        )
+        if self._explicit is not None:
+            return Credentials(*self._explicit)
+        try:
+            found = await trio.to_thread.run_sync(
+                lambda: botocore.session.get_session().get_credentials()
+            )
+        except Exception as exc:
+            # A broken config file, an unknown AWS_PROFILE, a failed SSO or
+            # role login: a configuration problem retrying will not fix.
+            raise ProviderError(
+                self._clean(
+                    f"{self._name} API error: resolving AWS credentials failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                provider=self._name,
+                status_code=401,
+            ) from None
         if found is None:
             raise ProviderError(
                 f"{self._name} API error: no AWS credentials found (environment, shared "
@@ -392,17 +440,10 @@ class Bedrock(HTTPProvider):
                 provider=self._name,
                 status_code=401,
             )
-        self._credentials = found
-        for secret in (found.secret_key, found.token):
-            if secret:
-                weakref.finalize(self, register_secret(secret))
+        return found
 
     def _frozen_credentials(self) -> Any:
-        # Refreshable credentials refresh here when they are about to expire.
-        frozen = self._credentials.get_frozen_credentials()
-        if frozen.token:
-            weakref.finalize(self, register_secret(frozen.token))
-        return frozen
+        return self._frozen
 
     # -- payloads ------------------------------------------------------------------
 
@@ -645,6 +686,15 @@ class Bedrock(HTTPProvider):
         )
         broken.__cause__ = failure
         return broken
+
+
+def _error_type(response: httpx2.Response) -> str | None:
+    """The error name of ``x-amzn-ErrorType`` (``ThrottlingException:http://...``), if sane."""
+    raw = response.headers.get("x-amzn-errortype", "").partition(":")[0].strip()
+    return raw if _ERROR_TYPE_RE.fullmatch(raw) else None
+
+
+_ERROR_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}")
 
 
 def _index(data: dict[str, Any]) -> int:
