@@ -51,8 +51,10 @@ never a silent success.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import aclosing
@@ -236,6 +238,23 @@ def _response(data: dict[str, Any], model: str) -> ChatResponse:
     )
 
 
+_signing = threading.local()
+
+
+class _QuietSigning(logging.Filter):
+    """Drops ``botocore.auth``'s records while reliant signs a request, in that thread only.
+
+    At DEBUG level botocore logs the canonical request (which quotes the
+    session token) and the signature itself; neither may reach a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_signing, "active", False)
+
+
+_QUIET_SIGNING = _QuietSigning()
+
+
 class _SigV4(httpx2.Auth):
     """SigV4-signs each request with botocore's signer (see the module docstring)."""
 
@@ -257,7 +276,14 @@ class _SigV4(httpx2.Auth):
             data=request.content,
             headers={"content-type": request.headers.get("content-type", "application/json")},
         )
-        SigV4Auth(self._credentials(), "bedrock", self._region).add_auth(signed)
+        quiet = logging.getLogger("botocore.auth")
+        if _QUIET_SIGNING not in quiet.filters:
+            quiet.addFilter(_QUIET_SIGNING)
+        _signing.active = True
+        try:
+            SigV4Auth(self._credentials(), "bedrock", self._region).add_auth(signed)
+        finally:
+            _signing.active = False
         for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
             value = signed.headers.get(name)
             if value:
@@ -396,8 +422,12 @@ class Bedrock(HTTPProvider):
             self._credentials = await self._resolve_credentials()
         credentials = self._credentials
         refresh_needed = getattr(credentials, "refresh_needed", None)
-        if self._frozen is None or (callable(refresh_needed) and refresh_needed()):
-            frozen = await trio.to_thread.run_sync(credentials.get_frozen_credentials)
+        refreshable = callable(refresh_needed)
+        if self._frozen is None or (refreshable and refresh_needed()):
+            if refreshable:
+                frozen = await trio.to_thread.run_sync(credentials.get_frozen_credentials)
+            else:  # static credentials: nothing to fetch
+                frozen = credentials.get_frozen_credentials()
             for secret in (frozen.secret_key, frozen.token):
                 if secret and secret not in self._registered:
                     self._registered.add(secret)
@@ -637,6 +667,7 @@ class Bedrock(HTTPProvider):
                             if events and usage is not None:
                                 committed = True
                                 yield UsageEvent(usage)
+                    decoder.check()  # a bad frame after the good ones of this read
                 if not decoder.finish():
                     raise self._broken(
                         "stream cut inside an event-stream frame", committed, tool_call=bool(calls)
