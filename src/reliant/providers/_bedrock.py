@@ -421,7 +421,7 @@ class Bedrock(HTTPProvider):
         if self._credentials is None:
             self._credentials = await self._resolve_credentials()
         credentials = self._credentials
-        refresh_needed = getattr(credentials, "refresh_needed", None)
+        refresh_needed: Any = getattr(credentials, "refresh_needed", None)
         refreshable = callable(refresh_needed)
         if self._frozen is None or (refreshable and refresh_needed()):
             if refreshable:
