@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -830,6 +831,31 @@ async def test_no_credentials_is_a_final_error_without_a_request(
     assert "no AWS credentials found" in str(info.value)
     assert info.value.status_code == 401 and is_non_retryable(info.value)
     assert server.requests == []
+
+
+async def test_a_failing_credential_chain_is_a_final_error(
+    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain that raises (an AWS_PROFILE no file defines) is a final error; nothing is sent."""
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    async with Bedrock(base_url=server.bedrock_base_url) as p:
+        with pytest.raises(ProviderError) as info:
+            await p.simple_chat("Hi", "ok", 0)
+    assert "resolving AWS credentials failed: ProfileNotFound" in str(info.value)
+    assert is_non_retryable(info.value) and server.requests == []
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+async def test_sigv4_without_botocore_says_how_to_get_it(
+    server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch, explicit: bool
+) -> None:
+    """Without the bedrock extra, SigV4 fails with the pip command to run; nothing is sent."""
+    monkeypatch.setitem(sys.modules, "botocore.session", None)
+    keys = {"aws_access_key_id": AKID, "aws_secret_access_key": SECRET} if explicit else {}
+    async with Bedrock(base_url=server.bedrock_base_url, **keys) as p:
+        with pytest.raises(ProviderError, match=r"pip install 'reliant\[bedrock\]'") as info:
+            await p.simple_chat("Hi", "ok", 0)
+    assert is_non_retryable(info.value) and server.requests == []
 
 
 async def test_half_explicit_credentials_are_refused() -> None:

@@ -15,16 +15,24 @@ is sent as ``Authorization: Bearer``; otherwise every request is SigV4-signed
 with botocore's signer (the ``bedrock`` extra), from explicit credentials or
 from botocore's standard chain (environment, shared config and credentials
 files, SSO, container and instance roles), resolved once, in a worker thread
-(the chain may do network I/O), on the first request. The secret key, the
-session token and the bearer key are registered with the sanitizer, and the
-``authorization`` and ``x-amz-security-token`` headers of any request kept in
-an exception chain are masked, so none of them reaches a message, a log, a
-trail or a traceback.
+(the chain may do network I/O), on the first request, and refreshed in a
+worker thread when temporary credentials are due; signing itself does no I/O.
+Without botocore, or with no credentials anywhere, or when the chain fails,
+the request is not sent: a final ``ProviderError`` (status 401) says why.
+Every secret key and session token seen is registered with the sanitizer
+(once), as is the bearer key; the ``authorization`` and
+``x-amz-security-token`` headers of any request kept in an exception chain
+are masked; and botocore's own debug records of a signing (the canonical
+request quotes the session token, the last one the signature) are dropped
+while reliant signs. So none of them reaches a message, a log, a trail or a
+traceback.
 
 Errors. A failed call is an HTTP status with ``x-amzn-ErrorType`` and a JSON
 ``{"message": ...}`` body (``ThrottlingException`` 429, ``ValidationException``
 400, ``ServiceUnavailableException`` 503, ...), mapped like every other
-status. A stream fails *inside* its 200 with an exception frame
+status, the error type's name in place of the reason phrase
+(``bedrock API error (429 ThrottlingException): ...``); a
+``ModelTimeoutException`` is ``kind="timeout"``. A stream fails *inside* its 200 with an exception frame
 (``:message-type: exception``, ``:exception-type``); each becomes the
 ``ProviderError`` of the status Bedrock gives the same error in a call:
 
@@ -43,9 +51,12 @@ anything else                      500     retryable
 
 Before the stream's first item that ``ProviderError`` is raised (failover
 may move on); after it, a ``StreamError`` whose direct ``__cause__`` is the
-``ProviderError``. How a stream ends: ``messageStop`` says why the model
-stopped; a body that ends without it, or in the middle of a frame, is broken,
-never a silent success.
+``ProviderError``. A frame whose CRC does not match is a
+``malformed_response`` (the frames before it, even in the same read, are
+dispatched first), a frame over ``max_event_bytes`` a ``response_too_large``.
+How a stream ends: ``messageStop`` says why the model stopped; a body that
+ends without it, or in the middle of a frame, is broken, never a silent
+success.
 """
 
 from __future__ import annotations
