@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -45,7 +46,7 @@ from reliant.classify import (
 )
 from reliant.providers import Anthropic, Bedrock
 from reliant.providers._eventstream import encode_message
-from reliant.testing import FakeLLMServer
+from reliant.testing import FakeLLMServer, NoJitter
 from reliant.testing.fake_server import Behavior, RawResponse, http_response
 from test_chain_secrets import everything_about
 
@@ -538,6 +539,38 @@ async def test_oversized_frame_is_refused(server: FakeLLMServer) -> None:
     assert isinstance(error, ProviderError) and error.kind == "response_too_large"
 
 
+# -- the fake server's wire ------------------------------------------------------------------
+
+
+async def test_fake_server_speaks_bedrock_wire(server: FakeLLMServer) -> None:
+    """The fake's errors carry x-amzn-ErrorType; its exception frames decode with their headers."""
+    from reliant.providers._eventstream import EventStreamDecoder
+
+    async with httpx2.AsyncClient(base_url=server.bedrock_base_url) as client:
+        failed = await client.post("/model/status%3A429/converse", json={"messages": []})
+        stream = await client.post(
+            "/model/inband_error%3Aafter%3D1%3Astatus%3D429/converse-stream",
+            json={"messages": []},
+        )
+    assert failed.status_code == 429
+    assert failed.headers["x-amzn-errortype"] == (
+        "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    )
+    assert failed.json() == {"message": "fake error 429"}
+    assert stream.headers["content-type"] == "application/vnd.amazon.eventstream"
+    decoder = EventStreamDecoder(1 << 20)
+    frames = decoder.feed(stream.content)
+    assert decoder.finish()
+    assert [f.text(":event-type") or f.text(":exception-type") for f in frames] == [
+        "messageStart",
+        "contentBlockDelta",
+        "throttlingException",
+    ]
+    assert frames[-1].message_type == "exception"
+    assert json.loads(frames[-1].payload) == {"message": "fake error 429"}
+    assert [r.stream for r in server.requests] == [False, True]
+
+
 # -- failover through ReliableProvider ------------------------------------------------------------
 
 FAULTS = [
@@ -663,7 +696,7 @@ async def test_hung_call_fails_over_at_its_request_timeout(
 async def test_throttling_is_retried_after_backoff_then_serves(
     server: FakeLLMServer, pair: tuple[Bedrock, Anthropic], autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A throttlingException frame is retried on Bedrock after a jittered backoff."""
+    """A throttlingException frame is retried on Bedrock after its backoff, then serves."""
     b, a = pair
     server.script("busy", ["inband_error:status=429", "ok:chunks=1"])
     llm = ReliableProvider(
@@ -671,12 +704,12 @@ async def test_throttling_is_retried_after_backoff_then_serves(
         max_retries=1,
         base_backoff=0.5,
         model_aliases={"bedrock": {"m": "busy"}, "anthropic": {"m": "ok"}},
+        rng=NoJitter(),
     )
     async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
         text = "".join([c.delta async for c in chunks])
     assert text == "tok0 "
-    assert [r.model for r in server.requests] == ["busy", "busy"]
-    assert 0.25 <= server.requests[1].received_at <= 0.5
+    assert [(r.model, r.received_at) for r in server.requests] == [("busy", 0.0), ("busy", 0.5)]
 
 
 @pytest.mark.parametrize(
