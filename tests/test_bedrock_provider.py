@@ -21,6 +21,7 @@ from reliant import (
     ChatRequest,
     ContentFilterError,
     FailoverError,
+    FakeServerSpecError,
     Final,
     ProviderError,
     ReasoningDelta,
@@ -891,6 +892,12 @@ async def test_sigv4_without_botocore_says_how_to_get_it(
     assert is_non_retryable(info.value) and server.requests == []
 
 
+async def test_a_mistyped_behaviour_is_a_fake_server_spec_error(provider: Bedrock) -> None:
+    """A model name that looks like a behaviour but is none is refused plainly, on Bedrock too."""
+    with pytest.raises(FakeServerSpecError, match="did you mean 'hang_headers'"):
+        await provider.simple_chat("Hi", "hang", 0)
+
+
 async def test_half_explicit_credentials_are_refused() -> None:
     """A key id without its secret (or the reverse) is a ValueError at construction."""
     with pytest.raises(ValueError, match="both aws_access_key_id and aws_secret_access_key"):
@@ -915,24 +922,33 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     yield caplog
 
 
-@pytest.mark.parametrize("auth", ["sigv4", "bearer"])
+@pytest.mark.parametrize("auth", ["sigv4", "env", "bearer"])
 @pytest.mark.parametrize(
     "fault", ["reset:after=0", "status:403", "inband_error:after=1:status=400"]
 )
 async def test_secrets_never_leak(
-    server: FakeLLMServer, logs: pytest.LogCaptureFixture, auth: str, fault: str
+    server: FakeLLMServer,
+    logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    auth: str,
+    fault: str,
 ) -> None:
-    """The secret key, session token and bearer key appear in no message, trail, log or chain."""
-    secrets = (SECRET, TOKEN) if auth == "sigv4" else (KEY,)
+    """The secret key, session token, bearer key and signature appear nowhere we show."""
+    secrets = (SECRET, TOKEN) if auth != "bearer" else (KEY,)
     behavior = Behavior.parse(fault)
     if not fault.startswith("reset"):
         behavior = dataclasses.replace(behavior, message="echo " + " ".join(secrets))
     server.script("m", [behavior])
-    kwargs: dict[str, Any] = (
-        {"aws_access_key_id": AKID, "aws_secret_access_key": SECRET, "aws_session_token": TOKEN}
-        if auth == "sigv4"
-        else {"api_key": KEY}
-    )
+    kwargs: dict[str, Any] = {}
+    if auth == "sigv4":
+        kwargs = {"aws_access_key_id": AKID, "aws_secret_access_key": SECRET}
+        kwargs["aws_session_token"] = TOKEN
+    elif auth == "env":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", AKID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
+    else:
+        kwargs = {"api_key": KEY}
     async with Bedrock(base_url=server.bedrock_base_url, **kwargs) as p:
         llm = ReliableProvider([("bedrock", p)], max_retries=0)
         with pytest.raises(ReliantError) as info:
@@ -943,6 +959,9 @@ async def test_secrets_never_leak(
         logging.getLogger("test").exception("failed", exc_info=info.value)
         text += logs.text
     assert server.requests, "the request was sent"
+    if auth != "bearer":
+        signature = sigv4(server.requests[0])["sig"]
+        secrets = (*secrets, signature)
     for secret in secrets:
         assert secret not in text
 
