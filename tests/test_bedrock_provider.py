@@ -902,6 +902,8 @@ async def test_half_explicit_credentials_are_refused() -> None:
     """A key id without its secret (or the reverse) is a ValueError at construction."""
     with pytest.raises(ValueError, match="both aws_access_key_id and aws_secret_access_key"):
         Bedrock(aws_access_key_id=AKID)
+    with pytest.raises(ValueError, match="aws_session_token only with them"):
+        Bedrock(aws_session_token=TOKEN)
 
 
 async def test_region_and_default_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,8 +32,9 @@ Errors. A failed call is an HTTP status with ``x-amzn-ErrorType`` and a JSON
 400, ``ServiceUnavailableException`` 503, ...), mapped like every other
 status, the error type's name in place of the reason phrase
 (``bedrock API error (429 ThrottlingException): ...``); a
-``ModelTimeoutException`` is ``kind="timeout"``. A stream fails *inside* its 200 with an exception frame
-(``:message-type: exception``, ``:exception-type``); each becomes the
+``ModelTimeoutException`` is ``kind="timeout"``. A stream fails *inside*
+its 200 with an exception frame (``:message-type: exception``,
+``:exception-type``); each becomes the
 ``ProviderError`` of the status Bedrock gives the same error in a call:
 
 =================================  ======  ===================================
@@ -370,10 +371,11 @@ class Bedrock(HTTPProvider):
         self._credentials: Any = None  # botocore credentials, once resolved
         self._frozen: Any = None  # their current frozen values, what requests are signed with
         self._registered: set[str] = set()  # secrets already given to the sanitizer
-        if aws_access_key_id or aws_secret_access_key:
+        if aws_access_key_id or aws_secret_access_key or aws_session_token:
             if not (aws_access_key_id and aws_secret_access_key):
                 raise ValueError(
-                    "Bedrock needs both aws_access_key_id and aws_secret_access_key, or neither"
+                    "Bedrock needs both aws_access_key_id and aws_secret_access_key, or neither "
+                    "(aws_session_token only with them)"
                 )
             self._explicit = (aws_access_key_id, aws_secret_access_key, aws_session_token)
             for secret in (aws_secret_access_key, aws_session_token):
