@@ -664,6 +664,28 @@ async def test_every_fault_fails_over_in_a_call(
     assert trio.current_time() == 0.0
 
 
+async def test_a_complete_stream_with_no_content_is_an_empty_answer(
+    server: FakeLLMServer, pair: tuple[Bedrock, Anthropic], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A stream that says why it stopped but has no content is an answer (as on Anthropic)."""
+    b, a = pair
+    body = frames(
+        [
+            ("messageStart", {"role": "assistant"}),
+            ("messageStop", {"stopReason": "end_turn"}),
+            ("metadata", {"usage": {"inputTokens": 3, "outputTokens": 0}}),
+        ]
+    )
+    response = http_response(body, headers={**EVENT_STREAM, "connection": "close"})
+    server.script_raw("nothing", [RawResponse([response])])
+    llm = reliable(("bedrock", b), ("anthropic", a), "nothing", "ok:chunks=1")
+    async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+        got = [c async for c in chunks]
+    assert got == [final("stop", "end_turn", "nothing", TokenUsage(3, 0, None))]
+    assert [r.model for r in server.requests] == ["nothing"]
+    assert trio.current_time() == 0.0
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_guardrail_refusal_is_final(
     server: FakeLLMServer, pair: tuple[Bedrock, Anthropic], stream: bool
