@@ -493,6 +493,13 @@ async def test_cut_mid_frame_is_broken(provider: Bedrock, after: int) -> None:
     assert isinstance(error, StreamError if after else ProviderError)
 
 
+async def test_a_cut_inside_a_tool_call_says_so(provider: Bedrock) -> None:
+    """A stream cut while a toolUse block's input arrives is a StreamError marked as such."""
+    request = ChatRequest(HI, [WEATHER])
+    error = await failure_of(provider.stream_chat(request, "cut:after=2:chunks=1:calls=1", 0))
+    assert isinstance(error, StreamError) and error.tool_call_in_progress
+
+
 async def test_clean_end_inside_a_frame_is_broken(server: FakeLLMServer, provider: Bedrock) -> None:
     """A body that ends cleanly in the middle of a frame is broken, even after messageStop."""
     stop = encode_message(
