@@ -438,3 +438,76 @@ def test_timeout_key_and_its_deprecated_name(
         "Anthropic(timeout=...) use; their request_timeout= is a cap on a whole non-streaming "
         "call)"
     )
+
+
+# -- kind = "bedrock" ------------------------------------------------------------------------
+
+BEDROCK = '[[providers]]\nname = "aws"\nkind = "bedrock"\n'
+
+
+def test_bedrock_defaults_to_the_credential_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kind = "bedrock" needs no key variable; its region names the endpoint."""
+    from reliant._cli._config import build_providers
+    from reliant.providers import Bedrock
+
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    (provider,) = _parse(BEDROCK + 'region = "eu-west-3"\nmax_tokens = 100\n').providers
+    assert (provider.kind, provider.region, provider.api_key_env) == ("bedrock", "eu-west-3", None)
+    assert provider.base_url == "https://bedrock-runtime.eu-west-3.amazonaws.com"
+    [(name, built)] = build_providers(_parse(BEDROCK + 'region = "eu-west-3"\n'), {})
+    assert name == "aws" and isinstance(built, Bedrock)
+    assert built.base_url == "https://bedrock-runtime.eu-west-3.amazonaws.com"
+    assert built._api_key is None and built._max_tokens == 4096
+
+
+def test_bedrock_without_region_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without region (or base_url) the endpoint follows AWS_REGION when the provider is built."""
+    from reliant._cli._config import build_providers
+
+    monkeypatch.setenv("AWS_REGION", "ap-northeast-1")
+    config = _parse(BEDROCK)
+    assert config.providers[0].base_url == ""
+    [(_, built)] = build_providers(config, {})
+    assert built.base_url == "https://bedrock-runtime.ap-northeast-1.amazonaws.com"  # type: ignore[attr-defined]
+
+
+def test_bedrock_api_key_env_is_the_bearer_key() -> None:
+    """api_key_env names the variable holding a Bedrock API key, sent as a bearer token."""
+    from reliant._cli._config import build_providers
+
+    config = _parse(BEDROCK + 'api_key_env = "RELIANT_TEST_KEY"\nbase_url = "http://127.0.0.1:9"\n')
+    [(_, built)] = build_providers(config, {"RELIANT_TEST_KEY": SECRET})
+    assert built._headers["authorization"] == f"Bearer {SECRET}"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="RELIANT_TEST_KEY is not set") as info:
+        build_providers(config, {})
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ('region = "eu-west-3"', 'providers[0].region: only applies to kind = "bedrock"'),
+    ],
+)
+def test_region_only_for_bedrock(snippet: str, expected: str) -> None:
+    """region on another kind is refused by name."""
+    assert expected in _problem(f'[[providers]]\nname = "a"\nkind = "openai"\n{snippet}\n')
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ('region = "Europe"', "providers[0].region: expected an AWS region such as us-east-1"),
+        ("region = 3", "providers[0].region: expected a string, found an integer"),
+        ('headers = { X-A = "b" }', 'providers[0].headers: does not apply to kind = "bedrock"'),
+        ("prefill = true", 'providers[0].prefill: only applies to kind = "openai"'),
+        ('base_url = "bedrock.example"', "providers[0].base_url: must start with http://"),
+        ('api_key_env = "ABSK-not-a-name"', "providers[0].api_key_env: must be the NAME"),
+        ("max_tokens = 0", "providers[0].max_tokens: must be at least 1"),
+    ],
+)
+def test_wrong_bedrock_fields_are_named(snippet: str, expected: str) -> None:
+    """Bedrock's fields are checked like every kind's, with the table's index and name."""
+    message = _problem(f"{BEDROCK}{snippet}\n")
+    assert expected in message and "[provider 'aws']" in message
+    assert "ABSK-not-a-name" not in message

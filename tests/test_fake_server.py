@@ -606,7 +606,7 @@ async def test_many_concurrent_streams(server: FakeLLMServer) -> None:
 
 
 async def test_command_line() -> None:
-    """Run alone, the server prints both base URLs and, with --verbose, logs each behaviour."""
+    """Run alone, the server prints its base URLs and, with --verbose, logs each behaviour."""
     async with trio.open_nursery() as nursery:
         command = [sys.executable, "-m", "reliant.testing.fake_server", "--port", "0", "--verbose"]
         run = functools.partial(
@@ -615,11 +615,13 @@ async def test_command_line() -> None:
         process: trio.Process = await nursery.start(run)
         assert process.stdout is not None and process.stderr is not None
         with trio.fail_after(20):
-            openai_line, anthropic_line = (await read_lines(process.stdout, 2)).splitlines()
+            lines = (await read_lines(process.stdout, 3)).splitlines()
+        openai_line, anthropic_line, bedrock_line = lines
         label, openai_url = openai_line.split()
         assert label == "openai:" and openai_url.startswith("http://127.0.0.1:")
         assert openai_url.endswith("/v1")
         assert anthropic_line.split() == ["anthropic:", openai_url.removesuffix("/v1")]
+        assert bedrock_line.split() == ["bedrock:", openai_url.removesuffix("/v1")]
         async with httpx2.AsyncClient() as client:
             response = await client.post(openai_url + "/chat/completions", json={"model": "ok"})
             assert response.json()["choices"][0]["message"]["content"] == (

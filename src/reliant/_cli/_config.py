@@ -44,17 +44,22 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "reliant.toml"
 CONFIG_ENV = "RELIANT_CONFIG"
 
-ProviderKind = Literal["openai", "anthropic"]
-KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic")
+ProviderKind = Literal["openai", "anthropic", "bedrock"]
+KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic", "bedrock")
 
+# Bedrock's default URL depends on its region (see _provider_fields).
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
 }
+# Bedrock has none: without api_key_env it signs with AWS credentials from
+# botocore's standard chain (or sends AWS_BEARER_TOKEN_BEDROCK when set).
 DEFAULT_KEY_ENVS: dict[str, str] = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
 }
+
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-[0-9]+\Z")
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -76,6 +81,7 @@ class ProviderConfig:
     headers: dict[str, str] = field(default_factory=dict)
     max_tokens: int | None = None
     prefill: bool = False
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +324,7 @@ PROVIDER_KEYS: tuple[str, ...] = (
     "headers",
     "max_tokens",
     "prefill",
+    "region",
 )
 
 
@@ -350,27 +357,41 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
             f"{where}.kind: unknown provider kind {kind!r}{hint}; expected one of "
             + ", ".join(repr(k) for k in KINDS)
         )
-    base_url = _string(entry, "base_url", where) or DEFAULT_BASE_URLS[kind]
-    if not base_url.startswith(("http://", "https://")):
+    region = _string(entry, "region", where)
+    if region is not None and kind != "bedrock":
+        raise ConfigError(f'{where}.region: only applies to kind = "bedrock"')
+    if region is not None and not _REGION_RE.match(region):
+        raise ConfigError(
+            f"{where}.region: expected an AWS region such as us-east-1, found {region!r}"
+        )
+    if kind == "bedrock":
+        # Without a region: AWS_REGION / AWS_DEFAULT_REGION when the provider is built.
+        default_url = f"https://bedrock-runtime.{region}.amazonaws.com" if region else ""
+    else:
+        default_url = DEFAULT_BASE_URLS[kind]
+    base_url = _string(entry, "base_url", where) or default_url
+    if base_url and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url: must start with http:// or https://")
     key_env: str | None
     if "api_key_env" in entry and entry["api_key_env"] == "":
         key_env = None  # explicitly keyless (a local server)
     else:
-        key_env = _string(entry, "api_key_env", where) or DEFAULT_KEY_ENVS[kind]
-        if not _ENV_NAME_RE.match(key_env):
-            # Deliberately not echoed: this is where people paste the key itself.
-            raise ConfigError(
-                f"{where}.api_key_env: must be the NAME of an environment variable "
-                "(letters, digits and _, e.g. OPENAI_API_KEY), not the key itself"
-            )
+        key_env = _string(entry, "api_key_env", where) or DEFAULT_KEY_ENVS.get(kind)
+    if key_env is not None and not _ENV_NAME_RE.match(key_env):
+        # Deliberately not echoed: this is where people paste the key itself.
+        raise ConfigError(
+            f"{where}.api_key_env: must be the NAME of an environment variable "
+            "(letters, digits and _, e.g. OPENAI_API_KEY), not the key itself"
+        )
     models = _string_table(entry, "models", where)
     headers = _string_table(
         entry, "headers", where, check_key=_check_header_name, secret_values=True
     )
+    if headers and kind == "bedrock":
+        raise ConfigError(f'{where}.headers: does not apply to kind = "bedrock" (signed requests)')
     max_tokens = _integer(entry, "max_tokens", where, None, minimum=1)
-    if max_tokens is not None and kind != "anthropic":
-        raise ConfigError(f'{where}.max_tokens: only applies to kind = "anthropic"')
+    if max_tokens is not None and kind not in ("anthropic", "bedrock"):
+        raise ConfigError(f'{where}.max_tokens: only applies to kind = "anthropic" or "bedrock"')
     prefill = _boolean(entry, "prefill", where, False)
     if "prefill" in entry and kind != "openai":
         raise ConfigError(
@@ -386,6 +407,7 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
         headers=headers,
         max_tokens=max_tokens,
         prefill=prefill,
+        region=region,
     )
 
 
@@ -640,7 +662,7 @@ def build_providers(
     Every API key is looked up before any client is created, so a missing
     variable is reported without leaving half-built clients behind.
     """
-    from reliant.providers import Anthropic, OpenAICompatible
+    from reliant.providers import Anthropic, Bedrock, OpenAICompatible
 
     keys = {p.name: api_key_for(p, environ) for p in config.providers}
     built: list[tuple[str, Provider]] = []
@@ -649,8 +671,19 @@ def build_providers(
         # Keyless providers get an empty key so the provider does not fall
         # back to its own environment default.
         key = keys[p.name] if keys[p.name] is not None else ""
-        if p.kind == "openai":
-            provider: Provider = OpenAICompatible(
+        if p.kind == "bedrock":
+            # No key: the provider's own defaults (AWS_BEARER_TOKEN_BEDROCK,
+            # else SigV4 with botocore's credential chain).
+            provider: Provider = Bedrock(
+                name=p.name,
+                region=p.region,
+                base_url=p.base_url or None,
+                api_key=keys[p.name],
+                timeout=config.timeout,
+                max_tokens=p.max_tokens if p.max_tokens is not None else 4096,
+            )
+        elif p.kind == "openai":
+            provider = OpenAICompatible(
                 name=p.name,
                 base_url=p.base_url,
                 api_key=key,

@@ -15,17 +15,26 @@ is sent as ``Authorization: Bearer``; otherwise every request is SigV4-signed
 with botocore's signer (the ``bedrock`` extra), from explicit credentials or
 from botocore's standard chain (environment, shared config and credentials
 files, SSO, container and instance roles), resolved once, in a worker thread
-(the chain may do network I/O), on the first request. The secret key, the
-session token and the bearer key are registered with the sanitizer, and the
-``authorization`` and ``x-amz-security-token`` headers of any request kept in
-an exception chain are masked, so none of them reaches a message, a log, a
-trail or a traceback.
+(the chain may do network I/O), on the first request, and refreshed in a
+worker thread when temporary credentials are due; signing itself does no I/O.
+Without botocore, or with no credentials anywhere, or when the chain fails,
+the request is not sent: a final ``ProviderError`` (status 401) says why.
+Every secret key and session token seen is registered with the sanitizer
+(once), as is the bearer key; the ``authorization`` and
+``x-amz-security-token`` headers of any request kept in an exception chain
+are masked; and botocore's own debug records of a signing (the canonical
+request quotes the session token, the last one the signature) are dropped
+while reliant signs. So none of them reaches a message, a log, a trail or a
+traceback.
 
 Errors. A failed call is an HTTP status with ``x-amzn-ErrorType`` and a JSON
 ``{"message": ...}`` body (``ThrottlingException`` 429, ``ValidationException``
 400, ``ServiceUnavailableException`` 503, ...), mapped like every other
-status. A stream fails *inside* its 200 with an exception frame
-(``:message-type: exception``, ``:exception-type``); each becomes the
+status, the error type's name in place of the reason phrase
+(``bedrock API error (429 ThrottlingException): ...``); a
+``ModelTimeoutException`` is ``kind="timeout"``. A stream fails *inside*
+its 200 with an exception frame (``:message-type: exception``,
+``:exception-type``); each becomes the
 ``ProviderError`` of the status Bedrock gives the same error in a call:
 
 =================================  ======  ===================================
@@ -43,15 +52,21 @@ anything else                      500     retryable
 
 Before the stream's first item that ``ProviderError`` is raised (failover
 may move on); after it, a ``StreamError`` whose direct ``__cause__`` is the
-``ProviderError``. How a stream ends: ``messageStop`` says why the model
-stopped; a body that ends without it, or in the middle of a frame, is broken,
-never a silent success.
+``ProviderError``. A frame whose CRC does not match is a
+``malformed_response`` (the frames before it, even in the same read, are
+dispatched first), a frame over ``max_event_bytes`` a ``response_too_large``.
+How a stream ends: ``messageStop`` says why the model stopped; a body that
+ends without it, or in the middle of a frame, is broken, never a silent
+success.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import aclosing
@@ -235,6 +250,23 @@ def _response(data: dict[str, Any], model: str) -> ChatResponse:
     )
 
 
+_signing = threading.local()
+
+
+class _QuietSigning(logging.Filter):
+    """Drops ``botocore.auth``'s records while reliant signs a request, in that thread only.
+
+    At DEBUG level botocore logs the canonical request (which quotes the
+    session token) and the signature itself; neither may reach a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_signing, "active", False)
+
+
+_QUIET_SIGNING = _QuietSigning()
+
+
 class _SigV4(httpx2.Auth):
     """SigV4-signs each request with botocore's signer (see the module docstring)."""
 
@@ -256,7 +288,14 @@ class _SigV4(httpx2.Auth):
             data=request.content,
             headers={"content-type": request.headers.get("content-type", "application/json")},
         )
-        SigV4Auth(self._credentials(), "bedrock", self._region).add_auth(signed)
+        quiet = logging.getLogger("botocore.auth")
+        if _QUIET_SIGNING not in quiet.filters:
+            quiet.addFilter(_QUIET_SIGNING)
+        _signing.active = True
+        try:
+            SigV4Auth(self._credentials(), "bedrock", self._region).add_auth(signed)
+        finally:
+            _signing.active = False
         for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
             value = signed.headers.get(name)
             if value:
@@ -329,23 +368,42 @@ class Bedrock(HTTPProvider):
         self._max_tokens = max_tokens
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         self._explicit: tuple[str, str, str | None] | None = None
-        if aws_access_key_id or aws_secret_access_key:
+        self._credentials: Any = None  # botocore credentials, once resolved
+        self._frozen: Any = None  # their current frozen values, what requests are signed with
+        self._registered: set[str] = set()  # secrets already given to the sanitizer
+        if aws_access_key_id or aws_secret_access_key or aws_session_token:
             if not (aws_access_key_id and aws_secret_access_key):
                 raise ValueError(
-                    "Bedrock needs both aws_access_key_id and aws_secret_access_key, or neither"
+                    "Bedrock needs both aws_access_key_id and aws_secret_access_key, or neither "
+                    "(aws_session_token only with them)"
                 )
             self._explicit = (aws_access_key_id, aws_secret_access_key, aws_session_token)
             for secret in (aws_secret_access_key, aws_session_token):
                 if secret:
+                    self._registered.add(secret)
                     weakref.finalize(self, register_secret(secret))
-        self._credentials: Any = None  # botocore credentials, once resolved
         if self._api_key:
             self._headers["authorization"] = f"Bearer {self._api_key}"
         else:
             self._auth = _SigV4(self._frozen_credentials, self._region)
 
+    _stream_format = "event-stream"
+
     def __repr__(self) -> str:
         return f"Bedrock(name={self._name!r}, region={self._region!r}, base_url={self.base_url!r})"
+
+    # -- errors --------------------------------------------------------------------
+
+    def _error_reason(self, response: httpx2.Response) -> str:
+        """``x-amzn-ErrorType``'s name (``ThrottlingException``), else the reason phrase."""
+        name = _error_type(response)
+        return name or super()._error_reason(response)
+
+    def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
+        error = super()._status_error(response, body)
+        if error.kind is None and _error_type(response) == "ModelTimeoutException":
+            error.kind = "timeout"
+        return error
 
     # -- capabilities --------------------------------------------------------------
 
@@ -364,16 +422,37 @@ class Bedrock(HTTPProvider):
     # -- credentials ---------------------------------------------------------------
 
     async def _ensure_credentials(self) -> None:
-        """Resolve SigV4 credentials once (botocore's chain may do I/O: a worker thread)."""
-        if self._api_key or self._credentials is not None:
-            return
-        if self._explicit is not None:
-            from botocore.credentials import Credentials
+        """Resolve SigV4 credentials once, and refresh them when due, in a worker thread.
 
-            self._credentials = Credentials(*self._explicit)
+        botocore's chain (and a refresh of temporary credentials) may do
+        network I/O, so neither runs on the event loop; signing itself
+        (:class:`_SigV4`) then only reads :attr:`_frozen`. Each secret key and
+        session token seen is registered with the sanitizer, once.
+        """
+        if self._api_key:
             return
+        if self._credentials is None:
+            self._credentials = await self._resolve_credentials()
+        credentials = self._credentials
+        refresh_needed: Any = getattr(credentials, "refresh_needed", None)
+        refreshable = callable(refresh_needed)
+        if self._frozen is None or (refreshable and refresh_needed()):
+            if refreshable:
+                frozen = await current_backend().run_sync_in_thread(
+                    credentials.get_frozen_credentials
+                )
+            else:  # static credentials: nothing to fetch
+                frozen = credentials.get_frozen_credentials()
+            for secret in (frozen.secret_key, frozen.token):
+                if secret and secret not in self._registered:
+                    self._registered.add(secret)
+                    weakref.finalize(self, register_secret(secret))
+            self._frozen = frozen
+
+    async def _resolve_credentials(self) -> Any:
         try:
             import botocore.session
+            from botocore.credentials import Credentials
         except ImportError:
             raise ProviderError(
                 f"{self._name} API error: SigV4 signing needs botocore: "
@@ -381,9 +460,23 @@ class Bedrock(HTTPProvider):
                 provider=self._name,
                 status_code=401,
             ) from None
-        found = await current_backend().run_sync_in_thread(
-            lambda: botocore.session.get_session().get_credentials()
-        )
+        if self._explicit is not None:
+            return Credentials(*self._explicit)
+        try:
+            found = await current_backend().run_sync_in_thread(
+                lambda: botocore.session.get_session().get_credentials()
+            )
+        except Exception as exc:
+            # A broken config file, an unknown AWS_PROFILE, a failed SSO or
+            # role login: a configuration problem retrying will not fix.
+            raise ProviderError(
+                self._clean(
+                    f"{self._name} API error: resolving AWS credentials failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                provider=self._name,
+                status_code=401,
+            ) from None
         if found is None:
             raise ProviderError(
                 f"{self._name} API error: no AWS credentials found (environment, shared "
@@ -392,17 +485,10 @@ class Bedrock(HTTPProvider):
                 provider=self._name,
                 status_code=401,
             )
-        self._credentials = found
-        for secret in (found.secret_key, found.token):
-            if secret:
-                weakref.finalize(self, register_secret(secret))
+        return found
 
     def _frozen_credentials(self) -> Any:
-        # Refreshable credentials refresh here when they are about to expire.
-        frozen = self._credentials.get_frozen_credentials()
-        if frozen.token:
-            weakref.finalize(self, register_secret(frozen.token))
-        return frozen
+        return self._frozen
 
     # -- payloads ------------------------------------------------------------------
 
@@ -596,6 +682,7 @@ class Bedrock(HTTPProvider):
                             if events and usage is not None:
                                 committed = True
                                 yield UsageEvent(usage)
+                    decoder.check()  # a bad frame after the good ones of this read
                 if not decoder.finish():
                     raise self._broken(
                         "stream cut inside an event-stream frame", committed, tool_call=bool(calls)
@@ -645,6 +732,15 @@ class Bedrock(HTTPProvider):
         )
         broken.__cause__ = failure
         return broken
+
+
+def _error_type(response: httpx2.Response) -> str | None:
+    """The error name of ``x-amzn-ErrorType`` (``ThrottlingException:http://...``), if sane."""
+    raw = response.headers.get("x-amzn-errortype", "").partition(":")[0].strip()
+    return raw if _ERROR_TYPE_RE.fullmatch(raw) else None
+
+
+_ERROR_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}")
 
 
 def _index(data: dict[str, Any]) -> int:

@@ -31,7 +31,9 @@ KiB, the protocol's own limit) is refused at once, so a lying length never
 makes the decoder wait for, or hold, gigabytes. A prelude whose CRC does
 not match is refused before its lengths are trusted; a message CRC that does
 not match, a header that runs past its section, an unknown header type or a
-length inconsistent with the frame is a ``MalformedResponse``. ``finish``
+length inconsistent with the frame is a ``MalformedResponse``; frames
+decoded before it in the same bytes are still returned, and the error is
+raised by ``check`` (and by every later call). ``finish``
 tells whether the body ended on a frame boundary: a cut in the middle of a
 frame is a broken stream, never a silent end.
 
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeAlias
 
-from ._limits import MalformedResponse, ResponseTooLarge
+from ._limits import MalformedResponse, ResponseTooLarge, WireError
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -103,7 +105,7 @@ class EventStreamDecoder:
         max_header_bytes: Largest headers section of a frame.
     """
 
-    __slots__ = ("_buffer", "_max_header", "_max_message", "_offset")
+    __slots__ = ("_buffer", "_error", "_max_header", "_max_message", "_offset")
 
     def __init__(
         self, max_message_bytes: int, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
@@ -112,17 +114,39 @@ class EventStreamDecoder:
         self._offset = 0
         self._max_message = max_message_bytes
         self._max_header = max_header_bytes
+        self._error: WireError | None = None
 
     def feed(self, data: bytes) -> list[EventMessage]:
         """Take the next bytes; return every frame they complete, in order.
+
+        A bad frame after good ones in the same bytes does not lose them: they
+        are returned, and the error is raised by :meth:`check` (and by every
+        later ``feed`` and ``finish``), so a caller sees the frames the
+        server sent before the fault, in order, whatever the network cuts.
 
         Raises:
             ResponseTooLarge: A frame or its headers announce more than the caps.
             MalformedResponse: A CRC mismatch or a frame that breaks the format.
         """
+        self.check()
         buffer = self._buffer
         buffer += data
         messages: list[EventMessage] = []
+        try:
+            self._decode(messages)
+        except WireError as exc:
+            if not messages:
+                raise
+            self._error = exc
+        return messages
+
+    def check(self) -> None:
+        """Raise the error found after the frames the last :meth:`feed` returned, if any."""
+        if self._error is not None:
+            raise self._error
+
+    def _decode(self, messages: list[EventMessage]) -> None:
+        buffer = self._buffer
         offset = self._offset
         end = len(buffer)
         while end - offset >= _PRELUDE:
@@ -157,14 +181,20 @@ class EventStreamDecoder:
                 frame.release()
             messages.append(EventMessage(headers, payload))
             offset += total
+            # Kept at once: a bad frame later in these bytes leaves this one decoded.
+            self._offset = offset
         if offset and offset * 2 >= end:
             del buffer[:offset]
             offset = 0
         self._offset = offset
-        return messages
 
     def finish(self) -> bool:
-        """True when the bytes fed so far end exactly on a frame boundary."""
+        """True when the bytes fed so far end exactly on a frame boundary.
+
+        Raises:
+            WireError: The error :meth:`check` raises.
+        """
+        self.check()
         return self._offset == len(self._buffer)
 
 

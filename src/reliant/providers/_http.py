@@ -736,6 +736,9 @@ class HTTPProvider(Provider):
     protocol.
     """
 
+    # What a stream's body is made of, as error messages name it.
+    _stream_format = "SSE"
+
     def __init__(
         self,
         *,
@@ -858,6 +861,10 @@ class HTTPProvider(Provider):
         """
         scrub_exception(exc)
 
+    def _error_reason(self, response: httpx2.Response) -> str:
+        """The words after the status in an HTTP error's message (its reason phrase)."""
+        return reason_phrase(response.status_code, response.reason_phrase)
+
     def _status_error(self, response: httpx2.Response, body: str) -> ProviderError:
         status = response.status_code
         spec_error = response.headers.get(FAKE_SERVER_SPEC_HEADER)
@@ -873,7 +880,7 @@ class HTTPProvider(Provider):
             else ProviderError
         )
         body = self._clean(body)
-        reason = reason_phrase(status, response.reason_phrase)
+        reason = self._error_reason(response)
         message = f"{self._name} API error ({status} {reason}): {body}"
         retry_after = parse_retry_after(_retry_headers(response))
         if self._plain_name and len(body) <= MAX_ERROR_CHARS:
@@ -1160,10 +1167,13 @@ class HTTPProvider(Provider):
             return self._broken(str(exc), committed, exc.kind, tool_call=tool_call)
         if isinstance(exc, WireError):
             return self._broken(
-                f"unexpected SSE data: {exc}", committed, exc.kind, tool_call=tool_call
+                f"unexpected {self._stream_format} data: {exc}",
+                committed,
+                exc.kind,
+                tool_call=tool_call,
             )
         # Valid JSON of a shape no accessor expected (a string where an object belongs).
-        detail = f"unexpected SSE data: {type(exc).__name__}: {exc}"
+        detail = f"unexpected {self._stream_format} data: {type(exc).__name__}: {exc}"
         return self._broken(detail, committed, "malformed_response", exc, tool_call)
 
 

@@ -7,6 +7,7 @@ protocols on loopback and injects the failures real APIs produce.
 
 from __future__ import annotations
 
+from . import _fake_bedrock as _fake_bedrock  # registers the Bedrock routes
 from ._fake_server import Behavior as Behavior
 from ._fake_server import BehaviorKind as BehaviorKind
 from ._fake_server import Disconnect as Disconnect

@@ -1,6 +1,6 @@
 """A fault-injecting fake LLM server on loopback, built on trio and h11.
 
-It speaks just enough of two wire protocols to drive real HTTP clients:
+It speaks just enough of three wire protocols to drive real HTTP clients:
 
 - ``POST /v1/chat/completions``: OpenAI-compatible, JSON or SSE (``data: {...}``
   chunks ending with ``data: [DONE]``; a usage chunk when
@@ -8,6 +8,10 @@ It speaks just enough of two wire protocols to drive real HTTP clients:
 - ``POST /v1/messages``: Anthropic-compatible, JSON or SSE (``message_start``,
   ``ping``, ``content_block_start``/``_delta``/``_stop``, ``message_delta``,
   ``message_stop``; ``error`` for in-band errors);
+- ``POST /model/{model}/converse`` and ``/model/{model}/converse-stream``:
+  Amazon Bedrock's Converse (JSON) and ConverseStream (AWS event-stream
+  frames), the model taken from the path; how each behaviour reads there is
+  in :mod:`reliant.testing._fake_bedrock`;
 - ``GET /v1/models``: a small model list (for warm-ups).
 
 Only trio time is used (``trio.sleep``, ``trio.current_time``), so tests can
@@ -174,6 +178,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, NamedTuple, TypeAlias, get_args
+from urllib.parse import unquote
 
 import h11
 import trio
@@ -546,7 +551,8 @@ class FakeRequest:
         headers: Request headers, names lower-case (repeated ones joined by ``", "``).
         json: The parsed JSON body, or None when it was not JSON.
         received_at: ``trio.current_time()`` when the request was complete.
-        model: The body's ``model`` field, if any.
+        model: The body's ``model`` field, if any; else the URL-decoded model
+            id of a Bedrock path (``/model/{model}/converse``).
     """
 
     index: int
@@ -560,7 +566,10 @@ class FakeRequest:
 
     @property
     def stream(self) -> bool:
-        """The request asked for a streamed answer."""
+        """The request asked for a streamed answer (Bedrock: by its path)."""
+        match = _BEDROCK_PATH_RE.match(self.path.split("?")[0])
+        if match is not None:
+            return match.group(2) is not None
         return isinstance(self.json, dict) and self.json.get("stream") is True
 
 
@@ -572,6 +581,9 @@ class Disconnect(NamedTuple):
 
 
 _Action: TypeAlias = Literal["keep", "close", "reset", "hang", "raw_keep"]
+
+# Bedrock's routes: the model id (URL-encoded) in the path, streaming by the action.
+_BEDROCK_PATH_RE = re.compile(r"^/model/([^/]+)/converse(-stream)?$")
 
 
 class FakeLLMServer:
@@ -604,6 +616,11 @@ class FakeLLMServer:
     @property
     def anthropic_base_url(self) -> str:
         """Base URL for Anthropic clients (the server root)."""
+        return self.base_url
+
+    @property
+    def bedrock_base_url(self) -> str:
+        """Base URL for Bedrock clients (the server root; see :mod:`._fake_bedrock`)."""
         return self.base_url
 
     def __repr__(self) -> str:
@@ -762,11 +779,15 @@ class FakeLLMServer:
         except ValueError:
             payload = None
         model = payload.get("model") if isinstance(payload, dict) else None
+        target = head.target.decode("latin-1")
+        if not isinstance(model, str):
+            match = _BEDROCK_PATH_RE.match(target.split("?")[0])
+            model = unquote(match.group(1)) if match is not None else None
         request = FakeRequest(
             index=len(self.requests),
             connection=connection,
             method=head.method.decode("ascii"),
-            path=head.target.decode("latin-1"),
+            path=target,
             headers=headers,
             json=payload,
             received_at=trio.current_time(),
@@ -982,6 +1003,10 @@ class _Protocol:
     # The endpoint continues a trailing assistant message without being asked.
     continues_by_default = False
 
+    # The protocol writes whole responses itself (:meth:`respond`), not through
+    # ``_respond``'s SSE loop.
+    own_response = False
+
     def __init__(self, request: FakeRequest, behavior: Behavior) -> None:
         self.request = request
         self.behavior = behavior
@@ -1014,6 +1039,12 @@ class _Protocol:
         self.texts: list[str] = behavior.text_pieces() if texts is None else texts
 
     def _tool_name(self, tool: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    async def respond(
+        self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]
+    ) -> _Action:
+        """The whole response, for a protocol with ``own_response``."""
         raise NotImplementedError
 
     def rejection(self) -> tuple[int, dict[str, Any]] | None:
@@ -1449,6 +1480,25 @@ async def _send_json(
     await stream.send_all(data)
 
 
+# Protocols served beside the two built in, each by a path pattern. A protocol
+# module that builds on this one (``_fake_bedrock``) registers itself when it is
+# imported (``reliant.testing`` imports it), so this module imports none of them:
+# no import circle.
+_PROTOCOLS: list[tuple[re.Pattern[str], type[_Protocol]]] = []
+
+
+def register_protocol(pattern: re.Pattern[str], protocol: type[_Protocol]) -> None:
+    """Serve ``POST`` requests whose path matches ``pattern`` with ``protocol``."""
+    _PROTOCOLS.append((pattern, protocol))
+
+
+def _registered_protocol(path: str) -> type[_Protocol] | None:
+    for pattern, protocol in _PROTOCOLS:
+        if pattern.match(path):
+            return protocol
+    return None
+
+
 async def _respond(
     conn: h11.Connection, stream: trio.SocketStream, request: FakeRequest, server: FakeLLMServer
 ) -> _Action:
@@ -1462,6 +1512,8 @@ async def _respond(
         protocol_cls = _OpenAI
     elif request.method == "POST" and path == "/v1/messages":
         protocol_cls = _Anthropic
+    elif request.method == "POST" and (found := _registered_protocol(path)) is not None:
+        protocol_cls = found
     else:
         error: dict[str, Any] = {
             "error": {
@@ -1509,6 +1561,9 @@ async def _respond(
         return "hang"
     if b.delay > 0:
         await trio.sleep(b.delay)
+    if proto.own_response:
+        # Its own framing (Bedrock's event stream, its error headers): it writes it all.
+        return await proto.respond(conn, stream, extra)
 
     rejection = proto.rejection()
     if rejection is not None:

@@ -8,7 +8,7 @@ In tests::
         server.script(None, [Behavior(kind="status", status=503), "ok"])
         ...  # point a provider at server.openai_base_url or server.anthropic_base_url
 
-As its own process (prints the two base URLs, serves until Ctrl-C or SIGTERM;
+As its own process (prints the base URLs, serves until Ctrl-C or SIGTERM;
 ``--verbose`` logs one line per request on stderr, naming the behaviour chosen)::
 
     python -m reliant.testing.fake_server --port 8080 [--host 127.0.0.1] [--verbose]
@@ -17,6 +17,7 @@ which prints::
 
     openai:    http://127.0.0.1:8080/v1
     anthropic: http://127.0.0.1:8080
+    bedrock:   http://127.0.0.1:8080
 
 The behaviour of each request is chosen by its model name (``ok``,
 ``status:429:retry_after=3``, ``cut:after=3``, ...); the full convention is
@@ -64,11 +65,12 @@ async def _serve_forever(host: str, port: int) -> None:
     # KeyboardInterrupt as usual.
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with serve_fake_llm(host=host, port=port) as server:
-            # Both base URLs, each as a client wants it: the OpenAI one ends
-            # in /v1, the Anthropic one is the root (one printed URL used to
+            # The base URLs, each as a client wants it: the OpenAI one ends
+            # in /v1, the Anthropic (and Bedrock) one is the root (one printed URL used to
             # be pasted into both, and one of them then got 404s).
             print(f"openai:    {server.openai_base_url}", flush=True)
             print(f"anthropic: {server.anthropic_base_url}", flush=True)
+            print(f"bedrock:   {server.bedrock_base_url}", flush=True)
             async for _ in signals:
                 return
 
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake server until interrupted; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m reliant.testing.fake_server",
-        description="Fault-injecting fake LLM server (OpenAI and Anthropic wire protocols).",
+        description="Fault-injecting fake LLM server (OpenAI, Anthropic, Bedrock wire protocols).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any)")
