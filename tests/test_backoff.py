@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import trio
-import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +20,8 @@ from reliant.backoff import (
 )
 from reliant.classify import parse_retry_after
 from reliant.testing import Fail, NoJitter, Reply, ScriptedProvider
+
+pytestmark = pytest.mark.anyio
 
 
 def test_constants() -> None:
@@ -129,7 +129,7 @@ def test_next_backoff_with_retry_after_bounds(
     assert wait == max(base, min(retry_after, MAX_RETRY_AFTER))
 
 
-async def test_no_jitter_gives_exact_retry_times(autojump_clock: trio.testing.MockClock) -> None:
+async def test_no_jitter_gives_exact_retry_times(anyio_backend: object) -> None:
     """With rng=NoJitter() the retries start at exactly 0.5 s and 1.5 s (waits 0.5, then 1.0)."""
     primary = ScriptedProvider([Fail(ProviderError("down", status_code=500))] * 2 + [Reply("ok")])
     llm = ReliableProvider([("p", primary)], max_retries=2, base_backoff=0.5, rng=NoJitter())

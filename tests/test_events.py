@@ -6,9 +6,9 @@ import logging
 import random
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     AttemptFailed,
@@ -34,7 +34,10 @@ from reliant import (
     StreamStarted,
     TokenUsage,
 )
+from reliant._backend import current_time
 from reliant.testing import Fail, Hang, Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
 
 USER = [ChatMessage.user("hi")]
 
@@ -64,7 +67,7 @@ def llm_with(
     )
 
 
-async def test_retry_events_in_order_at_exact_times(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_events_in_order_at_exact_times(anyio_backend: object) -> None:
     """Two 500s then success: failed/retry pairs with the backoffs 0.5 and 1.0, then success."""
     events: list[ReliantEvent] = []
     primary = ScriptedProvider([err500(), err500(), Reply("ok", delay=0.25)], name="primary")
@@ -104,7 +107,7 @@ async def test_retry_events_in_order_at_exact_times(autojump_clock: trio.testing
     assert len({e.request_id for e in events}) == 1
 
 
-async def test_fallback_event_names_from_to_and_why(autojump_clock: trio.testing.MockClock) -> None:
+async def test_fallback_event_names_from_to_and_why(anyio_backend: object) -> None:
     """A 401 moves on at once: FallbackTaken(p -> b, non_retryable) before the attempt."""
     events: list[ReliantEvent] = []
     primary = ScriptedProvider([Fail(ProviderError("no", status_code=401), delay=0.5)], name="p")
@@ -129,7 +132,7 @@ async def test_fallback_event_names_from_to_and_why(autojump_clock: trio.testing
     )
 
 
-async def test_model_fallback_is_a_fallback_too(autojump_clock: trio.testing.MockClock) -> None:
+async def test_model_fallback_is_a_fallback_too(anyio_backend: object) -> None:
     """After "big" failed on the only provider, "small" is a FallbackTaken to another model."""
     events: list[ReliantEvent] = []
     p = ScriptedProvider({"big": [err500()], "small": [Reply("s")]}, name="p")
@@ -139,7 +142,7 @@ async def test_model_fallback_is_a_fallback_too(autojump_clock: trio.testing.Moc
     assert (fallback.from_model, fallback.to_model, fallback.at) == ("big", "small", 0.25)
 
 
-async def test_circuit_opened_and_closed_events(autojump_clock: trio.testing.MockClock) -> None:
+async def test_circuit_opened_and_closed_events(anyio_backend: object) -> None:
     """open_after=1: the first failure opens (reopens 5 s later); the probe at 5 s closes it."""
     events: list[ReliantEvent] = []
     primary = ScriptedProvider([err500(), Reply("p")], name="p")
@@ -161,7 +164,7 @@ async def test_circuit_opened_and_closed_events(autojump_clock: trio.testing.Moc
     assert isinstance(opened, CircuitOpened)
     assert (opened.reopens_at, opened.open_for, opened.failures) == (5.25, 5.0, 1)
     events.clear()
-    await trio.sleep(1.0)  # t = 1.25: still open, skipped without a call
+    await anyio.sleep(1.0)  # t = 1.25: still open, skipped without a call
     assert await llm.simple_chat("hi", "m", 0.0) == "b"
     assert steps(events)[1:4] == [
         ("AttemptSkipped", "p", 1, 1.25),
@@ -171,7 +174,7 @@ async def test_circuit_opened_and_closed_events(autojump_clock: trio.testing.Moc
     skipped = events[1]
     assert isinstance(skipped, AttemptSkipped) and skipped.reason == "circuit_open"
     events.clear()
-    await trio.sleep_until(5.25)
+    await anyio.sleep_until(5.25)
     assert await llm.simple_chat("hi", "m", 0.0) == "p"
     assert steps(events) == [
         ("RequestStarted", "p", 0, 5.25),
@@ -184,7 +187,7 @@ async def test_circuit_opened_and_closed_events(autojump_clock: trio.testing.Moc
     assert isinstance(started, AttemptStarted) and started.probe
 
 
-async def test_hedge_events(autojump_clock: trio.testing.MockClock) -> None:
+async def test_hedge_events(anyio_backend: object) -> None:
     """Primary silent for 3 s, after=1: hedge at 1.0, backup's chunk at 1.2, primary lost at 1.2."""
     events: list[ReliantEvent] = []
     primary = ScriptedProvider([Stream(["p"], first_delay=3.0)], name="p")
@@ -214,7 +217,7 @@ async def test_hedge_events(autojump_clock: trio.testing.MockClock) -> None:
     assert (finished.chunks, finished.finish_reason, finished.duration) == (3, "stop", 1.25)
 
 
-async def test_stream_recovery_events(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_recovery_events(anyio_backend: object) -> None:
     """A stream cut after 2 chunks, mid_stream="restart": stream_broken, fallback, recovered."""
     events: list[ReliantEvent] = []
     primary = ScriptedProvider(
@@ -245,7 +248,7 @@ async def test_stream_recovery_events(autojump_clock: trio.testing.MockClock) ->
     assert isinstance(events[5], FallbackTaken) and events[5].reason == "stream_broken"
 
 
-async def test_all_failed_request_finished_failure(autojump_clock: trio.testing.MockClock) -> None:
+async def test_all_failed_request_finished_failure(anyio_backend: object) -> None:
     """Every candidate failed: RequestFinished says failure, FailoverError, no route served."""
     events: list[ReliantEvent] = []
     llm = llm_with(ScriptedProvider([err500()], name="p"), events=events, health=None)
@@ -263,14 +266,14 @@ async def test_all_failed_request_finished_failure(autojump_clock: trio.testing.
     assert done.error is not None and done.error.startswith("All providers/models failed")
 
 
-async def test_cancelled_stream_still_finishes(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cancelled_stream_still_finishes(anyio_backend: object) -> None:
     """Leaving the stream at 1.5 s mid-way: RequestFinished(cancelled) at 1.5, no StreamFinished."""
     events: list[ReliantEvent] = []
     p = ScriptedProvider([Stream(["a", "b", "c"], first_delay=0.5, gap=1.0)], name="p")
     llm = llm_with(p, events=events)
     async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
         await chunks.__anext__()
-        await trio.sleep(1.0)
+        await anyio.sleep(1.0)
     assert steps(events)[-1] == ("RequestFinished", "p", 1, 1.5)
     done = events[-1]
     assert isinstance(done, RequestFinished)
@@ -283,11 +286,11 @@ async def test_cancelled_stream_still_finishes(autojump_clock: trio.testing.Mock
     assert not any(isinstance(e, StreamFinished) for e in events)
 
 
-async def test_cancelled_call_finishes_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cancelled_call_finishes_cancelled(anyio_backend: object) -> None:
     """A non-streaming call cancelled at 2 s while its attempt hangs: RequestFinished(cancelled)."""
     events: list[ReliantEvent] = []
     llm = llm_with(ScriptedProvider([Hang()], name="p"), events=events)
-    with trio.move_on_after(2.0):
+    with anyio.move_on_after(2.0):
         await llm.simple_chat("hi", "m", 0.0)
     assert steps(events) == [
         ("RequestStarted", "p", 0, 0.0),
@@ -297,7 +300,7 @@ async def test_cancelled_call_finishes_cancelled(autojump_clock: trio.testing.Mo
     assert isinstance(events[-1], RequestFinished) and events[-1].outcome == "cancelled"
 
 
-async def test_stream_usage_and_chunks(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_usage_and_chunks(anyio_backend: object) -> None:
     """StreamFinished and RequestFinished carry the usage the final chunk reported."""
     events: list[ReliantEvent] = []
     usage = TokenUsage(input_tokens=12, output_tokens=34)
@@ -311,7 +314,7 @@ async def test_stream_usage_and_chunks(autojump_clock: trio.testing.MockClock) -
     ]
 
 
-async def test_unrecovered_break_is_a_stream_error(autojump_clock: trio.testing.MockClock) -> None:
+async def test_unrecovered_break_is_a_stream_error(anyio_backend: object) -> None:
     """mid_stream="error": the break is AttemptFailed(stream_broken), the request a StreamError."""
     events: list[ReliantEvent] = []
     p = ScriptedProvider([Stream.broken(["a"], gap=0.5, first_delay=0.25)], name="p")
@@ -330,7 +333,7 @@ async def test_unrecovered_break_is_a_stream_error(autojump_clock: trio.testing.
 
 
 async def test_raising_hook_is_logged_once_and_changes_nothing(
-    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+    caplog: pytest.LogCaptureFixture, anyio_backend: object
 ) -> None:
     """A hook that raises on every event: answers unchanged, one warning, key-free."""
     seen: list[ReliantEvent] = []
@@ -348,7 +351,7 @@ async def test_raising_hook_is_logged_once_and_changes_nothing(
     assert len(warnings) == 1
     assert "sk-live" not in warnings[0].__dict__["error"]
     assert "[REDACTED]" in warnings[0].__dict__["error"]
-    assert trio.current_time() == 0.25 + 0.25  # backoff base 0.5 -> 0.25: nothing delayed
+    assert current_time() == 0.25 + 0.25  # backoff base 0.5 -> 0.25: nothing delayed
     assert sum(isinstance(e, RequestFinished) for e in seen) == 2
 
 
@@ -399,8 +402,9 @@ async def test_no_listener_no_scope_builds_nothing() -> None:
     assert llm._planner.emit is None
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])  # real time: Redis keeps its own
 async def test_redis_health_reports_circuit_transitions(
-    redis_server: Any, redis_prefix: str
+    anyio_backend: str, redis_server: Any, redis_prefix: str
 ) -> None:
     """With RedisHealth the breaker's open and close come as events too (real, short times)."""
     pytest.importorskip("coredis")
@@ -421,14 +425,14 @@ async def test_redis_health_reports_circuit_transitions(
         (opened,) = [e for e in events if isinstance(e, CircuitOpened)]
         assert (opened.provider, opened.failures) == ("p", 1)
         assert abs(opened.open_for - 0.2) < 0.1
-        await trio.sleep(0.25)
+        await anyio.sleep(0.25)
         events.clear()
         assert await llm.simple_chat("hi", "m", 0.0) == "p"
         assert [type(e).__name__ for e in events][-2:] == ["CircuitClosed", "RequestFinished"]
         assert isinstance(events[-2], CircuitClosed)
 
 
-async def test_each_field_means_one_thing(autojump_clock: trio.testing.MockClock) -> None:
+async def test_each_field_means_one_thing(anyio_backend: object) -> None:
     """`model` is the id sent in every event; error_type is a class name, error_kind the kind."""
     events: list[ReliantEvent] = []
     primary = ScriptedProvider([err500()], name="primary")

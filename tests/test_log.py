@@ -6,9 +6,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from reliant import ChatMessage, ProviderError, ReliableProvider
 from reliant._log import emitting, logger
 from reliant.testing import Fail, Reply, ScriptedProvider
+
+pytestmark = pytest.mark.anyio
 
 HI = [ChatMessage.user("hi")]
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 import trio
 import trio.testing
@@ -42,6 +44,8 @@ from reliant import (
 from reliant._sanitize import register_secret
 from reliant.otel import DURATION_BUCKETS, instrument
 from reliant.testing import Fail, Hang, Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
 
 USER = [ChatMessage.user("hi")]
 NS = 1_000_000_000
@@ -118,7 +122,7 @@ def err500(delay: float = 0.25) -> Fail:
     return Fail(ProviderError("down", status_code=500), delay=delay)
 
 
-async def test_success_span_and_attempt(otel: Otel, autojump_clock: trio.testing.MockClock) -> None:
+async def test_success_span_and_attempt(otel: Otel, anyio_backend: object) -> None:
     """One request span "chat m" with GenAI attributes and usage, one child attempt span."""
     usage = TokenUsage(input_tokens=10, output_tokens=20)
     llm = chain(otel, ScriptedProvider([Reply("ok", delay=0.5, usage=usage)], name="openai"))
@@ -153,7 +157,7 @@ async def test_success_span_and_attempt(otel: Otel, autojump_clock: trio.testing
 
 
 async def test_request_span_is_a_child_of_the_current_span(
-    otel: Otel, autojump_clock: trio.testing.MockClock
+    otel: Otel, anyio_backend: object
 ) -> None:
     """The request span's parent is whatever span was current when the call started."""
     llm = chain(otel, ScriptedProvider([Reply("ok")], name="p"))
@@ -165,7 +169,7 @@ async def test_request_span_is_a_child_of_the_current_span(
     assert request.parent.span_id == handler.get_span_context().span_id
 
 
-async def test_retry_spans_and_events(otel: Otel, autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_spans_and_events(otel: Otel, anyio_backend: object) -> None:
     """Two 500s then success: three attempt spans at their times, two retry events."""
     p = ScriptedProvider([err500(), err500(), Reply("ok", delay=0.25)], name="p")
     llm = chain(otel, p, max_retries=2, base_backoff=1.0)
@@ -188,9 +192,7 @@ async def test_retry_spans_and_events(otel: Otel, autojump_clock: trio.testing.M
     assert point.value == 2
 
 
-async def test_fallback_span_event_and_counter(
-    otel: Otel, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_fallback_span_event_and_counter(otel: Otel, anyio_backend: object) -> None:
     """A failover to the backup: a fallback event, the backup as provider, the counter at 1."""
     p = ScriptedProvider([err500()], name="p")
     b = ScriptedProvider([Reply("b")], name="b")
@@ -219,9 +221,7 @@ async def test_fallback_span_event_and_counter(
     ]
 
 
-async def test_all_failed_span_is_an_error(
-    otel: Otel, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_all_failed_span_is_an_error(otel: Otel, anyio_backend: object) -> None:
     """Every candidate failed: status ERROR, error.type FailoverError on span and metric."""
     llm = chain(otel, ScriptedProvider([err500()], name="p"), health=None)
     with pytest.raises(FailoverError):
@@ -245,15 +245,13 @@ async def test_all_failed_span_is_an_error(
     assert tuple(point.explicit_bounds) == DURATION_BUCKETS
 
 
-async def test_cancelled_stream_ends_its_spans(
-    otel: Otel, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_cancelled_stream_ends_its_spans(otel: Otel, anyio_backend: object) -> None:
     """Leaving a stream at 1.5 s: both spans end at 1.5 s, status ERROR, error.type cancelled."""
     p = ScriptedProvider([Stream(["a", "b"], first_delay=0.5, gap=5.0)], name="p")
     llm = chain(otel, p)
     async with llm.stream_chat_with_history(USER, "m", 0.0) as chunks:
         await chunks.__anext__()
-        await trio.sleep(1.0)
+        await anyio.sleep(1.0)
     request = otel.request()
     (attempt,) = otel.attempts()
     assert offset(request, request) == (0.0, 1.5)
@@ -268,12 +266,10 @@ async def test_cancelled_stream_ends_its_spans(
     assert request.attributes["gen_ai.response.time_to_first_chunk"] == 0.5
 
 
-async def test_cancelled_call_ends_its_spans(
-    otel: Otel, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_cancelled_call_ends_its_spans(otel: Otel, anyio_backend: object) -> None:
     """A non-streaming call cancelled at 2 s while its attempt hangs: spans end at 2 s."""
     llm = chain(otel, ScriptedProvider([Hang()], name="p"))
-    with trio.move_on_after(2.0):
+    with anyio.move_on_after(2.0):
         await llm.simple_chat("hi", "m", 0.0)
     request = otel.request()
     (attempt,) = otel.attempts()
@@ -281,7 +277,7 @@ async def test_cancelled_call_ends_its_spans(
     assert request.status.status_code is StatusCode.ERROR
 
 
-async def test_stream_cut_mid_way(otel: Otel, autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_cut_mid_way(otel: Otel, anyio_backend: object) -> None:
     """A stream that breaks after its first chunk: a stream_broken attempt, a StreamError."""
     p = ScriptedProvider([Stream.broken(["a", "b"], first_delay=0.25, gap=0.5)], name="p")
     llm = chain(otel, p)
@@ -301,7 +297,7 @@ async def test_stream_cut_mid_way(otel: Otel, autojump_clock: trio.testing.MockC
     assert [e.name for e in request.events] == ["reliant.first_chunk"]
 
 
-async def test_stream_success_metrics(otel: Otel, autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_success_metrics(otel: Otel, anyio_backend: object) -> None:
     """A stream: duration, time to first chunk and token usage (input, output) are measured."""
     usage = TokenUsage(input_tokens=7, output_tokens=300)
     llm = chain(otel, ScriptedProvider([Reply("hello", delay=0.25, usage=usage)], name="p"))
@@ -334,9 +330,7 @@ async def test_stream_success_metrics(otel: Otel, autojump_clock: trio.testing.M
         assert {k: v for k, v in attributes.items() if k != "gen_ai.token.type"} == base
 
 
-async def test_hedge_and_circuit_counters(
-    otel: Otel, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_hedge_and_circuit_counters(otel: Otel, anyio_backend: object) -> None:
     """A hedge race: the loser's span ends at 1.25 unset, hedges and circuit opens are counted."""
     p = ScriptedProvider([Stream(["p"], first_delay=3.0)], name="p")
     b = ScriptedProvider([Stream(["b"], first_delay=0.25)], name="b")
