@@ -343,3 +343,45 @@ async def test_an_abandoned_generator_closes_its_stream(anyio_backend: Any) -> N
         await asyncio.sleep(0)
     assert slow.open_streams == 0
     assert sys.getrefcount(llm) >= 1
+
+
+def test_asyncio_run_ends_clean_after_abandoned_and_cancelled_streams(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio.run() over abandoned, cancelled and timed-out streams: no pending task, no error."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+
+    async def main() -> None:
+        slow = ScriptedProvider([Stream(["a", "b", "c"], gap=0.05)], name="slow")
+        hung = ScriptedProvider([Hang()], name="hung")
+        llm = ReliableProvider([slow])
+
+        async def relay() -> Any:
+            async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
+                async for c in chunks:
+                    yield c.delta
+
+        agen = relay()
+        await agen.__anext__()
+        del agen  # abandoned mid-stream, never closed by us
+        task = asyncio.ensure_future(drain(ReliableProvider([hung], first_chunk_timeout=None)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await drain(ReliableProvider([hung], first_chunk_timeout=None))
+        gc.collect()
+        await asyncio.sleep(0.01)
+        # Before asyncio.run's own clean-up (which would cancel stragglers
+        # quietly): nothing of reliant is left running.
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert slow.open_streams == 0 and hung.open_streams == 0
+
+    asyncio.run(main())
+    gc.collect()
+    errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]
