@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 from ._sanitize import cap_error_text, sanitize_api_error
 
@@ -111,6 +111,8 @@ class ProviderError(ReliantError):
     retry_after: float | None
     body: str | None
     kind: ErrorKind | None
+    fixed_kind: ClassVar[ErrorKind | None] = None
+    """A subclass that always means one kind sets it here (its ``kind`` is then that)."""
 
     def __init__(
         self,
@@ -127,7 +129,7 @@ class ProviderError(ReliantError):
         self.status_code = status_code
         self.retry_after = retry_after
         self.body = None if body is None else sanitize_api_error(body)
-        self.kind = kind
+        self.kind = self.fixed_kind or kind
 
     @classmethod
     def _from_sanitized(
@@ -153,7 +155,7 @@ class ProviderError(ReliantError):
         err.status_code = status_code
         err.retry_after = retry_after
         err.body = body
-        err.kind = kind
+        err.kind = cls.fixed_kind or kind
         return err
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -201,24 +203,7 @@ class ContentFilterError(ProviderError):
     opts in). ``kind`` is always ``"content_filter"``.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str | None = None,
-        status_code: int | None = None,
-        retry_after: float | None = None,
-        body: str | None = None,
-        kind: ErrorKind | None = "content_filter",
-    ) -> None:
-        super().__init__(
-            message,
-            provider=provider,
-            status_code=status_code,
-            retry_after=retry_after,
-            body=body,
-            kind="content_filter",
-        )
+    fixed_kind: ClassVar[ErrorKind | None] = "content_filter"
 
 
 class FakeServerSpecError(ProviderError):
@@ -235,24 +220,7 @@ class FakeServerSpecError(ProviderError):
     raise it.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str | None = None,
-        status_code: int | None = None,
-        retry_after: float | None = None,
-        body: str | None = None,
-        kind: ErrorKind | None = "fake_server_spec",
-    ) -> None:
-        super().__init__(
-            message,
-            provider=provider,
-            status_code=status_code,
-            retry_after=retry_after,
-            body=body,
-            kind="fake_server_spec",
-        )
+    fixed_kind: ClassVar[ErrorKind | None] = "fake_server_spec"
 
 
 class StreamError(ReliantError):
