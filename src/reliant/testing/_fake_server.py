@@ -8,7 +8,19 @@ It speaks just enough of two wire protocols to drive real HTTP clients:
 - ``POST /v1/messages``: Anthropic-compatible, JSON or SSE (``message_start``,
   ``ping``, ``content_block_start``/``_delta``/``_stop``, ``message_delta``,
   ``message_stop``; ``error`` for in-band errors);
+- ``POST /v1beta/models/{model}:generateContent`` and
+  ``:streamGenerateContent?alt=sse`` (also under Vertex AI's
+  ``/v1/projects/{p}/locations/{l}/publishers/google/models/``): Gemini,
+  rendered by :mod:`._fake_gemini`;
+- ``POST /v1/responses``: the OpenAI Responses API, rendered by
+  :mod:`._fake_responses`;
+- ``POST /openai/v1/chat/completions`` and
+  ``/openai/deployments/{deployment}/chat/completions?api-version=...``:
+  Azure OpenAI, rendered by :mod:`._fake_azure`;
 - ``GET /v1/models``: a small model list (for warm-ups).
+
+Gemini and Azure deployment URLs name the model in the path: it chooses the
+behaviour as a body's ``model`` does elsewhere.
 
 Only trio time is used (``trio.sleep``, ``trio.current_time``), so tests can
 run it under ``autojump_clock`` with real loopback sockets: nothing
@@ -241,6 +253,9 @@ class Behavior:
             of the assistant message, as a piece of their own.
         context: Context window in characters: a request whose message text
             totals more is refused with the provider's context-length 400.
+        reject_stream_options: Azure OpenAI endpoints: refuse a request that
+            carries ``stream_options`` with a 400, as deployments on older API
+            versions do (``ok:reject_stream_options``).
     """
 
     kind: BehaviorKind = "ok"
@@ -267,6 +282,7 @@ class Behavior:
     prefill: bool = False
     overlap: int = 0
     context: int | None = None
+    reject_stream_options: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -418,8 +434,10 @@ class FakeRequest:
 
     @property
     def stream(self) -> bool:
-        """The request asked for a streamed answer."""
-        return isinstance(self.json, dict) and self.json.get("stream") is True
+        """The request asked for a streamed answer (Gemini: by its URL)."""
+        if isinstance(self.json, dict) and self.json.get("stream") is True:
+            return True
+        return self.path.split("?", 1)[0].endswith(":streamGenerateContent")
 
 
 class Disconnect(NamedTuple):
@@ -462,6 +480,21 @@ class FakeLLMServer:
     @property
     def anthropic_base_url(self) -> str:
         """Base URL for Anthropic clients (the server root)."""
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """Base URL for Gemini clients, AI Studio or Vertex AI (the server root)."""
+        return self.base_url
+
+    @property
+    def responses_base_url(self) -> str:
+        """Base URL for OpenAI Responses API clients (``base_url + "/v1"``)."""
+        return self.base_url + "/v1"
+
+    @property
+    def azure_base_url(self) -> str:
+        """Base URL for Azure OpenAI clients, the resource endpoint (the server root)."""
         return self.base_url
 
     def __repr__(self) -> str:
@@ -610,11 +643,14 @@ class FakeLLMServer:
         except ValueError:
             payload = None
         model = payload.get("model") if isinstance(payload, dict) else None
+        target = head.target.decode("latin-1")
+        if not isinstance(model, str):
+            model = _path_model(target)
         request = FakeRequest(
             index=len(self.requests),
             connection=connection,
             method=head.method.decode("ascii"),
-            path=head.target.decode("latin-1"),
+            path=target,
             headers=headers,
             json=payload,
             received_at=trio.current_time(),
@@ -775,6 +811,8 @@ class _Protocol:
 
     # The endpoint continues a trailing assistant message without being asked.
     continues_by_default = False
+    # ``retry_after=`` goes in a header (Gemini puts it in the error body).
+    retry_after_header = True
 
     def __init__(self, request: FakeRequest, behavior: Behavior) -> None:
         self.request = request
@@ -1216,6 +1254,29 @@ class _Anthropic(_Protocol):
         )
 
 
+def _extra_route(path: str) -> type[_Protocol] | None:
+    """The protocol of a Gemini, Responses or Azure route (modules of their own)."""
+    from ._fake_azure import AzureProtocol, is_azure_path
+    from ._fake_gemini import GeminiProtocol, is_gemini_path
+    from ._fake_responses import ResponsesProtocol
+
+    if path == "/v1/responses":
+        return ResponsesProtocol
+    if is_gemini_path(path):
+        return GeminiProtocol
+    if is_azure_path(path):
+        return AzureProtocol
+    return None
+
+
+def _path_model(target: str) -> str | None:
+    """The model a Gemini or Azure deployment URL names, when the body has none."""
+    from ._fake_azure import azure_model_from_path
+    from ._fake_gemini import gemini_model_from_path
+
+    return gemini_model_from_path(target) or azure_model_from_path(target)
+
+
 async def _send(conn: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
     data = conn.send(event)
     if data:
@@ -1256,6 +1317,8 @@ async def _respond(
         protocol_cls = _OpenAI
     elif request.method == "POST" and path == "/v1/messages":
         protocol_cls = _Anthropic
+    elif request.method == "POST" and (routed := _extra_route(path)) is not None:
+        protocol_cls = routed
     else:
         error: dict[str, Any] = {
             "error": {
@@ -1303,7 +1366,7 @@ async def _respond(
 
     if b.kind == "status":
         status = b.status if b.status is not None else 500
-        if b.retry_after is not None:
+        if b.retry_after is not None and proto.retry_after_header:
             extra.append(("retry-after", b.retry_after))
         if b.retry_after_ms is not None:
             extra.append(("retry-after-ms", str(b.retry_after_ms)))
