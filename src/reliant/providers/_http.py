@@ -144,6 +144,8 @@ _ERROR_TYPE_STATUS = {
     "not_found_error": 404,
     "model_not_found": 404,
     "request_too_large": 413,
+    # The Responses API's ``response.error.code`` for a refused prompt.
+    "invalid_prompt": 400,
     "rate_limit_error": 429,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,

@@ -345,6 +345,10 @@ class OpenAICompatible(HTTPProvider):
 
     # -- payloads ------------------------------------------------------------------
 
+    def _chat_url(self, model: str) -> str:
+        """The URL a request for ``model`` goes to (Azure's deployment URLs name it)."""
+        return self._url
+
     def _payload(
         self,
         messages: Sequence[ChatMessage],
@@ -380,7 +384,7 @@ class OpenAICompatible(HTTPProvider):
         temperature: float,
     ) -> ChatResponse:
         data = await self._post_json(
-            self._url, self._payload(messages, tools, model, temperature, stream=False)
+            self._chat_url(model), self._payload(messages, tools, model, temperature, stream=False)
         )
         try:
             choices = data.get("choices")
@@ -537,7 +541,7 @@ class OpenAICompatible(HTTPProvider):
         seen_choices = bare = False
         late_usage: dict[str, Any] | None = None  # a chunk whose usage is still unread
         try:
-            async with self._open_event_stream(self._url, payload) as body:
+            async with self._open_event_stream(self._chat_url(payload["model"]), payload) as body:
                 async for raw in body:
                     for chunk in sse.feed(raw):
                         choices = chunk.get("choices")
