@@ -127,8 +127,8 @@ BACKOFF = {
     "next_backoff",
 }  # fmt: skip
 PROVIDERS = {
-    "Anthropic", "OpenAICompatible", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "create_client",
-    "parse_retry_after",
+    "Anthropic", "AzureOpenAI", "Gemini", "OpenAICompatible", "OpenAIResponses",
+    "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "create_client", "parse_retry_after",
 }  # fmt: skip
 TESTING = {
     "Behavior", "BehaviorKind", "Disconnect", "Empty", "Fail", "FakeLLMServer", "FakeRequest",
