@@ -87,7 +87,7 @@ def candidate(parts: list[dict[str, Any]], finish: str | None = None) -> dict[st
 
 
 async def test_payload_url_and_key_header(server: FakeLLMServer, provider: Gemini) -> None:
-    """Contents, systemInstruction and generationConfig are sent; the key is a header, never in the URL."""
+    """Contents, system instruction and config are sent; the key is a header, not in the URL."""
     assert await provider.chat_with_system("Be brief.", "Hi", "gemini-2.5-flash", 0.7) == TEXT
     (request,) = server.requests
     assert request.method == "POST"
@@ -105,7 +105,7 @@ async def test_payload_url_and_key_header(server: FakeLLMServer, provider: Gemin
 async def test_history_roles_merged_and_tool_results_as_user_text(
     server: FakeLLMServer, provider: Gemini
 ) -> None:
-    """Assistant turns are role model; consecutive same-role turns merge; tool results travel as user text."""
+    """Assistant turns are role model; same-role turns merge; tool results go as user text."""
     history = [
         ChatMessage.system("S1"),
         ChatMessage.user("u1"),
@@ -412,7 +412,7 @@ async def test_unavailable_is_retried(
 
 @pytest.mark.parametrize(("after", "expected"), [(0, ProviderError), (2, StreamError)])
 async def test_inband_error_event(provider: Gemini, after: int, expected: type[Exception]) -> None:
-    """A data: {"error": ...} event is a ProviderError before the first item, a StreamError after."""
+    """An {"error": ...} event is a ProviderError before the first item, a StreamError after."""
     with pytest.raises(expected) as info:
         await collect(
             provider.stream_chat_with_history(HI, f"inband_error:after={after}:status=503", 0)
@@ -442,7 +442,7 @@ async def test_non_streaming_error_in_a_200(server: FakeLLMServer, provider: Gem
 async def test_answer_without_candidates_is_malformed(
     server: FakeLLMServer, provider: Gemini
 ) -> None:
-    """A 200 answer with neither candidates nor a block reason is malformed, never an empty success."""
+    """A 200 with neither candidates nor a block reason is malformed, never an empty success."""
     server.script("m", [raw_json({"usageMetadata": {"promptTokenCount": 3}})])
     with pytest.raises(ProviderError) as info:
         await provider.simple_chat("x", "m", 0)
