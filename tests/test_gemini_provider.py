@@ -360,10 +360,10 @@ async def test_stream_without_finish_reason_is_broken(provider: Gemini) -> None:
         await collect(provider.stream_chat_with_history(HI, "no_terminator", 0))
 
 
-async def test_empty_stream_is_an_empty_answer(provider: Gemini) -> None:
-    """The finishing event alone is an answer without text."""
-    chunks = await collect(provider.stream_chat_with_history(HI, "empty", 0))
-    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].finish_reason == "stop"
+async def test_empty_stream_ends_with_a_bare_final(provider: Gemini) -> None:
+    """STOP without any part (Gemini's empty response) ends bare, so failover sees it empty."""
+    assert await collect(provider.stream_chat_with_history(HI, "empty", 0)) == [StreamChunk.final()]
+    assert await collect(provider.stream_chat(ChatRequest(HI), "empty", 0)) == [Final()]
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -232,10 +232,10 @@ async def test_stream_without_completed_is_broken(provider: OpenAIResponses) -> 
         await collect(provider.stream_chat_with_history(HI, "no_terminator", 0))
 
 
-async def test_empty_stream(provider: OpenAIResponses) -> None:
-    """response.completed alone is an answer without text."""
-    chunks = await collect(provider.stream_chat_with_history(HI, "empty", 0))
-    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].finish_reason == "stop"
+async def test_empty_stream_ends_with_a_bare_final(provider: OpenAIResponses) -> None:
+    """response.completed with no output ends bare, so failover sees an empty stream."""
+    assert await collect(provider.stream_chat_with_history(HI, "empty", 0)) == [StreamChunk.final()]
+    assert await collect(provider.stream_chat(ChatRequest(HI), "empty", 0)) == [Final()]
 
 
 # -- failures after HTTP 200 ----------------------------------------------------------------

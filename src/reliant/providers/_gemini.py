@@ -33,7 +33,9 @@ Wire shape read here (every field through the typed accessors of
 
 How a stream ends: Gemini sends no terminator; the last event carries the
 ``finishReason``. A body that ends without any ``finishReason`` is a failure
-(never a silent success). Errors use Google's shape
+(never a silent success). A stream that says ``STOP`` without any part
+(Gemini's known empty response) ends with a bare final, the shape
+``ReliableProvider`` recognises as an empty stream and fails over from. Errors use Google's shape
 ``{"error": {"code", "status", "message", "details"}}``, in a non-2xx body or
 as an SSE event; a ``RESOURCE_EXHAUSTED`` 429 takes its Retry-After from the
 ``google.rpc.RetryInfo`` detail's ``retryDelay`` (``"30s"``).
@@ -522,6 +524,13 @@ class Gemini(HTTPProvider):
             # its cause is set by _stream_failure
             raise self._stream_failure(exc, committed)  # noqa: B904
         finish = gemini_finish_reason(raw_finish, calls > 0)
+        if not committed and finish == "stop" and calls == 0:
+            # STOP with no part at all: Gemini's known empty response. It ends
+            # as a bare final, which ReliableProvider treats as an empty
+            # stream (the next candidate is asked), as it does OpenAI's
+            # ``[DONE]`` alone.
+            yield Final() if events else StreamChunk.final()
+            return
         if events:
             if usage is not None:
                 yield UsageEvent(usage)

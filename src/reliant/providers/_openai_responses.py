@@ -31,8 +31,10 @@ A stream is typed SSE events, read here:
 - anything else (``response.created``, ``...content_part.added``, ...) is ignored.
 
 A body that ends without ``response.completed`` or ``response.incomplete``
-is a failure. Prefill is not supported (the API answers anew after an
-assistant message), so ``ReliableProvider`` recovery restarts.
+is a failure; one that completes with no output at all ends with a bare
+final, which ``ReliableProvider`` treats as an empty stream. Prefill is not
+supported (the API answers anew after an assistant message), so
+``ReliableProvider`` recovery restarts.
 
 Tool results (``ChatMessage.tool``) carry no ``call_id``, which the API's
 ``function_call_output`` item requires, so they travel as user text, as
@@ -530,6 +532,11 @@ class OpenAIResponses(HTTPProvider):
         except STREAM_FAILURES as exc:
             # its cause is set by _stream_failure
             raise self._stream_failure(exc, committed, events and bool(calls))  # noqa: B904
+        if not committed and finish == "stop" and done_calls == 0 and not calls:
+            # Completed with no output at all: an empty stream, ended with the
+            # bare final ReliableProvider fails over from.
+            yield Final() if events else StreamChunk.final()
+            return
         if events:
             for slot in calls.values():  # items never marked done: the stream completed anyway
                 done_calls += 1
