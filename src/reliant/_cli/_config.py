@@ -44,16 +44,28 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "reliant.toml"
 CONFIG_ENV = "RELIANT_CONFIG"
 
-ProviderKind = Literal["openai", "anthropic"]
-KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic")
+ProviderKind = Literal["openai", "anthropic", "gemini", "openai_responses", "azure_openai"]
+KINDS: tuple[ProviderKind, ...] = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "openai_responses",
+    "azure_openai",
+)
 
+# azure_openai has none: its base_url is the user's own resource endpoint.
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "openai_responses": "https://api.openai.com/v1",
 }
 DEFAULT_KEY_ENVS: dict[str, str] = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "openai_responses": "OPENAI_API_KEY",
+    "azure_openai": "AZURE_OPENAI_API_KEY",
 }
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -76,6 +88,9 @@ class ProviderConfig:
     headers: dict[str, str] = field(default_factory=dict)
     max_tokens: int | None = None
     prefill: bool = False
+    api_version: str | None = None
+    project: str | None = None
+    location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +322,15 @@ PROVIDER_KEYS: tuple[str, ...] = (
     "headers",
     "max_tokens",
     "prefill",
+    "api_version",
+    "project",
+    "location",
 )
+
+
+# Kinds with an output-token limit of their own (Gemini's maxOutputTokens, the
+# Responses API's max_output_tokens); Anthropic's is required, so defaulted.
+_MAX_TOKEN_KINDS = ("anthropic", "gemini", "openai_responses")
 
 
 def _provider(entry: object, index: int, seen: set[str]) -> ProviderConfig:
@@ -339,7 +362,26 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
             f"{where}.kind: unknown provider kind {kind!r}{hint}; expected one of "
             + ", ".join(repr(k) for k in KINDS)
         )
-    base_url = _string(entry, "base_url", where) or DEFAULT_BASE_URLS[kind]
+    project = _string(entry, "project", where)
+    location = _string(entry, "location", where)
+    if (project is not None or location is not None) and kind != "gemini":
+        key = "project" if project is not None else "location"
+        raise ConfigError(f'{where}.{key}: only applies to kind = "gemini" (Vertex AI)')
+    if location is not None and project is None:
+        raise ConfigError(f"{where}.location: needs project (Vertex AI)")
+    api_version = _string(entry, "api_version", where)
+    if api_version is not None and kind != "azure_openai":
+        raise ConfigError(f'{where}.api_version: only applies to kind = "azure_openai"')
+    if api_version == "":
+        raise ConfigError(
+            f"{where}.api_version: must not be empty (leave it out for Azure's v1 API)"
+        )
+    base_url = _string(entry, "base_url", where) or _default_base_url(kind, project, location)
+    if not base_url:
+        raise ConfigError(
+            f'{where}.base_url: required for kind = "azure_openai" '
+            "(the resource endpoint, https://<resource>.openai.azure.com)"
+        )
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url: must start with http:// or https://")
     key_env: str | None
@@ -358,8 +400,11 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
         entry, "headers", where, check_key=_check_header_name, secret_values=True
     )
     max_tokens = _integer(entry, "max_tokens", where, None, minimum=1)
-    if max_tokens is not None and kind != "anthropic":
-        raise ConfigError(f'{where}.max_tokens: only applies to kind = "anthropic"')
+    if max_tokens is not None and kind not in _MAX_TOKEN_KINDS:
+        raise ConfigError(
+            f"{where}.max_tokens: only applies to kind = "
+            + " or ".join(f'"{k}"' for k in _MAX_TOKEN_KINDS)
+        )
     prefill = _boolean(entry, "prefill", where, False)
     if "prefill" in entry and kind != "openai":
         raise ConfigError(
@@ -375,7 +420,20 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
         headers=headers,
         max_tokens=max_tokens,
         prefill=prefill,
+        api_version=api_version,
+        project=project,
+        location=location,
     )
+
+
+def _default_base_url(kind: str, project: str | None, location: str | None) -> str:
+    """The kind's public endpoint ("" for azure_openai, whose endpoint is the user's own)."""
+    if kind == "gemini" and project is not None:
+        region = location or "us-central1"
+        if region == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{region}-aiplatform.googleapis.com"
+    return DEFAULT_BASE_URLS.get(kind, "")
 
 
 def _model_fallbacks(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -609,7 +667,7 @@ def build_providers(
     Every API key is looked up before any client is created, so a missing
     variable is reported without leaving half-built clients behind.
     """
-    from reliant.providers import Anthropic, OpenAICompatible
+    from reliant.providers import Anthropic, AzureOpenAI, Gemini, OpenAICompatible, OpenAIResponses
 
     keys = {p.name: api_key_for(p, environ) for p in config.providers}
     built: list[tuple[str, Provider]] = []
@@ -627,7 +685,7 @@ def build_providers(
                 extra_headers=headers,
                 supports_prefill=p.prefill,
             )
-        else:
+        elif p.kind == "anthropic":
             provider = Anthropic(
                 name=p.name,
                 base_url=p.base_url,
@@ -635,6 +693,35 @@ def build_providers(
                 timeout=config.request_timeout,
                 extra_headers=headers,
                 max_tokens=p.max_tokens if p.max_tokens is not None else 4096,
+            )
+        elif p.kind == "gemini":
+            provider = Gemini(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                project=p.project,
+                location=p.location or "us-central1",
+                timeout=config.request_timeout,
+                extra_headers=headers,
+                max_output_tokens=p.max_tokens,
+            )
+        elif p.kind == "openai_responses":
+            provider = OpenAIResponses(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                timeout=config.request_timeout,
+                extra_headers=headers,
+                max_output_tokens=p.max_tokens,
+            )
+        else:
+            provider = AzureOpenAI(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                api_version=p.api_version,
+                timeout=config.request_timeout,
+                extra_headers=headers,
             )
         built.append((p.name, provider))
     return built
