@@ -21,6 +21,7 @@ STEP_MARKERS = (
     "stream: a slow primary is hedged",
     "stream cut mid-answer: the backup continues",
     "stream cancelled mid-flight",
+    "stream across clouds: Gemini -> Responses API -> Azure OpenAI",
 )
 
 
@@ -57,6 +58,7 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     assert "continued the same answer (continue)" in text
     assert "slow: hedged, started this one too" in text
     assert "after primary (model demo-stream) was slower (hedged)" in text
+    assert "/v1beta/models/gemini-demo:streamGenerateContent, /v1/responses," in text
     assert proc.stderr == ""
 
 

@@ -55,7 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "Start a fake LLM server on loopback and show, on real sockets with the real "
             "OpenAI-compatible and Anthropic providers, a Retry-After wait, a provider "
             "failover, a model fallback, context-window recovery, a hung stream failing "
-            "over, and a cancelled stream closing its upstream connection. No API keys, "
+            "over, a cancelled stream closing its upstream connection, and a stream failing "
+            "over across Gemini, the OpenAI Responses API and Azure OpenAI. No API keys, "
             "no network."
         ),
     )
