@@ -34,8 +34,10 @@ from reliant.testing import FakeLLMServer
 from reliant.testing.fake_server import RawResponse, http_response
 
 RECORDED = Path(__file__).parent / "recorded"
-SSE = {"content-type": "text/event-stream"}
-JSON = {"content-type": "application/json"}
+# The fake server closes the connection after each raw answer; saying so keeps
+# the client from reusing it for the next request.
+SSE = {"content-type": "text/event-stream", "connection": "close"}
+JSON = {"content-type": "application/json", "connection": "close"}
 HI = [ChatMessage.user("What is the weather in Lyon?")]
 
 
