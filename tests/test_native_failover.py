@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -28,42 +29,52 @@ from reliant import (
     take_last_provider_fallback,
 )
 from reliant._provider import Provider
-from reliant.providers import AzureOpenAI, Gemini, OpenAIResponses
-from reliant.testing import FakeLLMServer
+from reliant.providers import AzureOpenAI, Gemini, OpenAIResponses, create_client
+from reliant.testing import FakeLLMServer, serve_fake_llm
 
 HI = [ChatMessage.user("hi")]
 KINDS = ["gemini", "responses", "azure"]
 ANSWER = "tok0 tok1 "
 
 
-_BUILT: list[Gemini | OpenAIResponses | AzureOpenAI] = []
+_CLIENT: list[httpx2.AsyncClient] = []
 
 
-@pytest.fixture(autouse=True)
-async def _close_built() -> AsyncIterator[None]:
-    """Every provider a test built is closed (its own client, its sockets) when it ends."""
-    yield
-    while _BUILT:
-        await _BUILT.pop().aclose()
+@pytest.fixture
+async def server() -> AsyncIterator[FakeLLMServer]:
+    """The fake server, and one client for every provider a test builds, closed with it
+    (all its sockets) when the test ends. (pytest-trio starts fixtures a test does not
+    name concurrently with it, so the client comes with the fixture every test names.)"""
+    async with serve_fake_llm() as fake, create_client() as client:
+        _CLIENT[:] = [client]
+        try:
+            yield fake
+        finally:
+            _CLIENT.clear()
 
 
 def build(kind: str, server: FakeLLMServer, name: str) -> Provider:
     key = f"{kind}-secret-key-0001"
-    provider: Gemini | OpenAIResponses | AzureOpenAI
+    client = _CLIENT[0]
     if kind == "gemini":
-        provider = Gemini(
-            name=name, base_url=server.gemini_base_url, api_key=key, request_timeout=10.0
+        return Gemini(
+            name=name,
+            base_url=server.gemini_base_url,
+            api_key=key,
+            request_timeout=10.0,
+            client=client,
         )
-    elif kind == "responses":
-        provider = OpenAIResponses(
-            name=name, base_url=server.responses_base_url, api_key=key, request_timeout=10.0
+    if kind == "responses":
+        return OpenAIResponses(
+            name=name,
+            base_url=server.responses_base_url,
+            api_key=key,
+            request_timeout=10.0,
+            client=client,
         )
-    else:
-        provider = AzureOpenAI(
-            name=name, base_url=server.azure_base_url, api_key=key, request_timeout=10.0
-        )
-    _BUILT.append(provider)
-    return provider
+    return AzureOpenAI(
+        name=name, base_url=server.azure_base_url, api_key=key, request_timeout=10.0, client=client
+    )
 
 
 def pair(kind: str, server: FakeLLMServer, fault: str, **kw: object) -> ReliableProvider:
