@@ -42,10 +42,13 @@ as an SSE event; a ``RESOURCE_EXHAUSTED`` 429 takes its Retry-After from the
 
 Converting a conversation: system messages become ``systemInstruction``;
 assistant turns are ``role: "model"``; consecutive turns of one role are
-merged into one content (Gemini wants them alternating). A tool result
-(``ChatMessage.tool``) carries no function name, which Gemini's
-``functionResponse`` requires, so it travels as user text, as it does to
-Anthropic. Tool specs become one ``functionDeclarations`` tool; the JSON
+merged into one content (Gemini wants them alternating). An assistant
+message's ``tool_calls`` become ``functionCall`` parts, and a tool result
+naming its call (``ChatMessage.tool(text, tool_call_id)``) a
+``functionResponse`` part with that call's function name (its ``response``
+is the result's JSON object, else ``{"result": text}``); ids are mapped by
+:func:`~reliant.providers._wire.tool_call_id`. A tool result without an id
+travels as user text. Tool specs become one ``functionDeclarations`` tool; the JSON
 Schema keys Gemini's ``parameters`` (an OpenAPI subset) rejects
 (``$schema``, ``additionalProperties``) are dropped. Gemini does not continue
 a trailing model turn (``supports_prefill`` is False), so mid-stream
@@ -97,7 +100,16 @@ from ._limits import (
     MalformedResponse,
     ResponseTooLarge,
 )
-from ._wire import count, need_object, opt_list, opt_object, opt_str, wrong
+from ._wire import (
+    arguments_object,
+    count,
+    need_object,
+    opt_list,
+    opt_object,
+    opt_str,
+    tool_call_id,
+    wrong,
+)
 
 __all__ = ["Gemini"]
 
@@ -113,17 +125,49 @@ def _contents(messages: Sequence[ChatMessage]) -> tuple[dict[str, Any] | None, l
     """``systemInstruction`` and ``contents`` of a conversation."""
     system: list[str] = []
     contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool-call id -> function name, for the results
     for m in messages:
         if m.role == "system":
             system.append(m.content)
             continue
         role = "model" if m.role == "assistant" else "user"
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": m.content})
+        parts: list[dict[str, Any]]
+        if m.tool_calls and m.role == "assistant":
+            parts = [{"text": m.content}] if m.content else []
+            for call in m.tool_calls:
+                call_id = tool_call_id(call.id)
+                names[call_id] = call.name
+                args = arguments_object(call.arguments)
+                parts.append({"functionCall": {"id": call_id, "name": call.name, "args": args}})
+        elif m.role == "tool" and m.tool_call_id is not None:
+            # functionResponse needs the function's name: the call's, found by its id.
+            call_id = tool_call_id(m.tool_call_id)
+            parts = [
+                {
+                    "functionResponse": {
+                        "id": call_id,
+                        "name": names.get(call_id, "tool"),
+                        "response": _function_response(m.content),
+                    }
+                }
+            ]
         else:
-            contents.append({"role": role, "parts": [{"text": m.content}]})
+            parts = [{"text": m.content}]
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
     instruction = {"parts": [{"text": "\n\n".join(system)}]} if system else None
     return instruction, contents
+
+
+def _function_response(text: str) -> dict[str, Any]:
+    """A tool result as ``functionResponse.response``: its JSON object, else {"result": text}."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    return value if type(value) is dict else {"result": text}
 
 
 def _schema(value: Any) -> Any:

@@ -36,9 +36,10 @@ final, which ``ReliableProvider`` treats as an empty stream. Prefill is not
 supported (the API answers anew after an assistant message), so
 ``ReliableProvider`` recovery restarts.
 
-Tool results (``ChatMessage.tool``) carry no ``call_id``, which the API's
-``function_call_output`` item requires, so they travel as user text, as
-they do to Anthropic and Gemini.
+An assistant message's ``tool_calls`` become ``function_call`` input items
+and a tool result naming its call a ``function_call_output`` item (ids
+mapped by :func:`~reliant.providers._wire.tool_call_id`); a tool result
+without an id travels as user text.
 """
 
 from __future__ import annotations
@@ -85,7 +86,16 @@ from ._limits import (
     DEFAULT_REQUEST_TIMEOUT,
     ResponseTooLarge,
 )
-from ._wire import append_arguments, count, need_object, opt_list, opt_object, opt_str, wrong
+from ._wire import (
+    append_arguments,
+    count,
+    need_object,
+    opt_list,
+    opt_object,
+    opt_str,
+    tool_call_id,
+    wrong,
+)
 
 __all__ = ["OpenAIResponses"]
 
@@ -95,12 +105,32 @@ _TERMINAL = ("response.completed", "response.incomplete")
 
 
 def _input(messages: Sequence[ChatMessage]) -> tuple[str | None, list[dict[str, str]]]:
-    """``instructions`` (the system messages) and the ``input`` messages."""
+    """``instructions`` (the system messages) and the ``input`` items."""
     system: list[str] = []
     items: list[dict[str, str]] = []
     for m in messages:
         if m.role == "system":
             system.append(m.content)
+        elif m.tool_calls and m.role == "assistant":
+            if m.content:
+                items.append({"role": "assistant", "content": m.content})
+            items.extend(
+                {
+                    "type": "function_call",
+                    "call_id": tool_call_id(call.id),
+                    "name": call.name,
+                    "arguments": call.arguments or "{}",
+                }
+                for call in m.tool_calls
+            )
+        elif m.role == "tool" and m.tool_call_id is not None:
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": tool_call_id(m.tool_call_id),
+                    "output": m.content,
+                }
+            )
         else:
             role = "assistant" if m.role == "assistant" else "user"
             items.append({"role": role, "content": m.content})
