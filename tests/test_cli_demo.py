@@ -21,6 +21,7 @@ STEP_MARKERS = (
     "stream: a slow primary is hedged",
     "stream cut mid-answer: the backup continues",
     "stream cancelled mid-flight",
+    "stream across clouds: Gemini -> Responses API -> Azure OpenAI",
 )
 
 
@@ -57,6 +58,7 @@ def test_demo_subprocess_exits_0_without_ansi_when_piped() -> None:
     assert "continued the same answer (continue)" in text
     assert "slow: hedged, started this one too" in text
     assert "after primary (model gpt-demo-slow) was slower (hedged)" in text
+    assert "/v1beta/models/gemini-demo:streamGenerateContent, /v1/responses," in text
     assert proc.stderr == ""
 
 
@@ -116,6 +118,6 @@ def test_demo_help_lists_every_step(capsys: pytest.CaptureFixture[str]) -> None:
     listed = [
         line.split(". ", 1)[1] for line in out.splitlines() if line[:4].strip()[:-1].isdigit()
     ]
-    assert len(listed) == STEPS == 9
+    assert len(listed) == STEPS == 10
     assert [item.split(":")[0] for item in listed] == [label for label, *_ in _demo._STEPS]
     assert f"providers, {STEPS} steps:" in out

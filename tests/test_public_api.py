@@ -129,8 +129,8 @@ BACKOFF = {
     "next_backoff",
 }  # fmt: skip
 PROVIDERS = {
-    "Anthropic", "Bedrock", "OpenAICompatible", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT",
-    "create_client", "parse_retry_after",
+    "Anthropic", "AzureOpenAI", "Bedrock", "Gemini", "OpenAICompatible", "OpenAIResponses",
+    "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "create_client", "parse_retry_after",
 }  # fmt: skip
 TESTING = {
     "Behavior", "BehaviorKind", "Disconnect", "Empty", "Fail", "FakeLLMServer", "FakeRequest",

@@ -50,10 +50,20 @@ class ChatMessage:
     Attributes:
         role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
         content: The message text.
+        tool_calls: On an assistant message, the tool calls the model made in
+            that turn (as a ``ChatResponse`` or its ``ToolCallEvent`` events gave them),
+            so a conversation that used tools can be sent again, to any provider.
+        tool_call_id: On a tool message, the ``ToolCall.id`` whose result it carries.
     """
 
     role: str
     content: str
+    tool_calls: Sequence[ToolCall] = ()
+    tool_call_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tool_calls and not isinstance(self.tool_calls, tuple):
+            object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
 
     @classmethod
     def system(cls, text: str) -> ChatMessage:
@@ -66,14 +76,14 @@ class ChatMessage:
         return cls("user", text)
 
     @classmethod
-    def assistant(cls, text: str) -> ChatMessage:
-        """An assistant message."""
-        return cls("assistant", text)
+    def assistant(cls, text: str, tool_calls: Sequence[ToolCall] = ()) -> ChatMessage:
+        """An assistant message, with the tool calls it made, if any."""
+        return cls("assistant", text, tool_calls)
 
     @classmethod
-    def tool(cls, text: str) -> ChatMessage:
-        """A tool-result message."""
-        return cls("tool", text)
+    def tool(cls, text: str, tool_call_id: str | None = None) -> ChatMessage:
+        """A tool-result message, answering the call ``tool_call_id`` when given."""
+        return cls("tool", text, (), tool_call_id)
 
 
 @dataclass(frozen=True, slots=True)

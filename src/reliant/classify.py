@@ -121,6 +121,8 @@ _CONTEXT_WINDOW_HINTS = (
     "prompt is too long",
     "input is too long",
     "prompt exceeds max length",
+    # Gemini: "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+    "exceeds the maximum number of tokens allowed",
 )
 # OpenAI's moderation code and message ("...rejected as a result of our
 # safety system"), Azure OpenAI's prompt-filter code and message ("...

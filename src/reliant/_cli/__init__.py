@@ -50,6 +50,7 @@ DEMO_STEPS: tuple[str, ...] = (
     "stream, hedged: a slow primary is hedged, the first answer wins",
     "stream, cut and continued: the backup continues the same answer",
     "stream, cancelled: the upstream connection closes at once",
+    "stream, across clouds: Gemini's 429, the Responses API's response.failed, Azure serves",
 )
 
 
@@ -71,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Start a fake LLM server on loopback and show, on real sockets with the real\n"
-            f"OpenAI-compatible and Anthropic providers, {len(DEMO_STEPS)} steps:\n\n"
+            f"providers, {len(DEMO_STEPS)} steps:\n\n"
             f"{steps}\n\nNo API keys, no network."
         ),
     )

@@ -44,19 +44,34 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "reliant.toml"
 CONFIG_ENV = "RELIANT_CONFIG"
 
-ProviderKind = Literal["openai", "anthropic", "bedrock"]
-KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic", "bedrock")
+ProviderKind = Literal[
+    "openai", "anthropic", "bedrock", "gemini", "openai_responses", "azure_openai"
+]
+KINDS: tuple[ProviderKind, ...] = (
+    "openai",
+    "anthropic",
+    "bedrock",
+    "gemini",
+    "openai_responses",
+    "azure_openai",
+)
 
-# Bedrock's default URL depends on its region (see _provider_fields).
+# Bedrock's default URL depends on its region (see _provider_fields);
+# azure_openai has none: its base_url is the user's own resource endpoint.
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "openai_responses": "https://api.openai.com/v1",
 }
 # Bedrock has none: without api_key_env it signs with AWS credentials from
 # botocore's standard chain (or sends AWS_BEARER_TOKEN_BEDROCK when set).
 DEFAULT_KEY_ENVS: dict[str, str] = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "openai_responses": "OPENAI_API_KEY",
+    "azure_openai": "AZURE_OPENAI_API_KEY",
 }
 
 _REGION_RE = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-[0-9]+\Z")
@@ -82,6 +97,9 @@ class ProviderConfig:
     max_tokens: int | None = None
     prefill: bool = False
     region: str | None = None
+    api_version: str | None = None
+    project: str | None = None
+    location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +343,15 @@ PROVIDER_KEYS: tuple[str, ...] = (
     "max_tokens",
     "prefill",
     "region",
+    "api_version",
+    "project",
+    "location",
 )
+
+
+# Kinds with an output-token limit of their own (Gemini's maxOutputTokens, the
+# Responses API's max_output_tokens); Anthropic's is required, so defaulted.
+_MAX_TOKEN_KINDS = ("anthropic", "bedrock", "gemini", "openai_responses")
 
 
 def _provider(entry: object, index: int, seen: set[str]) -> ProviderConfig:
@@ -364,12 +390,31 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
         raise ConfigError(
             f"{where}.region: expected an AWS region such as us-east-1, found {region!r}"
         )
+    project = _string(entry, "project", where)
+    location = _string(entry, "location", where)
+    if (project is not None or location is not None) and kind != "gemini":
+        key = "project" if project is not None else "location"
+        raise ConfigError(f'{where}.{key}: only applies to kind = "gemini" (Vertex AI)')
+    if location is not None and project is None:
+        raise ConfigError(f"{where}.location: needs project (Vertex AI)")
+    api_version = _string(entry, "api_version", where)
+    if api_version is not None and kind != "azure_openai":
+        raise ConfigError(f'{where}.api_version: only applies to kind = "azure_openai"')
+    if api_version == "":
+        raise ConfigError(
+            f"{where}.api_version: must not be empty (leave it out for Azure's v1 API)"
+        )
     if kind == "bedrock":
         # Without a region: AWS_REGION / AWS_DEFAULT_REGION when the provider is built.
         default_url = f"https://bedrock-runtime.{region}.amazonaws.com" if region else ""
     else:
-        default_url = DEFAULT_BASE_URLS[kind]
+        default_url = _default_base_url(kind, project, location)
     base_url = _string(entry, "base_url", where) or default_url
+    if not base_url and kind == "azure_openai":
+        raise ConfigError(
+            f'{where}.base_url: required for kind = "azure_openai" '
+            "(the resource endpoint, https://<resource>.openai.azure.com)"
+        )
     if base_url and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url: must start with http:// or https://")
     key_env: str | None
@@ -390,8 +435,11 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
     if headers and kind == "bedrock":
         raise ConfigError(f'{where}.headers: does not apply to kind = "bedrock" (signed requests)')
     max_tokens = _integer(entry, "max_tokens", where, None, minimum=1)
-    if max_tokens is not None and kind not in ("anthropic", "bedrock"):
-        raise ConfigError(f'{where}.max_tokens: only applies to kind = "anthropic" or "bedrock"')
+    if max_tokens is not None and kind not in _MAX_TOKEN_KINDS:
+        raise ConfigError(
+            f"{where}.max_tokens: only applies to kind = "
+            + " or ".join(f'"{k}"' for k in _MAX_TOKEN_KINDS)
+        )
     prefill = _boolean(entry, "prefill", where, False)
     if "prefill" in entry and kind != "openai":
         raise ConfigError(
@@ -408,7 +456,20 @@ def _provider_fields(entry: dict[str, Any], where: str, seen: set[str]) -> Provi
         max_tokens=max_tokens,
         prefill=prefill,
         region=region,
+        api_version=api_version,
+        project=project,
+        location=location,
     )
+
+
+def _default_base_url(kind: str, project: str | None, location: str | None) -> str:
+    """The kind's public endpoint ("" for azure_openai, whose endpoint is the user's own)."""
+    if kind == "gemini" and project is not None:
+        region = location or "us-central1"
+        if region == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{region}-aiplatform.googleapis.com"
+    return DEFAULT_BASE_URLS.get(kind, "")
 
 
 def _model_fallbacks(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -662,7 +723,14 @@ def build_providers(
     Every API key is looked up before any client is created, so a missing
     variable is reported without leaving half-built clients behind.
     """
-    from reliant.providers import Anthropic, Bedrock, OpenAICompatible
+    from reliant.providers import (
+        Anthropic,
+        AzureOpenAI,
+        Bedrock,
+        Gemini,
+        OpenAICompatible,
+        OpenAIResponses,
+    )
 
     keys = {p.name: api_key_for(p, environ) for p in config.providers}
     built: list[tuple[str, Provider]] = []
@@ -691,7 +759,7 @@ def build_providers(
                 extra_headers=headers,
                 supports_prefill=p.prefill,
             )
-        else:
+        elif p.kind == "anthropic":
             provider = Anthropic(
                 name=p.name,
                 base_url=p.base_url,
@@ -699,6 +767,35 @@ def build_providers(
                 timeout=config.timeout,
                 extra_headers=headers,
                 max_tokens=p.max_tokens if p.max_tokens is not None else 4096,
+            )
+        elif p.kind == "gemini":
+            provider = Gemini(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                project=p.project,
+                location=p.location or "us-central1",
+                timeout=config.timeout,
+                extra_headers=headers,
+                max_output_tokens=p.max_tokens,
+            )
+        elif p.kind == "openai_responses":
+            provider = OpenAIResponses(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                timeout=config.timeout,
+                extra_headers=headers,
+                max_output_tokens=p.max_tokens,
+            )
+        else:
+            provider = AzureOpenAI(
+                name=p.name,
+                base_url=p.base_url,
+                api_key=key,
+                api_version=p.api_version,
+                timeout=config.timeout,
+                extra_headers=headers,
             )
         built.append((p.name, provider))
     return built

@@ -552,6 +552,58 @@ async def _stream_cancel(demo: _Demo) -> None:
     _expect(latency < 250, f"the upstream connection closed {latency:.0f} ms after leaving")
 
 
+CLOUD_TEXT = "Served by Azure OpenAI after Gemini and the Responses API both failed. "
+
+
+async def _native_clouds(demo: _Demo) -> None:
+    from reliant.providers import AzureOpenAI, Gemini, OpenAIResponses
+
+    server, tl = demo.server, demo.timeline
+    server.script("gemini-demo", [Behavior(kind="status", status=429, retry_after="30")])
+    server.script("gpt-demo-responses", [Behavior(kind="inband_error", status=500)])
+    server.script("azure-demo-deployment", [Behavior(text=CLOUD_TEXT, ttft=0.01, gap=0.005)])
+    since = len(server.requests)
+    async with (
+        Gemini(name="gemini", base_url=server.gemini_base_url, api_key=DEMO_KEY) as gemini,
+        OpenAIResponses(
+            name="responses", base_url=server.responses_base_url, api_key=DEMO_KEY
+        ) as responses,
+        AzureOpenAI(name="azure", base_url=server.azure_base_url, api_key=DEMO_KEY) as azure,
+    ):
+        rp = ReliableProvider(
+            [("gemini", gemini), ("responses", responses), ("azure", azure)],
+            max_retries=0,
+            model_aliases={
+                "gemini": {"demo-stream": "gemini-demo"},
+                "responses": {"demo-stream": "gpt-demo-responses"},
+                "azure": {"demo-stream": "azure-demo-deployment"},
+            },
+        )
+        tl.event(
+            "gemini answers 429 RESOURCE_EXHAUSTED (retryDelay 30s in the body); the "
+            "Responses API answers HTTP 200, then response.failed"
+        )
+        _, text, info = await demo.stream(rp, "Which cloud is up?")
+    paths = [r.path.split("?")[0] for r in server.requests[since:]]
+    tl.event("the server saw: " + ", ".join(paths))
+    _expect(text == CLOUD_TEXT, "the streamed text is not what Azure sent")
+    _expect(info is not None and info.actual_provider == "azure", "Azure did not serve")
+    _expect(
+        paths
+        == [
+            "/v1beta/models/gemini-demo:streamGenerateContent",
+            "/v1/responses",
+            "/openai/v1/chat/completions",
+        ],
+        f"unexpected requests {paths}",
+    )
+    failed = [a for a in (info.attempts if info else ()) if a.provider == "responses"]
+    _expect(
+        len(failed) == 1 and "500" in failed[0].error,
+        "response.failed was not recorded as a failed attempt",
+    )
+
+
 _STEPS: list[tuple[str, str, str, Callable[[_Demo], Awaitable[None]]]] = [
     (
         "429, Retry-After",
@@ -609,6 +661,13 @@ _STEPS: list[tuple[str, str, str, Callable[[_Demo], Awaitable[None]]]] = [
         "stream cancelled mid-flight: the upstream connection closes at once",
         "the caller breaks out of `async with` while the server is sending.",
         _stream_cancel,
+    ),
+    (
+        "stream, across clouds",
+        "stream across clouds: Gemini -> Responses API -> Azure OpenAI",
+        "Gemini's quota is exhausted (429), the Responses API fails after HTTP 200 "
+        "(response.failed, never an empty success); Azure OpenAI streams the answer.",
+        _native_clouds,
     ),
 ]
 

@@ -70,29 +70,60 @@ from ._limits import (
     DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
     DEFAULT_REQUEST_TIMEOUT,
 )
-from ._wire import append_arguments, count, need_object, opt_object, opt_str, wrong
+from ._wire import (
+    append_arguments,
+    arguments_object,
+    count,
+    need_object,
+    opt_object,
+    opt_str,
+    tool_call_id,
+    wrong,
+)
 
 __all__ = ["Anthropic"]
 
 _DEFAULT_OPTIONS = StreamOptions()
 
 
-def _split_system(messages: Sequence[ChatMessage]) -> tuple[str | None, list[dict[str, str]]]:
+def _split_system(messages: Sequence[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
     """System messages joined into the ``system`` field; the rest as Messages API turns."""
     system: list[str] = []
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "system":
             system.append(m.content)
+        elif m.tool_calls and m.role == "assistant":
+            blocks: list[dict[str, Any]] = (
+                [{"type": "text", "text": m.content}] if m.content else []
+            )
+            blocks.extend(
+                {
+                    "type": "tool_use",
+                    "id": tool_call_id(call.id),
+                    "name": call.name,
+                    "input": arguments_object(call.arguments),
+                }
+                for call in m.tool_calls
+            )
+            turns.append({"role": "assistant", "content": blocks})
+        elif m.role == "tool" and m.tool_call_id is not None:
+            result = {
+                "type": "tool_result",
+                "tool_use_id": tool_call_id(m.tool_call_id),
+                "content": m.content,
+            }
+            turns.append({"role": "user", "content": [result]})
         else:
             # The Messages API knows only user and assistant turns; a tool
             # result without its tool_use id can only travel as user text.
             role = "assistant" if m.role == "assistant" else "user"
             turns.append({"role": role, "content": m.content})
-    if turns and turns[-1]["role"] == "assistant":
+    last = turns[-1] if turns else None
+    if last is not None and last["role"] == "assistant" and isinstance(last["content"], str):
         # A prefill: the API rejects "final assistant content cannot end
         # with trailing whitespace", and an all-whitespace prefill says nothing.
-        prefill = turns[-1]["content"].rstrip()
+        prefill = last["content"].rstrip()
         if prefill:
             turns[-1] = {"role": "assistant", "content": prefill}
         else:
@@ -251,7 +282,7 @@ class Anthropic(HTTPProvider):
     def _payload(
         self,
         system: str | None,
-        turns: list[dict[str, str]],
+        turns: list[dict[str, Any]],
         tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,

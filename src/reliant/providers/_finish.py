@@ -15,10 +15,13 @@ from .._types import FinishReason, StreamChunk, TokenUsage
 __all__ = [
     "ANTHROPIC_STOP_REASONS",
     "BEDROCK_STOP_REASONS",
+    "GEMINI_FINISH_REASONS",
     "OPENAI_FINISH_REASONS",
+    "RESPONSES_INCOMPLETE_REASONS",
     "anthropic_finish_reason",
     "bedrock_finish_reason",
     "final_chunk",
+    "gemini_finish_reason",
     "openai_finish_reason",
 ]
 
@@ -62,6 +65,36 @@ def bedrock_finish_reason(raw: Any) -> FinishReason | None:
     if not isinstance(raw, str) or not raw:
         return None
     return BEDROCK_STOP_REASONS.get(raw, "other")
+
+
+GEMINI_FINISH_REASONS: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    # "MALFORMED_FUNCTION_CALL" is an error, not a finish (see _gemini.py);
+    # "LANGUAGE", "OTHER", "FINISH_REASON_UNSPECIFIED" and newer words: "other".
+}
+"""Gemini ``finishReason`` -> normalised reason (a function call turns ``STOP`` into
+``tool_calls`` in the provider, since Gemini says ``STOP`` for those too)."""
+
+RESPONSES_INCOMPLETE_REASONS: dict[str, FinishReason] = {
+    "max_output_tokens": "length",
+    "content_filter": "content_filter",
+}
+"""OpenAI Responses ``incomplete_details.reason`` -> normalised reason."""
+
+
+def gemini_finish_reason(raw: Any, tool_calls: bool = False) -> FinishReason | None:
+    """The normalised reason of a Gemini ``finishReason`` (None when absent or not a string)."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    reason = GEMINI_FINISH_REASONS.get(raw, "other")
+    return "tool_calls" if tool_calls and reason == "stop" else reason
 
 
 def openai_finish_reason(raw: Any) -> FinishReason | None:

@@ -118,6 +118,7 @@ __all__ = [
     "is_content_filter_body",
     "parse_retry_after",
     "reason_phrase",
+    "retry_after_from_body",
     "status_from_error_payload",
 ]
 
@@ -151,6 +152,8 @@ _ERROR_TYPE_STATUS = {
     "not_found_error": 404,
     "model_not_found": 404,
     "request_too_large": 413,
+    # The Responses API's ``response.error.code`` for a refused prompt.
+    "invalid_prompt": 400,
     "rate_limit_error": 429,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,
@@ -160,6 +163,16 @@ _ERROR_TYPE_STATUS = {
     "service_unavailable": 503,
     "timeout_error": 504,
     "overloaded_error": 529,
+    # google.rpc.Code names, the ``status`` of Gemini and Vertex AI errors.
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
 }
 
 TimeoutArg = float | httpx2.Timeout | None
@@ -322,12 +335,47 @@ def _parse_http_date(value: str) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+_DURATION_RE = re.compile(r"\s*(\d{1,12}(?:\.\d{1,9})?)s\s*")
+
+
+def retry_after_from_body(body: str) -> float | None:
+    """Seconds to wait according to an error body, or None.
+
+    Google APIs (Gemini, Vertex AI) carry no ``Retry-After`` header on a 429:
+    the delay travels in the body, as a ``google.rpc.RetryInfo`` detail whose
+    ``retryDelay`` is a protobuf Duration (``"30s"``, ``"1.5s"``):
+    ``{"error": {"details": [{"@type": ".../google.rpc.RetryInfo",
+    "retryDelay": "30s"}]}}``. Never raises; bodies without ``retryDelay``
+    skip the JSON parse.
+    """
+    if "retryDelay" not in body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(data, list) and data:  # some Google front ends wrap the error in a list
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    if not isinstance(details, list):
+        return None
+    for detail in details:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str):
+            match = _DURATION_RE.fullmatch(delay)
+            if match is not None:
+                return min(float(match.group(1)), MAX_RETRY_AFTER_HEADER)
+    return None
+
+
 def status_from_error_payload(error: Any) -> int | None:
     """The HTTP status an in-band error payload carries, if any.
 
     Looks at ``status``/``code`` (an integer or a numeric string in 100-599),
     then at ``type``/``code`` strings such as Anthropic's ``overloaded_error``
-    (529) and ``rate_limit_error`` (429) or OpenAI's ``rate_limit_exceeded``.
+    (529) and ``rate_limit_error`` (429), OpenAI's ``rate_limit_exceeded`` or
+    Google's ``status`` names (``RESOURCE_EXHAUSTED``, ``UNAVAILABLE``).
     """
     if not isinstance(error, Mapping):
         return None
@@ -337,7 +385,7 @@ def status_from_error_payload(error: Any) -> int | None:
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
-    for key in ("type", "code"):
+    for key in ("type", "code", "status"):
         value = error.get(key)
         if isinstance(value, str) and value in _ERROR_TYPE_STATUS:
             return _ERROR_TYPE_STATUS[value]
@@ -879,10 +927,13 @@ class HTTPProvider(Provider):
             if 400 <= status < 500 and is_content_filter_body(body)
             else ProviderError
         )
+        raw_body = body
         body = self._clean(body)
         reason = self._error_reason(response)
         message = f"{self._name} API error ({status} {reason}): {body}"
         retry_after = parse_retry_after(_retry_headers(response))
+        if retry_after is None:
+            retry_after = retry_after_from_body(raw_body)
         if self._plain_name and len(body) <= MAX_ERROR_CHARS:
             # The body was scrubbed just now and not cut, the rest of the
             # message is our own plain words: the constructor's second and
@@ -926,7 +977,13 @@ class HTTPProvider(Provider):
             message = f"{self._name} API error: {body}"
         else:
             message = f"{self._name} API error ({status} {reason_phrase(status)}): {body}"
-        return cls(message, provider=self._name, status_code=status, body=body)
+        return cls(
+            message,
+            provider=self._name,
+            status_code=status,
+            retry_after=retry_after_from_body(raw),
+            body=body,
+        )
 
     def _refusal(self, raw_reason: str, raw: str) -> ContentFilterError:
         """A 2xx answer (or stream) whose only content is a safety refusal.

@@ -88,6 +88,7 @@ from ._wire import (
     opt_list,
     opt_object,
     opt_str,
+    tool_call_id,
     wrong,
 )
 
@@ -96,8 +97,35 @@ __all__ = ["OpenAICompatible"]
 _DEFAULT_OPTIONS = StreamOptions()
 
 
-def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in messages]
+def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    return [
+        {"role": m.role, "content": m.content}
+        if not m.tool_calls and m.tool_call_id is None
+        else _tool_message(m)
+        for m in messages
+    ]
+
+
+def _tool_message(m: ChatMessage) -> dict[str, Any]:
+    """An assistant turn with its tool calls, or a tool result naming its call."""
+    if m.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": tool_call_id(m.tool_call_id or ""),
+            "content": m.content,
+        }
+    return {
+        "role": m.role,
+        "content": m.content or None,
+        "tool_calls": [
+            {
+                "id": tool_call_id(call.id),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments or "{}"},
+            }
+            for call in m.tool_calls
+        ],
+    }
 
 
 def _system_messages(system_prompt: str | None, message: str) -> list[ChatMessage]:
@@ -345,6 +373,10 @@ class OpenAICompatible(HTTPProvider):
 
     # -- payloads ------------------------------------------------------------------
 
+    def _chat_url(self, model: str) -> str:
+        """The URL a request for ``model`` goes to (Azure's deployment URLs name it)."""
+        return self._url
+
     def _payload(
         self,
         messages: Sequence[ChatMessage],
@@ -380,7 +412,7 @@ class OpenAICompatible(HTTPProvider):
         temperature: float,
     ) -> ChatResponse:
         data = await self._post_json(
-            self._url, self._payload(messages, tools, model, temperature, stream=False)
+            self._chat_url(model), self._payload(messages, tools, model, temperature, stream=False)
         )
         try:
             choices = data.get("choices")
@@ -537,7 +569,7 @@ class OpenAICompatible(HTTPProvider):
         seen_choices = bare = False
         late_usage: dict[str, Any] | None = None  # a chunk whose usage is still unread
         try:
-            async with self._open_event_stream(self._url, payload) as body:
+            async with self._open_event_stream(self._chat_url(payload["model"]), payload) as body:
                 async for raw in body:
                     for chunk in sse.feed(raw):
                         choices = chunk.get("choices")

@@ -18,7 +18,9 @@ absence is the protocol's business, a wrong type is a lie.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +28,7 @@ from ._limits import MalformedResponse, ResponseTooLarge
 
 __all__ = [
     "append_arguments",
+    "arguments_object",
     "count",
     "field_path",
     "loads",
@@ -34,6 +37,7 @@ __all__ = [
     "opt_list",
     "opt_object",
     "opt_str",
+    "tool_call_id",
     "wrong",
 ]
 
@@ -132,3 +136,40 @@ def append_arguments(parts: list[str], piece: Any, size: int, limit: int, path: 
         raise ResponseTooLarge(f"tool call arguments larger than {limit} bytes")
     parts.append(piece)
     return size
+
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def tool_call_id(call_id: str, limit: int = 40) -> str:
+    """A tool-call id in the form every provider accepts, the same for a call and its result.
+
+    Ids travel between providers when a conversation that used tools is
+    continued elsewhere: Anthropic requires ``^[a-zA-Z0-9_-]+$``, OpenAI at
+    most 40 characters. An id already in that form is kept as it is (the
+    common case); any other is mapped deterministically (characters outside
+    the set become ``_``; a longer one becomes ``call_`` plus a hash of the
+    original), so a tool call and the tool result that names it still match.
+    """
+    if len(call_id) <= limit and call_id and not _UNSAFE_ID.search(call_id):
+        return call_id
+    cleaned = _UNSAFE_ID.sub("_", call_id)
+    if cleaned and len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.sha256(call_id.encode()).hexdigest()
+    return f"call_{digest[: limit - 5]}"
+
+
+def arguments_object(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as the object Anthropic and Gemini want.
+
+    ``{}`` when empty; arguments that are not a JSON object (a model's
+    broken JSON) are kept as ``{"arguments": <the text>}`` rather than lost.
+    """
+    if not arguments:
+        return {}
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return {"arguments": arguments}
+    return value if type(value) is dict else {"arguments": arguments}

@@ -7,7 +7,12 @@ protocols on loopback and injects the failures real APIs produce.
 
 from __future__ import annotations
 
-from . import _fake_bedrock as _fake_bedrock  # registers the Bedrock routes
+# The protocols beyond OpenAI's and Anthropic's register their routes with the
+# fake server when imported.
+from . import _fake_azure as _fake_azure
+from . import _fake_bedrock as _fake_bedrock
+from . import _fake_gemini as _fake_gemini
+from . import _fake_responses as _fake_responses
 from ._fake_server import Behavior as Behavior
 from ._fake_server import BehaviorKind as BehaviorKind
 from ._fake_server import Disconnect as Disconnect

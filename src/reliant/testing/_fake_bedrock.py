@@ -74,14 +74,16 @@ How each behaviour reads on this protocol:
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import unquote
 
 import h11
 import trio
 
 from ..providers._eventstream import encode_message
 from ._fake_server import (
-    _BEDROCK_PATH_RE,
+    Route,
     _Action,
     _dumps,
     _Piece,
@@ -384,4 +386,24 @@ class BedrockProtocol(_Protocol):
         return "keep"
 
 
-register_protocol(_BEDROCK_PATH_RE, BedrockProtocol)
+_BEDROCK_PATH_RE = re.compile(r"^/model/([^/]+)/converse(-stream)?$")
+
+
+def _bedrock_model(target: str) -> str | None:
+    match = _BEDROCK_PATH_RE.match(target.split("?", 1)[0])
+    return unquote(match.group(1)) if match is not None else None
+
+
+def _bedrock_streams(path: str) -> bool:
+    match = _BEDROCK_PATH_RE.match(path)
+    return match is not None and match.group(2) is not None
+
+
+register_protocol(
+    Route(
+        lambda path: _BEDROCK_PATH_RE.match(path) is not None,
+        BedrockProtocol,
+        _bedrock_model,
+        _bedrock_streams,
+    )
+)

@@ -12,7 +12,19 @@ It speaks just enough of three wire protocols to drive real HTTP clients:
   Amazon Bedrock's Converse (JSON) and ConverseStream (AWS event-stream
   frames), the model taken from the path; how each behaviour reads there is
   in :mod:`reliant.testing._fake_bedrock`;
+- ``POST /v1beta/models/{model}:generateContent`` and
+  ``:streamGenerateContent?alt=sse`` (also under Vertex AI's
+  ``/v1/projects/{p}/locations/{l}/publishers/google/models/``): Gemini,
+  rendered by :mod:`._fake_gemini`;
+- ``POST /v1/responses``: the OpenAI Responses API, rendered by
+  :mod:`._fake_responses`;
+- ``POST /openai/v1/chat/completions`` and
+  ``/openai/deployments/{deployment}/chat/completions?api-version=...``:
+  Azure OpenAI, rendered by :mod:`._fake_azure`;
 - ``GET /v1/models``: a small model list (for warm-ups).
+
+Gemini and Azure deployment URLs name the model in the path: it chooses the
+behaviour as a body's ``model`` does elsewhere.
 
 Only trio time is used (``trio.sleep``, ``trio.current_time``), so tests can
 run it under ``autojump_clock`` with real loopback sockets: nothing
@@ -174,11 +186,10 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, NamedTuple, TypeAlias, get_args
-from urllib.parse import unquote
 
 import h11
 import trio
@@ -257,6 +268,9 @@ class Behavior:
             of the assistant message, as a piece of their own.
         context: Context window in characters: a request whose message text
             totals more is refused with the provider's context-length 400.
+        reject_stream_options: Azure OpenAI endpoints: refuse a request that
+            carries ``stream_options`` with a 400, as deployments on older API
+            versions do (``ok:reject_stream_options``).
     """
 
     kind: BehaviorKind = "ok"
@@ -283,6 +297,7 @@ class Behavior:
     prefill: bool = False
     overlap: int = 0
     context: int | None = None
+    reject_stream_options: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -566,11 +581,11 @@ class FakeRequest:
 
     @property
     def stream(self) -> bool:
-        """The request asked for a streamed answer (Bedrock: by its path)."""
-        match = _BEDROCK_PATH_RE.match(self.path.split("?")[0])
-        if match is not None:
-            return match.group(2) is not None
-        return isinstance(self.json, dict) and self.json.get("stream") is True
+        """The request asked for a streamed answer: in its body, or by its URL."""
+        if isinstance(self.json, dict) and self.json.get("stream") is True:
+            return True
+        route = _route_for(self.path.split("?", 1)[0])
+        return route is not None and route.streams(self.path.split("?", 1)[0])
 
 
 class Disconnect(NamedTuple):
@@ -583,7 +598,6 @@ class Disconnect(NamedTuple):
 _Action: TypeAlias = Literal["keep", "close", "reset", "hang", "raw_keep"]
 
 # Bedrock's routes: the model id (URL-encoded) in the path, streaming by the action.
-_BEDROCK_PATH_RE = re.compile(r"^/model/([^/]+)/converse(-stream)?$")
 
 
 class FakeLLMServer:
@@ -621,6 +635,21 @@ class FakeLLMServer:
     @property
     def bedrock_base_url(self) -> str:
         """Base URL for Bedrock clients (the server root; see :mod:`._fake_bedrock`)."""
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """Base URL for Gemini clients, AI Studio or Vertex AI (the server root)."""
+        return self.base_url
+
+    @property
+    def responses_base_url(self) -> str:
+        """Base URL for OpenAI Responses API clients (``base_url + "/v1"``)."""
+        return self.base_url + "/v1"
+
+    @property
+    def azure_base_url(self) -> str:
+        """Base URL for Azure OpenAI clients, the resource endpoint (the server root)."""
         return self.base_url
 
     def __repr__(self) -> str:
@@ -781,8 +810,8 @@ class FakeLLMServer:
         model = payload.get("model") if isinstance(payload, dict) else None
         target = head.target.decode("latin-1")
         if not isinstance(model, str):
-            match = _BEDROCK_PATH_RE.match(target.split("?")[0])
-            model = unquote(match.group(1)) if match is not None else None
+            route = _route_for(target.split("?", 1)[0])
+            model = route.model(target) if route is not None else None
         request = FakeRequest(
             index=len(self.requests),
             connection=connection,
@@ -1002,6 +1031,8 @@ class _Protocol:
 
     # The endpoint continues a trailing assistant message without being asked.
     continues_by_default = False
+    # ``retry_after=`` goes in a header (Gemini puts it in the error body).
+    retry_after_header = True
 
     # The protocol writes whole responses itself (:meth:`respond`), not through
     # ``_respond``'s SSE loop.
@@ -1480,23 +1511,39 @@ async def _send_json(
     await stream.send_all(data)
 
 
-# Protocols served beside the two built in, each by a path pattern. A protocol
-# module that builds on this one (``_fake_bedrock``) registers itself when it is
-# imported (``reliant.testing`` imports it), so this module imports none of them:
-# no import circle.
-_PROTOCOLS: list[tuple[re.Pattern[str], type[_Protocol]]] = []
+# Protocols served beside the two built in (Bedrock, Gemini, the Responses API,
+# Azure OpenAI), each a module of its own that builds on this one and registers
+# its route when it is imported (``reliant.testing`` imports them all), so this
+# module imports none of them: no import circle.
 
 
-def register_protocol(pattern: re.Pattern[str], protocol: type[_Protocol]) -> None:
-    """Serve ``POST`` requests whose path matches ``pattern`` with ``protocol``."""
-    _PROTOCOLS.append((pattern, protocol))
+class Route(NamedTuple):
+    """Where a registered protocol is served, and what its URLs say."""
+
+    matches: Callable[[str], bool]  # path (no query) -> this protocol serves it
+    protocol: type[_Protocol]
+    model: Callable[[str], str | None]  # request target -> the model it names, if any
+    streams: Callable[[str], bool]  # path -> the URL itself asks for a stream
+
+
+_ROUTES: list[Route] = []
+
+
+def register_protocol(route: Route) -> None:
+    """Serve ``POST`` requests whose path ``route`` matches with its protocol."""
+    _ROUTES.append(route)
+
+
+def _route_for(path: str) -> Route | None:
+    for route in _ROUTES:
+        if route.matches(path):
+            return route
+    return None
 
 
 def _registered_protocol(path: str) -> type[_Protocol] | None:
-    for pattern, protocol in _PROTOCOLS:
-        if pattern.match(path):
-            return protocol
-    return None
+    route = _route_for(path)
+    return None if route is None else route.protocol
 
 
 async def _respond(
@@ -1573,7 +1620,7 @@ async def _respond(
 
     if b.kind == "status":
         status = b.status if b.status is not None else 500
-        if b.retry_after is not None:
+        if b.retry_after is not None and proto.retry_after_header:
             extra.append(("retry-after", b.retry_after))
         if b.retry_after_ms is not None:
             extra.append(("retry-after-ms", str(b.retry_after_ms)))
