@@ -67,7 +67,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,7 @@ import httpx2
 import trio
 
 import _util
+from _turns import Variant, take_turns
 from reliant import ChatMessage, Provider, ReliableProvider
 from reliant.providers import OpenAICompatible
 
@@ -83,8 +83,9 @@ LITELLM_SIDE = HERE / "_litellm_side.py"
 HI = [ChatMessage.user("hi")]
 API_KEY = "sk-bench"
 CHUNKS = 200
-TTFT_MODEL = "ok:chunks=20"
 TTFT_CHUNKS = 20
+TTFT_MODEL = f"ok:chunks={TTFT_CHUNKS}"
+MODES = (("burst", f"ok:chunks={CHUNKS}"), ("paced", f"ok:chunks={CHUNKS}:gap=0.0005"))
 # Loopback only, whatever proxies the environment names; no network for LiteLLM.
 CHILD_ENV = {
     **os.environ,
@@ -170,6 +171,38 @@ def openai(name: str, url: str) -> OpenAICompatible:
     return OpenAICompatible(name=name, base_url=f"{url}/v1", api_key=API_KEY)
 
 
+def per_chunk_variants(
+    client: httpx2.AsyncClient, url: str, direct: Provider, reliable: Provider, model: str
+) -> dict[str, Variant]:
+    """raw HTTP, the leaf and the wrapper streaming `model`: one turn each."""
+    return {
+        "raw": lambda f: raw_stream(client, url, model, f),
+        "leaf": lambda f: provider_stream(direct, model, f),
+        "wrapper": lambda f: provider_stream(reliable, model, f),
+    }
+
+
+def ttft_variants(
+    client: httpx2.AsyncClient, url: str, bad: Provider, good: Provider
+) -> dict[str, Variant]:
+    """The serving deployment raw and direct, the wrapper over it alone, and the failover."""
+    healthy = ReliableProvider([("good", good)], max_retries=0, base_backoff=0.05)
+    failover = ReliableProvider(
+        [("bad", bad), ("good", good)],
+        max_retries=0,
+        base_backoff=0.05,
+        health=None,  # every repetition meets the 500 afresh (no breaker skips it)
+        model_aliases={"bad": {"m": "status:500"}, "good": {"m": TTFT_MODEL}},
+    )
+    return {
+        "raw": lambda f: raw_stream(client, url, TTFT_MODEL, f),
+        "raw_failover": lambda f: raw_failover(client, url, TTFT_MODEL, f),
+        "leaf": lambda f: provider_stream(good, TTFT_MODEL, f),
+        "wrapper_healthy": lambda f: provider_stream(healthy, TTFT_MODEL, f),
+        "wrapper_failover": lambda f: provider_stream(failover, "m", f),
+    }
+
+
 async def reliant_per_chunk(url: str, reps: int, warmup: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     async with (
@@ -178,26 +211,12 @@ async def reliant_per_chunk(url: str, reps: int, warmup: int) -> dict[str, dict[
         openai("inner", url) as inner,
     ):
         reliable = ReliableProvider([("inner", inner)], max_retries=0, base_backoff=0.05)
-        for label, model in (
-            ("burst", f"ok:chunks={CHUNKS}"),
-            ("paced", f"ok:chunks={CHUNKS}:gap=0.0005"),
-        ):
-            variants: dict[str, Callable[[], Awaitable[int]]] = {
-                "raw": lambda m=model: raw_stream(client, url, m),
-                "leaf": lambda m=model: provider_stream(direct, m),
-                "wrapper": lambda m=model: provider_stream(reliable, m),
-            }
-            samples: dict[str, list[float]] = {k: [] for k in variants}
-            for i in range(warmup + reps):
-                for name, fn in variants.items():  # interleaved: noise hits all alike
-                    start = time.perf_counter()
-                    got = await fn()
-                    elapsed = time.perf_counter() - start
-                    if got != CHUNKS:
-                        raise RuntimeError(f"{label}/{name}: {got} chunks, expected {CHUNKS}")
-                    if i >= warmup:
-                        samples[name].append(elapsed / CHUNKS)
-            out[label] = {f"{k}_s": statistics.median(v) for k, v in samples.items()}
+        for label, model in MODES:
+            variants = per_chunk_variants(client, url, direct, reliable, model)
+            samples = await take_turns(
+                variants, reps=reps, warmup=warmup, expect=CHUNKS, what=label
+            )
+            out[label] = {f"{k}_s": s.median("wall") / CHUNKS for k, s in samples.items()}
     return out
 
 
@@ -207,32 +226,12 @@ async def reliant_ttft(url: str, reps: int, warmup: int) -> dict[str, float]:
         openai("bad", url) as bad,
         openai("good", url) as good,
     ):
-        healthy = ReliableProvider([("good", good)], max_retries=0, base_backoff=0.05)
-        failover = ReliableProvider(
-            [("bad", bad), ("good", good)],
-            max_retries=0,
-            base_backoff=0.05,
-            health=None,  # every repetition meets the 500 afresh (no breaker skips it)
-            model_aliases={"bad": {"m": "status:500"}, "good": {"m": TTFT_MODEL}},
+        variants = ttft_variants(client, url, bad, good)
+        # Every stream is read to the end, as on the LiteLLM side.
+        samples = await take_turns(
+            variants, reps=reps, warmup=warmup, expect=TTFT_CHUNKS, what="ttft"
         )
-        variants: dict[str, Callable[[list[float]], Awaitable[int]]] = {
-            "raw": lambda f: raw_stream(client, url, TTFT_MODEL, f),
-            "raw_failover": lambda f: raw_failover(client, url, TTFT_MODEL, f),
-            "leaf": lambda f: provider_stream(good, TTFT_MODEL, f),
-            "wrapper_healthy": lambda f: provider_stream(healthy, TTFT_MODEL, f),
-            "wrapper_failover": lambda f: provider_stream(failover, "m", f),
-        }
-        samples: dict[str, list[float]] = {k: [] for k in variants}
-        for i in range(warmup + reps):
-            for name, fn in variants.items():
-                first: list[float] = []
-                start = time.perf_counter()
-                got = await fn(first)  # read to the end, as on the LiteLLM side
-                if got != TTFT_CHUNKS or not first:
-                    raise RuntimeError(f"ttft/{name}: {got} chunks, expected {TTFT_CHUNKS}")
-                if i >= warmup:
-                    samples[name].append(first[0] - start)
-    return {f"{k}_s": statistics.median(v) for k, v in samples.items()}
+    return {f"{k}_s": s.median("ttft") for k, s in samples.items()}
 
 
 async def reliant_side(url: str, reps: int, warmup: int) -> dict[str, Any]:
