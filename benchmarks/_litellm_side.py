@@ -10,7 +10,9 @@ Everything runs under asyncio, LiteLLM's own loop: the raw baseline is plain
 httpx (``AsyncClient.stream`` + the same SSE line split and ``json.loads`` as
 reliant's raw httpx2 baseline), the leaf is ``litellm.acompletion`` with the
 deployment's parameters, the wrapper is ``litellm.Router``. Only the standard
-library, httpx and litellm are imported, so this file must not import reliant.
+library (and _turns.py, which is stdlib only), httpx and litellm are imported,
+so this file must not import reliant. _same_loop_side.py reuses its pieces on
+the loop it shares with reliant.
 """
 
 from __future__ import annotations
