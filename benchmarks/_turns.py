@@ -42,10 +42,16 @@ async def take_turns(
     settle: Settle | None = None,
 ) -> dict[str, Samples]:
     """Call every variant once per round, `warmup + reps` rounds, in turns, so
-    noise hits them alike; the first `warmup` rounds are not kept."""
+    noise hits them alike; the first `warmup` rounds are not kept. Each round
+    starts one variant later than the last, so none always follows the same
+    one (what a call leaves behind, in caches or the collector's counts, is
+    met by every variant in turn)."""
     samples = {name: Samples() for name in variants}
+    names = list(variants)
     for i in range(warmup + reps):
-        for name, fn in variants.items():
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = variants[name]
             first: list[float] = []
             wall, cpu = time.perf_counter(), time.process_time()
             got = await fn(first)

@@ -73,8 +73,8 @@ subprocesses under that interpreter with ``LITELLM_LOCAL_MODEL_COST_MAP=True``
 (no network) and ``litellm.telemetry = False``, and print their figures as
 JSON; the interleaved timing all three halves share is benchmarks/_turns.py.
 Writes benchmarks/results/litellm.json (first measured with LiteLLM 1.110.2).
-Takes about 2.5 min on 2 CPUs (``--quick``: 1 min; 80 s / 30 s without the
-same-loop run).
+Takes about 3.5 min on 2 shared CPUs (``--quick``: 1.5 min), of which the
+same-loop run is about a third.
 """
 
 from __future__ import annotations
