@@ -10,7 +10,9 @@ Everything runs under asyncio, LiteLLM's own loop: the raw baseline is plain
 httpx (``AsyncClient.stream`` + the same SSE line split and ``json.loads`` as
 reliant's raw httpx2 baseline), the leaf is ``litellm.acompletion`` with the
 deployment's parameters, the wrapper is ``litellm.Router``. Only the standard
-library, httpx and litellm are imported, so this file must not import reliant.
+library (and _turns.py, which is stdlib only), httpx and litellm are imported,
+so this file must not import reliant. _same_loop_side.py reuses its pieces on
+the loop it shares with reliant.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ import asyncio
 import importlib.metadata
 import json
 import os
-import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 # Before litellm is imported: no network fetch of the model cost map.
@@ -33,9 +33,12 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 import httpx  # type: ignore[import-not-found]
 import litellm  # type: ignore[import-not-found]
 
+from _turns import Variant, take_turns
+
 API_KEY = "sk-bench"
 MESSAGES = [{"role": "user", "content": "hi"}]
-TTFT_MODEL = "ok:chunks=20"
+TTFT_CHUNKS = 20
+TTFT_MODEL = f"ok:chunks={TTFT_CHUNKS}"
 
 
 async def drain() -> tuple[int, float]:
@@ -151,55 +154,35 @@ async def per_chunk(url: str, router: Any, chunks: int, reps: int, warmup: int) 
             ("burst", f"ok:chunks={chunks}"),
             ("paced", f"ok:chunks={chunks}:gap=0.0005"),
         ):
-            variants: dict[str, Callable[[], Awaitable[int]]] = {
-                "raw": lambda m=model: raw_stream(client, url, m),
-                "leaf": lambda m=model: leaf(url, m),
-                "wrapper": lambda g=label: routed(router, g),
+            variants: dict[str, Variant] = {
+                "raw": lambda f, m=model: raw_stream(client, url, m, f),
+                "leaf": lambda f, m=model: leaf(url, m, f),
+                "wrapper": lambda f, g=label: routed(router, g, f),
             }
-            samples: dict[str, list[float]] = {k: [] for k in variants}
-            tasks: dict[str, list[int]] = {k: [] for k in variants}
-            drains: dict[str, list[float]] = {k: [] for k in variants}
-            for i in range(warmup + reps):
-                for name, fn in variants.items():  # interleaved: noise hits all alike
-                    start = time.perf_counter()
-                    got = await fn()
-                    elapsed = time.perf_counter() - start
-                    left, drained = await drain()
-                    if got != chunks:
-                        raise RuntimeError(f"{label}/{name}: {got} chunks, expected {chunks}")
-                    if i >= warmup:
-                        samples[name].append(elapsed / chunks)
-                        tasks[name].append(left)
-                        drains[name].append(drained)
-            out[label] = {f"{k}_s": statistics.median(v) for k, v in samples.items()}
-            for k in variants:
-                out[label][f"{k}_background_tasks"] = statistics.median(tasks[k])
-                out[label][f"{k}_background_s"] = statistics.median(drains[k])
+            samples = await take_turns(
+                variants, reps=reps, warmup=warmup, expect=chunks, what=label, settle=drain
+            )
+            out[label] = {f"{k}_s": s.median("wall") / chunks for k, s in samples.items()}
+            for k, s in samples.items():
+                out[label][f"{k}_background_tasks"] = s.median("tasks")
+                out[label][f"{k}_background_s"] = s.median("settle")
     return out
 
 
 async def ttft(url: str, router: Any, reps: int, warmup: int) -> dict[str, float]:
-    expect = int(TTFT_MODEL.split("=")[1])
     async with httpx.AsyncClient(timeout=30) as client:
-        variants: dict[str, Callable[[list[float]], Awaitable[int]]] = {
+        variants: dict[str, Variant] = {
             "raw": lambda f: raw_stream(client, url, TTFT_MODEL, f),
             "raw_failover": lambda f: raw_failover(client, url, TTFT_MODEL, f),
             "leaf": lambda f: leaf(url, TTFT_MODEL, f),
             "wrapper_healthy": lambda f: routed(router, "backup", f),
             "wrapper_failover": lambda f: routed(router, "primary", f),
         }
-        samples: dict[str, list[float]] = {k: [] for k in variants}
-        for i in range(warmup + reps):
-            for name, fn in variants.items():
-                first: list[float] = []
-                start = time.perf_counter()
-                got = await fn(first)  # read to the end, so the connection is reused
-                await drain()
-                if got != expect or not first:
-                    raise RuntimeError(f"ttft/{name}: {got} chunks, expected {expect}")
-                if i >= warmup:
-                    samples[name].append(first[0] - start)
-    return {f"{k}_s": statistics.median(v) for k, v in samples.items()}
+        # Every stream is read to the end, so the connection is reused.
+        samples = await take_turns(
+            variants, reps=reps, warmup=warmup, expect=TTFT_CHUNKS, what="ttft", settle=drain
+        )
+    return {f"{k}_s": s.median("ttft") for k, s in samples.items()}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
