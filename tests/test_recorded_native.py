@@ -1,9 +1,10 @@
 """Gemini, Responses API and Azure fixtures replayed byte for byte over loopback.
 
-These fixtures are synthetic (see tests/recorded/README.md: written by hand
-in the shapes the providers' public documentation gives, not captured from
-the services), replayed through the fake server's raw hook so the bytes a
-client reads are exactly the file's, CRLF line ends included.
+All but one of these fixtures are synthetic (see tests/recorded/README.md:
+written by hand in the shapes the providers' public documentation gives);
+``gemini_stream_tool_call_recorded.sse`` is a real Gemini 3 stream, with its
+source cited there. Each is replayed through the fake server's raw hook, so
+the bytes a client reads are exactly the file's, CRLF line ends included.
 """
 
 from __future__ import annotations
@@ -156,4 +157,17 @@ async def test_azure_stream_filtered_mid_answer(server: FakeLLMServer) -> None:
         TextDelta(" a time"),
         UsageEvent(usage),
         Final("content_filter", "content_filter", "gpt-4o-2024-11-20", usage),
+    ]
+
+
+async def test_recorded_gemini_3_stream_with_a_function_call(server: FakeLLMServer) -> None:
+    """A real Gemini 3 stream: a whole function call with a thought signature, then STOP."""
+    replay(server, "gemini-3-pro-preview", "gemini_stream_tool_call_recorded.sse")
+    async with Gemini(base_url=server.gemini_base_url, api_key="gemini-key-000001") as p:
+        got = await events_of(p, "gemini-3-pro-preview")
+    usage = TokenUsage(input_tokens=29, output_tokens=15 + 45)  # thinking counts as output
+    assert got == [
+        ToolCallEvent(ToolCall("call_0", "weather", '{"location": "San Francisco"}')),
+        UsageEvent(usage),
+        Final("tool_calls", "STOP", "gemini-3-pro-preview", usage),
     ]
