@@ -385,3 +385,37 @@ def test_asyncio_run_ends_clean_after_abandoned_and_cancelled_streams(
     gc.collect()
     errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+# Real time: the providers over real loopback HTTP, on each loop.
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "bedrock", "gemini", "responses", "azure"])
+async def test_every_provider_fails_over_and_streams_on_both_backends(
+    anyio_backend: str, kind: str
+) -> None:
+    """Each HTTP provider, on trio and on asyncio: a 500 on it fails over, then it streams."""
+    from reliant.providers import AzureOpenAI, Bedrock, Gemini, OpenAIResponses
+
+    async with serve_fake_llm() as server:
+        cls, url = {
+            "openai": (OpenAICompatible, server.openai_base_url),
+            "anthropic": (Anthropic, server.anthropic_base_url),
+            "bedrock": (Bedrock, server.bedrock_base_url),
+            "gemini": (Gemini, server.gemini_base_url),
+            "responses": (OpenAIResponses, server.responses_base_url),
+            "azure": (AzureOpenAI, server.azure_base_url),
+        }[kind]
+        async with (
+            cls(name="p", base_url=url, api_key="k") as failing,  # type: ignore[operator]
+            cls(name="p", base_url=url, api_key="k") as serving,  # type: ignore[operator]
+        ):
+            failing_named = ReliableProvider(
+                [("down", failing), ("up", serving)],
+                max_retries=0,
+                model_aliases={"down": {"m": "status:500"}, "up": {"m": "ok:chunks=3"}},
+            )
+            with fallback_scope():
+                assert await drain(failing_named) == ["tok0 ", "tok1 ", "tok2 ", ""]
+                info = take_last_provider_fallback()
+            assert info is not None and info.actual_provider == "up"
+            assert await failing_named.simple_chat("x", "m", 0.0) == "tok0 tok1 tok2 "
