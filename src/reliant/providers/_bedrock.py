@@ -69,7 +69,6 @@ import re
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -77,16 +76,13 @@ import httpx2
 
 from .._backend import current as current_backend
 from .._exceptions import ErrorKind, ProviderError, ReliantError, StreamError
-from .._provider import ChunkStream, EventStream
 from .._sanitize import register_secret
 from .._types import (
     ChatMessage,
-    ChatRequest,
     ChatResponse,
     Final,
     ReasoningDelta,
     StreamChunk,
-    StreamOptions,
     TextDelta,
     TokenUsage,
     ToolCall,
@@ -101,7 +97,6 @@ from ._http import (
     DEFAULT_TIMEOUT,
     PARSE_FAILURES,
     STREAM_FAILURES,
-    HTTPProvider,
     TimeoutArg,
 )
 from ._limits import (
@@ -110,6 +105,7 @@ from ._limits import (
     DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from ._messages import MessagesProvider
 from ._wire import (
     append_arguments,
     count,
@@ -123,7 +119,6 @@ from ._wire import (
 
 __all__ = ["Bedrock"]
 
-_DEFAULT_OPTIONS = StreamOptions()
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
 
 # Exception frame -> (status, kind): the status Bedrock gives the same error in a call.
@@ -303,7 +298,7 @@ class _SigV4(httpx2.Auth):
         yield request
 
 
-class Bedrock(HTTPProvider):
+class Bedrock(MessagesProvider):
     """A provider for Amazon Bedrock's Converse and ConverseStream APIs.
 
     Args:
@@ -519,11 +514,6 @@ class Bedrock(HTTPProvider):
         system, turns = _conversation(messages)
         return self._payload(system, turns, tools, temperature)
 
-    @staticmethod
-    def _single(system_prompt: str | None, message: str) -> list[ChatMessage]:
-        head = [] if system_prompt is None else [ChatMessage.system(system_prompt)]
-        return [*head, ChatMessage.user(message)]
-
     # -- non-streaming -------------------------------------------------------------
 
     async def _complete(self, payload: dict[str, Any], model: str) -> ChatResponse:
@@ -537,70 +527,28 @@ class Bedrock(HTTPProvider):
             raise self._refusal(str(response.raw_finish_reason), json.dumps(data))
         return response
 
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        """Answer one message under an optional system prompt."""
-        payload = self._history_payload(self._single(system_prompt, message), None, temperature)
-        return (await self._complete(payload, model)).text or ""
-
-    async def chat_with_history(
-        self, messages: Sequence[ChatMessage], model: str, temperature: float
-    ) -> str:
-        """Answer a conversation; system messages go to the ``system`` field."""
-        payload = self._history_payload(messages, None, temperature)
-        return (await self._complete(payload, model)).text or ""
-
-    async def chat_with_tools(
+    async def _answer(
         self,
         messages: Sequence[ChatMessage],
-        tools: Sequence[ToolSpec],
+        tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,
     ) -> ChatResponse:
-        """Answer a conversation with tools on offer (``toolConfig``)."""
         return await self._complete(self._history_payload(messages, tools, temperature), model)
-
-    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
-        """Answer a request (tools are native)."""
-        payload = self._history_payload(request.messages, request.tools, temperature)
-        return await self._complete(payload, model)
 
     # -- streaming -----------------------------------------------------------------
 
-    def stream_chat_with_system(
-        self,
-        system_prompt: str | None,
-        message: str,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to one message as ``StreamChunk``s."""
-        payload = self._history_payload(self._single(system_prompt, message), None, temperature)
-        return aclosing(self._stream(payload, model, False, options.count_tokens))
-
-    def stream_chat_with_history(
+    def _streamed(
         self,
         messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to a conversation as ``StreamChunk``s."""
-        payload = self._history_payload(messages, None, temperature)
-        return aclosing(self._stream(payload, model, False, options.count_tokens))
-
-    def stream_chat(
-        self,
-        request: ChatRequest,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> EventStream:
-        """Stream the answer to a request as events (text, reasoning, tool calls, usage, final)."""
-        payload = self._history_payload(request.messages, request.tools, temperature)
-        return aclosing(self._stream(payload, model, True, options.count_tokens))
+        events: bool,
+        count_tokens: bool,
+    ) -> AsyncGenerator[Any, None]:
+        payload = self._history_payload(messages, tools, temperature)
+        return self._stream(payload, model, events, count_tokens)
 
     async def _stream(
         self, payload: dict[str, Any], model: str, events: bool, count_tokens: bool

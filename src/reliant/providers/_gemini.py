@@ -60,21 +60,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 
-from .._provider import ChunkStream, EventStream
 from .._types import (
     ChatMessage,
-    ChatRequest,
     ChatResponse,
     Final,
     ReasoningDelta,
     StreamChunk,
-    StreamOptions,
     TextDelta,
     TokenUsage,
     ToolCall,
@@ -88,7 +84,6 @@ from ._http import (
     DEFAULT_TIMEOUT,
     PARSE_FAILURES,
     STREAM_FAILURES,
-    HTTPProvider,
     SSEEventDecoder,
     TimeoutArg,
 )
@@ -100,6 +95,7 @@ from ._limits import (
     MalformedResponse,
     ResponseTooLarge,
 )
+from ._messages import MessagesProvider
 from ._wire import (
     arguments_object,
     count,
@@ -113,7 +109,6 @@ from ._wire import (
 
 __all__ = ["Gemini"]
 
-_DEFAULT_OPTIONS = StreamOptions()
 
 # JSON Schema keys Gemini's ``parameters`` (an OpenAPI 3.0 subset) refuses.
 _UNSUPPORTED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties"})
@@ -257,7 +252,7 @@ class _Answer:
                 )
 
 
-class Gemini(HTTPProvider):
+class Gemini(MessagesProvider):
     """A provider for Google's Gemini models: the Gemini API, or Vertex AI.
 
     Args:
@@ -397,7 +392,7 @@ class Gemini(HTTPProvider):
 
     # -- non-streaming -------------------------------------------------------------
 
-    async def _complete(
+    async def _answer(
         self,
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] | None,
@@ -439,77 +434,24 @@ class Gemini(HTTPProvider):
             raise self._refusal(str(answer.finish), json.dumps(data))
         return response
 
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        """Answer one message under an optional system prompt."""
-        messages = [ChatMessage.user(message)]
-        if system_prompt is not None:
-            messages.insert(0, ChatMessage.system(system_prompt))
-        return (await self._complete(messages, None, model, temperature)).text or ""
-
-    async def chat_with_history(
-        self, messages: Sequence[ChatMessage], model: str, temperature: float
-    ) -> str:
-        """Answer a conversation; system messages go to ``systemInstruction``."""
-        return (await self._complete(messages, None, model, temperature)).text or ""
-
-    async def chat_with_tools(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolSpec],
-        model: str,
-        temperature: float,
-    ) -> ChatResponse:
-        """Answer a conversation with tools on offer."""
-        return await self._complete(messages, tools, model, temperature)
-
-    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
-        """Answer a request (tools are native)."""
-        return await self._complete(request.messages, request.tools, model, temperature)
-
     async def warmup(self) -> None:
         """Open a pooled connection (``GET`` the model list); never raises."""
         await self._warmup_get(self._models_url)
 
     # -- streaming -----------------------------------------------------------------
 
-    def stream_chat_with_system(
-        self,
-        system_prompt: str | None,
-        message: str,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to one message as ``StreamChunk``s."""
-        messages = [ChatMessage.user(message)]
-        if system_prompt is not None:
-            messages.insert(0, ChatMessage.system(system_prompt))
-        payload = self._payload(messages, None, temperature)
-        return aclosing(self._stream(model, payload, False, options.count_tokens))
-
-    def stream_chat_with_history(
+    def _streamed(
         self,
         messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to a conversation as ``StreamChunk``s."""
-        payload = self._payload(messages, None, temperature)
-        return aclosing(self._stream(model, payload, False, options.count_tokens))
-
-    def stream_chat(
-        self,
-        request: ChatRequest,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> EventStream:
-        """Stream the answer to a request as events (text, tool calls, usage, final)."""
-        payload = self._payload(request.messages, request.tools, temperature)
-        return aclosing(self._stream(model, payload, True, options.count_tokens))
+        events: bool,
+        count_tokens: bool,
+    ) -> AsyncGenerator[Any, None]:
+        return self._stream(
+            model, self._payload(messages, tools, temperature), events, count_tokens
+        )
 
     async def _stream(
         self, model: str, payload: dict[str, Any], events: bool, count_tokens: bool

@@ -47,21 +47,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
 from typing import Any
 
 import httpx2
 
-from .._provider import ChunkStream, EventStream
 from .._types import (
     ChatMessage,
-    ChatRequest,
     ChatResponse,
     Final,
     FinishReason,
     ReasoningDelta,
     StreamChunk,
-    StreamOptions,
     TextDelta,
     TokenUsage,
     ToolCall,
@@ -75,7 +71,6 @@ from ._http import (
     DEFAULT_TIMEOUT,
     PARSE_FAILURES,
     STREAM_FAILURES,
-    HTTPProvider,
     SSEEventDecoder,
     TimeoutArg,
 )
@@ -86,6 +81,7 @@ from ._limits import (
     DEFAULT_REQUEST_TIMEOUT,
     ResponseTooLarge,
 )
+from ._messages import MessagesProvider
 from ._wire import (
     append_arguments,
     count,
@@ -99,7 +95,6 @@ from ._wire import (
 
 __all__ = ["OpenAIResponses"]
 
-_DEFAULT_OPTIONS = StreamOptions()
 
 _TERMINAL = ("response.completed", "response.incomplete")
 
@@ -227,7 +222,7 @@ def _error_of(event: dict[str, Any]) -> Any:
     return nested if type(nested) is dict else event
 
 
-class OpenAIResponses(HTTPProvider):
+class OpenAIResponses(MessagesProvider):
     """A provider for the OpenAI Responses API (``/v1/responses``).
 
     Args:
@@ -354,7 +349,7 @@ class OpenAIResponses(HTTPProvider):
 
     # -- non-streaming -------------------------------------------------------------
 
-    async def _complete(
+    async def _answer(
         self,
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec] | None,
@@ -390,77 +385,23 @@ class OpenAIResponses(HTTPProvider):
             raise self._refusal(str(raw), json.dumps(data))
         return response
 
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        """Answer one message under an optional system prompt (sent as ``instructions``)."""
-        messages = [ChatMessage.user(message)]
-        if system_prompt is not None:
-            messages.insert(0, ChatMessage.system(system_prompt))
-        return (await self._complete(messages, None, model, temperature)).text or ""
-
-    async def chat_with_history(
-        self, messages: Sequence[ChatMessage], model: str, temperature: float
-    ) -> str:
-        """Answer a conversation; system messages go to ``instructions``."""
-        return (await self._complete(messages, None, model, temperature)).text or ""
-
-    async def chat_with_tools(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolSpec],
-        model: str,
-        temperature: float,
-    ) -> ChatResponse:
-        """Answer a conversation with tools on offer."""
-        return await self._complete(messages, tools, model, temperature)
-
-    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
-        """Answer a request (tools are native)."""
-        return await self._complete(request.messages, request.tools, model, temperature)
-
     async def warmup(self) -> None:
         """Open a pooled connection (``GET {base_url}/models``); never raises."""
         await self._warmup_get(f"{self._base_url}/models")
 
     # -- streaming -----------------------------------------------------------------
 
-    def stream_chat_with_system(
-        self,
-        system_prompt: str | None,
-        message: str,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to one message as ``StreamChunk``s."""
-        messages = [ChatMessage.user(message)]
-        if system_prompt is not None:
-            messages.insert(0, ChatMessage.system(system_prompt))
-        payload = self._payload(messages, None, model, temperature, stream=True)
-        return aclosing(self._stream(payload, False, options.count_tokens))
-
-    def stream_chat_with_history(
+    def _streamed(
         self,
         messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to a conversation as ``StreamChunk``s."""
-        payload = self._payload(messages, None, model, temperature, stream=True)
-        return aclosing(self._stream(payload, False, options.count_tokens))
-
-    def stream_chat(
-        self,
-        request: ChatRequest,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> EventStream:
-        """Stream the answer to a request as events (text, tool calls, usage, final)."""
-        payload = self._payload(request.messages, request.tools, model, temperature, stream=True)
-        return aclosing(self._stream(payload, True, options.count_tokens))
+        events: bool,
+        count_tokens: bool,
+    ) -> AsyncGenerator[Any, None]:
+        payload = self._payload(messages, tools, model, temperature, stream=True)
+        return self._stream(payload, events, count_tokens)
 
     async def _stream(
         self, payload: dict[str, Any], events: bool, count_tokens: bool
