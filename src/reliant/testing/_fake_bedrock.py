@@ -90,6 +90,7 @@ from ._fake_server import (
     _Protocol,
     _send,
     _send_json,
+    _send_json_answer,
     _split3,
     _text_of,
     register_protocol,
@@ -308,18 +309,7 @@ class BedrockProtocol(_Protocol):
         if b.kind == "malformed":
             await _send_json(conn, stream, 200, b'{"output": {"message": {"content": [', extra)
             return "keep"
-        payload = _dumps(self.json_answer())
-        if b.kind in ("cut", "reset", "hang_body"):
-            headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
-            await _send(conn, stream, h11.Response(status_code=200, headers=headers + extra))
-            if b.ttft > 0:
-                await trio.sleep(b.ttft)
-            await _send(conn, stream, h11.Data(data=payload[: len(payload) // 2]))
-            return {"cut": "close", "reset": "reset"}.get(b.kind, "hang")  # type: ignore[return-value]
-        if b.ttft > 0:
-            await trio.sleep(b.ttft)
-        await _send_json(conn, stream, 200, payload, extra)
-        return "keep"
+        return await _send_json_answer(conn, stream, b, _dumps(self.json_answer()), extra)
 
     async def _respond_stream(
         self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]

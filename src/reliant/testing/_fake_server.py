@@ -1484,6 +1484,27 @@ class _Anthropic(_Protocol):
         )
 
 
+async def _send_json_answer(
+    conn: h11.Connection,
+    stream: trio.SocketStream,
+    b: Behavior,
+    payload: bytes,
+    extra: list[tuple[str, str]],
+) -> _Action:
+    """A whole JSON answer, or its first half and then the fault (cut, reset, hang)."""
+    if b.kind in ("cut", "reset", "hang_body"):
+        headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+        await _send(conn, stream, h11.Response(status_code=200, headers=headers + extra))
+        if b.ttft > 0:
+            await trio.sleep(b.ttft)
+        await _send(conn, stream, h11.Data(data=payload[: len(payload) // 2]))
+        return {"cut": "close", "reset": "reset"}.get(b.kind, "hang")  # type: ignore[return-value]
+    if b.ttft > 0:
+        await trio.sleep(b.ttft)
+    await _send_json(conn, stream, 200, payload, extra)
+    return "keep"
+
+
 async def _send(conn: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
     data = conn.send(event)
     if data:
@@ -1636,18 +1657,7 @@ async def _respond(
         if b.kind == "malformed":
             await _send_json(conn, stream, 200, b'{"id": "broken", "choices": [', extra)
             return "keep"
-        payload = _dumps(proto.json_answer())
-        if b.kind in ("cut", "reset", "hang_body"):
-            headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
-            await _send(conn, stream, h11.Response(status_code=200, headers=headers + extra))
-            if b.ttft > 0:
-                await trio.sleep(b.ttft)
-            await _send(conn, stream, h11.Data(data=payload[: len(payload) // 2]))
-            return {"cut": "close", "reset": "reset"}.get(b.kind, "hang")  # type: ignore[return-value]
-        if b.ttft > 0:
-            await trio.sleep(b.ttft)
-        await _send_json(conn, stream, 200, payload, extra)
-        return "keep"
+        return await _send_json_answer(conn, stream, b, _dumps(proto.json_answer()), extra)
 
     headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *extra]
     await _send(conn, stream, h11.Response(status_code=200, headers=headers, reason=b"OK"))
