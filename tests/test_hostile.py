@@ -8,7 +8,6 @@ bounded memory and time, with no secret in any text.
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import logging
@@ -17,8 +16,7 @@ import random
 import time
 import traceback
 import tracemalloc
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -28,6 +26,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostile_support import bomb, call, drain_stream, fed, paths, raw_body, replaced, well_typed
 from reliant import (
     ChatMessage,
     ChatRequest,
@@ -35,17 +34,12 @@ from reliant import (
     Final,
     Provider,
     ProviderError,
-    ReasoningDelta,
     ReliableProvider,
     ReliantError,
-    StreamChunk,
     StreamError,
     TextDelta,
-    TokenUsage,
-    ToolCall,
     ToolCallEvent,
     ToolSpec,
-    UsageEvent,
 )
 from reliant._sanitize import register_secret
 from reliant.backoff import MAX_RETRY_AFTER, next_backoff
@@ -57,7 +51,6 @@ from reliant.testing.fake_server import (
     Behavior,
     FakeLLMServer,
     RawResponse,
-    gzip_bomb,
     http_response,
     trickle,
 )
@@ -72,33 +65,6 @@ def build(name: str, server: FakeLLMServer, **kwargs: Any) -> HTTPProvider:
     if name == "openai":
         return OpenAICompatible(base_url=server.openai_base_url, **{"api_key": KEY, **kwargs})
     return Anthropic(base_url=server.anthropic_base_url, **{"api_key": KEY, **kwargs})
-
-
-def raw_body(body: str | bytes, content_type: str = "text/event-stream") -> Behavior:
-    """A 200 with exactly this body."""
-    text = body if isinstance(body, str) else body.decode()
-    return Behavior(kind="status", status=200, body=text, headers={"content-type": content_type})
-
-
-async def drain_stream(provider: Any, model: str, events: bool = False) -> list[Any]:
-    opened = (
-        provider.stream_chat(ChatRequest([ChatMessage.user("q")]), model, 0.0)
-        if events
-        else provider.stream_chat_with_history([ChatMessage.user("q")], model, 0.0)
-    )
-    async with opened as items:
-        return [item async for item in items]
-
-
-async def call(provider: Any, model: str, stream: bool) -> Any:
-    if stream:
-        return await drain_stream(provider, model, events=True)
-    return await provider.chat(ChatRequest([ChatMessage.user("q")]), model, 0.0)
-
-
-@functools.cache
-def bomb(size: int, unit: bytes = b"a") -> bytes:
-    return gzip_bomb(size, unit=unit)
 
 
 def sse_event(name: str, data: dict[str, Any]) -> str:
@@ -577,82 +543,6 @@ ANTHROPIC_JSON_TEMPLATE: dict[str, Any] = {
     ],
     "usage": {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 0},
 }
-
-
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths(v, (*prefix, i))
-    return out
-
-
-def replaced(template: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    copy = json.loads(json.dumps(template))
-    target = copy
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-    return copy
-
-
-def well_typed(item: Any) -> bool:
-    def opt_int(x: Any) -> bool:
-        return x is None or (type(x) is int and x >= 0)
-
-    def opt_str(x: Any) -> bool:
-        return x is None or type(x) is str
-
-    def end_facts(x: StreamChunk | Final) -> bool:
-        return (
-            x.finish_reason in (None, "stop", "length", "tool_calls", "content_filter", "other")
-            and opt_str(x.raw_finish_reason)
-            and opt_str(x.model)
-            and (x.usage is None or well_typed(x.usage))
-        )
-
-    if isinstance(item, StreamChunk):
-        return (
-            type(item.delta) is str
-            and opt_str(item.reasoning)
-            and type(item.token_count) is int
-            and end_facts(item)
-        )
-    if isinstance(item, TextDelta | ReasoningDelta):
-        return type(item.text) is str
-    if isinstance(item, ToolCallEvent):
-        c = item.call
-        return type(c.id) is str and type(c.name) is str and type(c.arguments) is str
-    if isinstance(item, UsageEvent):
-        u = item.usage
-        return (
-            opt_int(u.input_tokens) and opt_int(u.output_tokens) and opt_int(u.cached_input_tokens)
-        )
-    if isinstance(item, TokenUsage):
-        return well_typed(UsageEvent(item))
-    if isinstance(item, ToolCall):
-        return well_typed(ToolCallEvent(item))
-    return isinstance(item, Final) and end_facts(item)
-
-
-def fed(provider: HTTPProvider, body: bytes) -> None:
-    """Make ``provider`` read ``body`` as its SSE stream, without a network."""
-
-    @asynccontextmanager
-    async def open_event_stream(url: str, payload: Any) -> AsyncIterator[AsyncIterator[bytes]]:
-        async def chunks() -> AsyncGenerator[bytes, None]:
-            for i in range(0, len(body), 7):
-                yield body[i : i + 7]
-
-        async with aclosing(chunks()) as pieces:
-            yield pieces
-
-    provider._open_event_stream = open_event_stream  # type: ignore[method-assign]
 
 
 async def outcome_of(run: Callable[[], Any]) -> None:

@@ -9,14 +9,12 @@ memory; and no key in any text, trail, log, exception chain or kept request.
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import logging
 import traceback
 import tracemalloc
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -26,19 +24,16 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostile_support import bomb, call, drain_stream, fed, paths, raw_body, replaced, well_typed
 from reliant import (
     ChatMessage,
     ChatRequest,
     FailoverError,
-    Final,
     ProviderError,
-    ReasoningDelta,
     ReliableProvider,
     ReliantError,
-    StreamChunk,
     StreamError,
     TextDelta,
-    TokenUsage,
     ToolCallEvent,
     ToolSpec,
     UsageEvent,
@@ -49,7 +44,6 @@ from reliant.testing.fake_server import (
     Behavior,
     FakeLLMServer,
     RawResponse,
-    gzip_bomb,
     http_response,
 )
 
@@ -73,11 +67,6 @@ def build(name: str, server: FakeLLMServer | None = None, **kwargs: Any) -> HTTP
     return AzureOpenAI(**kwargs)
 
 
-def raw_body(body: str | bytes, content_type: str = "text/event-stream") -> Behavior:
-    text = body if isinstance(body, str) else body.decode()
-    return Behavior(kind="status", status=200, body=text, headers={"content-type": content_type})
-
-
 def sse(name: str, data: dict[str, Any]) -> str:
     if name == "responses":
         return f"event: {data.get('type')}\ndata: {json.dumps(data)}\n\n"
@@ -94,27 +83,6 @@ END = {
     "responses": sse("responses", {"type": "response.completed", "response": {}}),
     "azure": "data: [DONE]\n\n",
 }
-
-
-async def drain_stream(provider: Any, model: str, events: bool = False) -> list[Any]:
-    opened = (
-        provider.stream_chat(ChatRequest([ChatMessage.user("q")]), model, 0.0)
-        if events
-        else provider.stream_chat_with_history([ChatMessage.user("q")], model, 0.0)
-    )
-    async with opened as items:
-        return [item async for item in items]
-
-
-async def call(provider: Any, model: str, stream: bool) -> Any:
-    if stream:
-        return await drain_stream(provider, model, events=True)
-    return await provider.chat(ChatRequest([ChatMessage.user("q")]), model, 0.0)
-
-
-@functools.cache
-def bomb(size: int, unit: bytes = b"a") -> bytes:
-    return gzip_bomb(size, unit=unit)
 
 
 # -- bounded memory ---------------------------------------------------------------------------
@@ -414,77 +382,6 @@ RESPONSES_JSON_TEMPLATE: dict[str, Any] = {
     "incomplete_details": None,
     "error": None,
 }
-
-
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths(v, (*prefix, i))
-    return out
-
-
-def replaced(template: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    copy = json.loads(json.dumps(template))
-    target = copy
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-    return copy
-
-
-def well_typed(item: Any) -> bool:
-    def opt_int(x: Any) -> bool:
-        return x is None or (type(x) is int and x >= 0)
-
-    def opt_str(x: Any) -> bool:
-        return x is None or type(x) is str
-
-    def usage_ok(u: TokenUsage | None) -> bool:
-        return u is None or (
-            opt_int(u.input_tokens) and opt_int(u.output_tokens) and opt_int(u.cached_input_tokens)
-        )
-
-    if isinstance(item, StreamChunk | Final):
-        ok = opt_str(item.raw_finish_reason) and opt_str(item.model) and usage_ok(item.usage)
-        if isinstance(item, StreamChunk):
-            ok = ok and type(item.delta) is str and opt_str(item.reasoning)
-        return ok and item.finish_reason in (
-            None,
-            "stop",
-            "length",
-            "tool_calls",
-            "content_filter",
-            "other",
-        )
-    if isinstance(item, TextDelta | ReasoningDelta):
-        return type(item.text) is str
-    if isinstance(item, ToolCallEvent):
-        c = item.call
-        return type(c.id) is str and type(c.name) is str and type(c.arguments) is str
-    if isinstance(item, UsageEvent):
-        return usage_ok(item.usage)
-    return False
-
-
-def fed(provider: HTTPProvider, body: bytes) -> None:
-    """Make ``provider`` read ``body`` as its SSE stream, without a network."""
-
-    @asynccontextmanager
-    async def open_event_stream(url: str, payload: Any) -> AsyncIterator[AsyncIterator[bytes]]:
-        async def chunks() -> AsyncGenerator[bytes, None]:
-            for i in range(0, len(body), 7):
-                yield body[i : i + 7]
-
-        async with aclosing(chunks()) as pieces:
-            yield pieces
-
-    provider._open_event_stream = open_event_stream  # type: ignore[method-assign]
 
 
 async def outcome_of(run: Any) -> None:
