@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from hostile_support import paths, replaced
 from reliant import (
     ChatMessage,
     ChatRequest,
@@ -1027,28 +1028,6 @@ JSON_TEMPLATE: dict[str, Any] = {
     "usage": {"inputTokens": 1, "outputTokens": 2, "cacheReadInputTokens": 0},
 }
 LIES: list[Any] = [None, 7, -1, 1.5, "s", [], {}, [1], {"x": []}, True]
-
-
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths(v, (*prefix, i))
-    return out
-
-
-def replaced(template: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    copy = json.loads(json.dumps(template))
-    target = copy
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-    return copy
 
 
 def frames(events: list[tuple[str, Any]]) -> bytes:
