@@ -33,20 +33,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
 from typing import Any
 
 import httpx2
 
-from .._provider import ChunkStream, EventStream
 from .._types import (
     ChatMessage,
-    ChatRequest,
     ChatResponse,
     Final,
     ReasoningDelta,
     StreamChunk,
-    StreamOptions,
     TextDelta,
     TokenUsage,
     ToolCall,
@@ -60,7 +56,6 @@ from ._http import (
     DEFAULT_TIMEOUT,
     PARSE_FAILURES,
     STREAM_FAILURES,
-    HTTPProvider,
     SSEEventDecoder,
     TimeoutArg,
 )
@@ -70,6 +65,7 @@ from ._limits import (
     DEFAULT_MAX_TOOL_ARGUMENTS_BYTES,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from ._messages import MessagesProvider
 from ._wire import (
     append_arguments,
     arguments_object,
@@ -82,8 +78,6 @@ from ._wire import (
 )
 
 __all__ = ["Anthropic"]
-
-_DEFAULT_OPTIONS = StreamOptions()
 
 
 def _split_system(messages: Sequence[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -188,7 +182,7 @@ def _response(
     )
 
 
-class Anthropic(HTTPProvider):
+class Anthropic(MessagesProvider):
     """A provider for the Anthropic Messages API.
 
     Args:
@@ -337,37 +331,15 @@ class Anthropic(HTTPProvider):
             raise self._refusal(str(stop_reason), json.dumps(data))
         return response
 
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        """Answer one message under an optional system prompt."""
-        turns = [{"role": "user", "content": message}]
-        payload = self._payload(system_prompt, turns, None, model, temperature, stream=False)
-        return (await self._complete(payload)).text or ""
-
-    async def chat_with_history(
-        self, messages: Sequence[ChatMessage], model: str, temperature: float
-    ) -> str:
-        """Answer a conversation; system messages go to the ``system`` field."""
-        payload = self._history_payload(messages, None, model, temperature, stream=False)
-        return (await self._complete(payload)).text or ""
-
-    async def chat_with_tools(
+    async def _answer(
         self,
         messages: Sequence[ChatMessage],
-        tools: Sequence[ToolSpec],
+        tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,
     ) -> ChatResponse:
-        """Answer a conversation with tools on offer."""
+        # System messages go to the ``system`` field (see _split_system).
         payload = self._history_payload(messages, tools, model, temperature, stream=False)
-        return await self._complete(payload)
-
-    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
-        """Answer a request (tools are native)."""
-        payload = self._history_payload(
-            request.messages, request.tools, model, temperature, stream=False
-        )
         return await self._complete(payload)
 
     async def warmup(self) -> None:
@@ -376,42 +348,17 @@ class Anthropic(HTTPProvider):
 
     # -- streaming -----------------------------------------------------------------
 
-    def stream_chat_with_system(
-        self,
-        system_prompt: str | None,
-        message: str,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to one message as ``StreamChunk``s."""
-        turns = [{"role": "user", "content": message}]
-        payload = self._payload(system_prompt, turns, None, model, temperature, stream=True)
-        return aclosing(self._stream(payload, False, options.count_tokens))
-
-    def stream_chat_with_history(
+    def _streamed(
         self,
         messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec] | None,
         model: str,
         temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> ChunkStream:
-        """Stream the answer to a conversation as ``StreamChunk``s."""
-        payload = self._history_payload(messages, None, model, temperature, stream=True)
-        return aclosing(self._stream(payload, False, options.count_tokens))
-
-    def stream_chat(
-        self,
-        request: ChatRequest,
-        model: str,
-        temperature: float,
-        options: StreamOptions = _DEFAULT_OPTIONS,
-    ) -> EventStream:
-        """Stream the answer to a request as events (text, tool calls, usage, final)."""
-        payload = self._history_payload(
-            request.messages, request.tools, model, temperature, stream=True
-        )
-        return aclosing(self._stream(payload, True, options.count_tokens))
+        events: bool,
+        count_tokens: bool,
+    ) -> AsyncGenerator[Any, None]:
+        payload = self._history_payload(messages, tools, model, temperature, stream=True)
+        return self._stream(payload, events, count_tokens)
 
     async def _stream(
         self, payload: dict[str, Any], events: bool, count_tokens: bool
