@@ -88,9 +88,9 @@ from ._fake_server import (
     _dumps,
     _Piece,
     _Protocol,
-    _send,
     _send_json,
     _send_json_answer,
+    _send_stream,
     _split3,
     _text_of,
     register_protocol,
@@ -142,9 +142,9 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
 class BedrockProtocol(_Protocol):
     """Converse and ConverseStream, rendered; it writes whole responses itself."""
 
-    sse_terminator = b""
     continues_by_default = True
     own_response = True
+    stream_headers = (("content-type", EVENT_STREAM),)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,7 +180,8 @@ class BedrockProtocol(_Protocol):
     def error_payload(self, status: int) -> dict[str, Any]:
         return {"message": self.error_message(status)}
 
-    def exception_frame(self, status: int) -> bytes:
+    def sse_error(self, status: int) -> bytes:
+        """The ``exception`` frame of ``inband_error``."""
         headers = {
             ":exception-type": _exception_type(status),
             ":content-type": "application/json",
@@ -230,7 +231,7 @@ class BedrockProtocol(_Protocol):
         }
 
     def sse_pieces(self) -> list[_Piece]:
-        """The frames of a stream up to ``messageStop``; ``metadata`` is :meth:`terminator`."""
+        """The frames of a stream up to ``messageStop``; ``metadata`` is :attr:`sse_terminator`."""
         b = self.behavior
         pieces = [_Piece(_event("messageStart", {"role": "assistant"}), False)]
         index = 0
@@ -267,9 +268,24 @@ class BedrockProtocol(_Protocol):
             pieces.append(_Piece(_event("messageStop", stop_reason), False))
         return pieces
 
-    def terminator(self) -> bytes:
+    @property
+    def sse_terminator(self) -> bytes:  # type: ignore[override]
         """The ``metadata`` frame that ends a complete stream."""
         return _event("metadata", {"usage": self._usage(), "metrics": {"latencyMs": 42}})
+
+    def stream_empty(self) -> bytes:
+        """An ``empty`` stream: ``messageStart`` and nothing after it."""
+        return self.sse_pieces()[0].data
+
+    def stream_malformed(self, rest: list[bytes]) -> list[bytes]:
+        """The next frame with its message CRC flipped (the prelude still checks out)."""
+        frame = rest.pop(0) if rest else self.sse_terminator
+        return [frame[:-4] + bytes(x ^ 0xFF for x in frame[-4:]), *rest]
+
+    def stream_cut(self, rest: list[bytes]) -> bytes:
+        """The first half of the next frame."""
+        frame = rest[0] if rest else self.sse_terminator
+        return frame[: len(frame) // 2]
 
     # -- the response -----------------------------------------------------------------
 
@@ -300,7 +316,7 @@ class BedrockProtocol(_Protocol):
             return "keep"
         if not self.request.stream or b.kind == "not_sse":
             return await self._respond_json(conn, stream, extra)
-        return await self._respond_stream(conn, stream, extra)
+        return await _send_stream(conn, stream, self, extra)
 
     async def _respond_json(
         self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]
@@ -310,70 +326,6 @@ class BedrockProtocol(_Protocol):
             await _send_json(conn, stream, 200, b'{"output": {"message": {"content": [', extra)
             return "keep"
         return await _send_json_answer(conn, stream, b, _dumps(self.json_answer()), extra)
-
-    async def _respond_stream(
-        self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]
-    ) -> _Action:
-        b = self.behavior
-        headers = [("content-type", EVENT_STREAM), *extra]
-        await _send(conn, stream, h11.Response(status_code=200, headers=headers, reason=b"OK"))
-        pieces = self.sse_pieces()
-        if b.kind == "empty":
-            if b.ttft > 0:
-                await trio.sleep(b.ttft)
-            data = conn.send(h11.Data(data=pieces[0].data)) or b""
-            await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
-            return "keep"
-
-        faulty = b.kind in ("cut", "reset", "hang_body", "inband_error", "malformed")
-        pending: list[bytes] = []
-        sent = 0
-
-        async def flush() -> None:
-            if pending:
-                data = b"".join(pending)
-                pending.clear()
-                await _send(conn, stream, h11.Data(data=data))
-
-        position = 0
-        for piece in pieces:
-            if piece.counts:
-                if faulty and sent == b.after:
-                    break
-                wait = b.ttft if sent == 0 else b.gap
-                if wait > 0:
-                    await flush()
-                    await trio.sleep(wait)
-                sent += 1
-            pending.append(piece.data)
-            position += 1
-        rest = [p.data for p in pieces[position:]]
-        terminator = self.terminator()
-
-        if b.kind == "malformed":
-            frame = rest.pop(0) if rest else terminator
-            # The same frame with its message CRC flipped: the prelude still checks out.
-            pending.append(frame[:-4] + bytes(x ^ 0xFF for x in frame[-4:]))
-            pending.extend(rest)
-            pending.append(terminator)
-        elif b.kind == "inband_error":
-            pending.append(self.exception_frame(b.status if b.status is not None else 500))
-        elif b.kind == "cut":
-            frame = rest[0] if rest else terminator
-            pending.append(frame[: len(frame) // 2])
-            await flush()
-            return "close"
-        elif b.kind not in ("no_terminator", "no_done", "reset", "hang_body"):
-            pending.append(terminator)
-        if b.kind == "reset":
-            await flush()
-            return "reset"
-        if b.kind == "hang_body":
-            await flush()
-            return "hang"
-        data = conn.send(h11.Data(data=b"".join(pending))) if pending else b""
-        await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
-        return "keep"
 
 
 _BEDROCK_PATH_RE = re.compile(r"^/model/([^/]+)/converse(-stream)?$")

@@ -1154,6 +1154,25 @@ class _Protocol:
     def sse_malformed(self) -> bytes:
         raise NotImplementedError
 
+    # The stream's framing around the pieces, for ``_send_stream``. The
+    # defaults are SSE's; a binary framing (Bedrock's event stream) overrides them.
+    stream_headers: tuple[tuple[str, str], ...] = (
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-cache"),
+    )
+
+    def stream_empty(self) -> bytes:
+        """The whole body of an ``empty`` stream: the terminator alone."""
+        return self.sse_terminator
+
+    def stream_malformed(self, rest: list[bytes]) -> list[bytes]:
+        """What a ``malformed`` stream sends after its good pieces (the terminator follows)."""
+        return [self.sse_malformed(), *rest]
+
+    def stream_cut(self, rest: list[bytes]) -> bytes:
+        """What a ``cut`` stream sends after its good pieces before the connection drops."""
+        return b""
+
 
 class _OpenAI(_Protocol):
     sse_terminator = b"data: [DONE]\n\n"
@@ -1659,12 +1678,21 @@ async def _respond(
             return "keep"
         return await _send_json_answer(conn, stream, b, _dumps(proto.json_answer()), extra)
 
-    headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *extra]
+    return await _send_stream(conn, stream, proto, extra)
+
+
+async def _send_stream(
+    conn: h11.Connection, stream: trio.SocketStream, proto: _Protocol, extra: list[tuple[str, str]]
+) -> _Action:
+    # A streamed answer, paced by ttft/gap, with the behaviour's fault after
+    # ``after`` content pieces; the protocol frames it (its stream_* hooks).
+    b = proto.behavior
+    headers = [*proto.stream_headers, *extra]
     await _send(conn, stream, h11.Response(status_code=200, headers=headers, reason=b"OK"))
     if b.kind == "empty":
         if b.ttft > 0:
             await trio.sleep(b.ttft)
-        data = conn.send(h11.Data(data=proto.sse_terminator)) or b""
+        data = conn.send(h11.Data(data=proto.stream_empty())) or b""
         await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
         return "keep"
 
@@ -1692,17 +1720,20 @@ async def _respond(
         pending.append(piece.data)
         position += 1
 
+    rest = [p.data for p in pieces[position:]]
     if b.kind == "malformed":
-        pending.append(proto.sse_malformed())
-        pending.extend(p.data for p in pieces[position:])
+        pending.extend(proto.stream_malformed(rest))
         pending.append(proto.sse_terminator)
     elif b.kind == "inband_error":
-        pending.append(proto.sse_error(error_status))
-    elif b.kind not in ("no_terminator", "no_done", "cut", "reset", "hang_body"):
-        pending.append(proto.sse_terminator)
-    if b.kind == "cut":
+        pending.append(proto.sse_error(b.status if b.status is not None else 500))
+    elif b.kind == "cut":
+        tail = proto.stream_cut(rest)
+        if tail:
+            pending.append(tail)
         await flush()
         return "close"
+    elif b.kind not in ("no_terminator", "no_done", "reset", "hang_body"):
+        pending.append(proto.sse_terminator)
     if b.kind == "reset":
         await flush()
         return "reset"
