@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
@@ -18,11 +18,13 @@ from reliant import (
     ChatRequest,
     Final,
     ReasoningDelta,
+    ReliantError,
     StreamChunk,
     TextDelta,
     TokenUsage,
     ToolCall,
     ToolCallEvent,
+    ToolSpec,
     UsageEvent,
 )
 from reliant.providers._http import HTTPProvider
@@ -130,3 +132,42 @@ def fed(provider: HTTPProvider, body: bytes) -> None:
             yield pieces
 
     provider._open_event_stream = open_event_stream  # type: ignore[method-assign]
+
+
+def lied_to(
+    provider: HTTPProvider, lie: Any, stream_body: bytes | None, events: bool
+) -> Callable[[], Awaitable[Any]]:
+    """A call of ``provider`` that reads ``lie``: streamed as ``stream_body``, or as its answer."""
+    if stream_body is not None:
+        fed(provider, stream_body)
+        return lambda: drain_stream(provider, "m", events)
+
+    async def post_json(url: str, payload: Any) -> Any:
+        if type(lie) is not dict:
+            raise provider._invalid_response("unexpected response")
+        return lie
+
+    provider._post_json = post_json  # type: ignore[method-assign]
+
+    async def run() -> Any:
+        tools = [ToolSpec("f", "d", {})]
+        return await provider.chat(ChatRequest([ChatMessage.user("q")], tools), "m", 0.0)
+
+    return run
+
+
+async def outcome_of(run: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``run``: a reliant error, or a result whose every item is well typed."""
+    try:
+        result = await run()
+    except ReliantError:
+        return
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if hasattr(item, "tool_calls"):  # ChatResponse
+            assert item.text is None or type(item.text) is str
+            assert item.reasoning_content is None or type(item.reasoning_content) is str
+            assert all(well_typed(c) for c in item.tool_calls)
+            assert item.usage is None or well_typed(item.usage)
+        else:
+            assert well_typed(item), item

@@ -16,7 +16,6 @@ import random
 import time
 import traceback
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -26,7 +25,16 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostile_support import bomb, call, drain_stream, fed, paths, raw_body, replaced, well_typed
+from hostile_support import (
+    bomb,
+    call,
+    drain_stream,
+    lied_to,
+    outcome_of,
+    paths,
+    raw_body,
+    replaced,
+)
 from reliant import (
     ChatMessage,
     ChatRequest,
@@ -35,11 +43,9 @@ from reliant import (
     Provider,
     ProviderError,
     ReliableProvider,
-    ReliantError,
     StreamError,
     TextDelta,
     ToolCallEvent,
-    ToolSpec,
 )
 from reliant._sanitize import register_secret
 from reliant.backoff import MAX_RETRY_AFTER, next_backoff
@@ -545,22 +551,6 @@ ANTHROPIC_JSON_TEMPLATE: dict[str, Any] = {
 }
 
 
-async def outcome_of(run: Callable[[], Any]) -> None:
-    try:
-        result = await run()
-    except ReliantError:
-        return
-    items = result if isinstance(result, list) else [result]
-    for item in items:
-        if hasattr(item, "tool_calls"):  # ChatResponse
-            assert item.text is None or type(item.text) is str
-            assert item.reasoning_content is None or type(item.reasoning_content) is str
-            assert all(well_typed(c) for c in item.tool_calls)
-            assert item.usage is None or well_typed(item.usage)
-        else:
-            assert well_typed(item), item
-
-
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), value=JSON, events=st.booleans())
 def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events: bool) -> None:
@@ -578,28 +568,9 @@ def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events
     provider: HTTPProvider = (
         OpenAICompatible(api_key=KEY) if name == "openai" else Anthropic(api_key=KEY)
     )
-    if stream:
-        body = f"data: {json.dumps(lie)}\n\n"
-        body += "data: [DONE]\n\n" if name == "openai" else 'data: {"type": "message_stop"}\n\n'
-        fed(provider, body.encode())
-
-        async def run() -> Any:
-            return await drain_stream(provider, "m", events)
-
-    else:
-
-        async def post_json(url: str, payload: Any) -> Any:
-            if type(lie) is not dict:
-                raise provider._invalid_response("unexpected response")
-            return lie
-
-        provider._post_json = post_json  # type: ignore[method-assign]
-
-        async def run() -> Any:
-            tools = [ToolSpec("f", "d", {})]
-            return await provider.chat(ChatRequest([ChatMessage.user("q")], tools), "m", 0.0)
-
-    trio.run(outcome_of, run)
+    end = "data: [DONE]\n\n" if name == "openai" else 'data: {"type": "message_stop"}\n\n'
+    body = f"data: {json.dumps(lie)}\n\n{end}".encode() if stream else None
+    trio.run(outcome_of, lied_to(provider, lie, body, events))
 
 
 # -- Retry-After --------------------------------------------------------------------------------

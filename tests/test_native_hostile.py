@@ -24,19 +24,25 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostile_support import bomb, call, drain_stream, fed, paths, raw_body, replaced, well_typed
+from hostile_support import (
+    bomb,
+    call,
+    drain_stream,
+    lied_to,
+    outcome_of,
+    paths,
+    raw_body,
+    replaced,
+)
 from reliant import (
     ChatMessage,
     ChatRequest,
     FailoverError,
     ProviderError,
     ReliableProvider,
-    ReliantError,
     StreamError,
     TextDelta,
     ToolCallEvent,
-    ToolSpec,
-    UsageEvent,
 )
 from reliant.providers import AzureOpenAI, Gemini, OpenAIResponses
 from reliant.providers._http import HTTPProvider, SSEEventDecoder
@@ -384,22 +390,6 @@ RESPONSES_JSON_TEMPLATE: dict[str, Any] = {
 }
 
 
-async def outcome_of(run: Any) -> None:
-    try:
-        result = await run()
-    except ReliantError:
-        return
-    items = result if isinstance(result, list) else [result]
-    for item in items:
-        if hasattr(item, "tool_calls"):  # ChatResponse
-            assert item.text is None or type(item.text) is str
-            assert item.reasoning_content is None or type(item.reasoning_content) is str
-            assert all(well_typed(ToolCallEvent(c)) for c in item.tool_calls)
-            assert item.usage is None or well_typed(UsageEvent(item.usage))
-        else:
-            assert well_typed(item), item
-
-
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), value=JSON, events=st.booleans())
 def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events: bool) -> None:
@@ -414,27 +404,8 @@ def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events
         template = RESPONSES_JSON_TEMPLATE
     lie = replaced(template, data.draw(st.sampled_from(paths(template))), value)
     provider = build(name)
-    if stream:
-        body = f"data: {json.dumps(lie)}\n\n" + END[name]
-        fed(provider, body.encode())
-
-        async def run() -> Any:
-            return await drain_stream(provider, "m", events)
-
-    else:
-
-        async def post_json(url: str, payload: Any) -> Any:
-            if type(lie) is not dict:
-                raise provider._invalid_response("unexpected response")
-            return lie
-
-        provider._post_json = post_json  # type: ignore[method-assign]
-
-        async def run() -> Any:
-            tools = [ToolSpec("f", "d", {})]
-            return await provider.chat(ChatRequest([ChatMessage.user("q")], tools), "m", 0.0)
-
-    trio.run(outcome_of, run)
+    body = f"data: {json.dumps(lie)}\n\n{END[name]}".encode() if stream else None
+    trio.run(outcome_of, lied_to(provider, lie, body, events))
 
 
 # -- the SSE frame: any split of a body gives the same events ---------------------------------
