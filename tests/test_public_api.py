@@ -30,7 +30,10 @@ TOP_LEVEL = {
     "ReliantEvent", "RequestStarted", "RequestFinished", "AttemptStarted", "AttemptSucceeded",
     "AttemptFailed", "AttemptSkipped", "RetryScheduled", "FallbackTaken", "StreamStarted",
     "StreamFinished", "StreamRecovered", "CircuitOpened", "CircuitClosed", "HedgeStarted",
-    "HedgeLost",
+    "HedgeLost", "RouteChosen",
+    # routing across deployments
+    "Routing", "RateLimit", "RoutingStore", "LocalRouting", "DeploymentView", "affinity_key",
+    "NoCapacityError",
     # utilities
     "sanitize_api_error", "register_secret",
 }  # fmt: skip
@@ -65,6 +68,7 @@ def test_exception_tree() -> None:
         reliant.StreamError,
         reliant.FailoverError,
         reliant.NoStreamingProviderError,
+        reliant.NoCapacityError,
     ):
         assert cls.__bases__ == (reliant.ReliantError,)
     assert reliant.ContentFilterError.__bases__ == (reliant.ProviderError,)

@@ -20,6 +20,7 @@ from ._exceptions import ContentFilterError as ContentFilterError
 from ._exceptions import ContextWindowExceededError as ContextWindowExceededError
 from ._exceptions import FailoverError as FailoverError
 from ._exceptions import FakeServerSpecError as FakeServerSpecError
+from ._exceptions import NoCapacityError as NoCapacityError
 from ._exceptions import NoStreamingProviderError as NoStreamingProviderError
 from ._exceptions import ProviderError as ProviderError
 from ._exceptions import ReliantError as ReliantError
@@ -69,11 +70,18 @@ if TYPE_CHECKING:
     from ._events import RequestRecord as RequestRecord
     from ._events import RequestStarted as RequestStarted
     from ._events import RetryScheduled as RetryScheduled
+    from ._events import RouteChosen as RouteChosen
     from ._events import StreamFinished as StreamFinished
     from ._events import StreamRecovered as StreamRecovered
     from ._events import StreamStarted as StreamStarted
     from ._hedge import Hedge as Hedge
     from ._redis_health import RedisHealth as RedisHealth
+    from ._router import affinity_key as affinity_key
+    from ._routing import DeploymentView as DeploymentView
+    from ._routing import RateLimit as RateLimit
+    from ._routing import Routing as Routing
+    from ._routing_state import LocalRouting as LocalRouting
+    from ._routing_state import RoutingStore as RoutingStore
 
 __version__ = "0.1.0"
 
@@ -90,6 +98,7 @@ __all__ = [
     "CircuitOpened",
     "ContentFilterError",
     "ContextWindowExceededError",
+    "DeploymentView",
     "FailoverError",
     "FakeServerSpecError",
     "FallbackTaken",
@@ -101,10 +110,13 @@ __all__ = [
     "HedgeLost",
     "HedgeStarted",
     "LocalHealth",
+    "LocalRouting",
+    "NoCapacityError",
     "NoStreamingProviderError",
     "Provider",
     "ProviderError",
     "ProviderFallbackInfo",
+    "RateLimit",
     "ReasoningDelta",
     "RedisHealth",
     "ReliableProvider",
@@ -115,7 +127,10 @@ __all__ = [
     "RequestRecord",
     "RequestStarted",
     "RetryScheduled",
+    "RouteChosen",
     "RouteHealth",
+    "Routing",
+    "RoutingStore",
     "StreamChunk",
     "StreamError",
     "StreamEvent",
@@ -130,6 +145,7 @@ __all__ = [
     "ToolCallEvent",
     "ToolSpec",
     "UsageEvent",
+    "affinity_key",
     "fallback_scope",
     "register_secret",
     "sanitize_api_error",
@@ -155,11 +171,22 @@ _EVENTS = frozenset(
         "RequestRecord",
         "RequestStarted",
         "RetryScheduled",
+        "RouteChosen",
         "StreamFinished",
         "StreamRecovered",
         "StreamStarted",
     )
 )
+
+
+_ROUTING = {
+    "DeploymentView": "._routing",
+    "LocalRouting": "._routing_state",
+    "RateLimit": "._routing",
+    "Routing": "._routing",
+    "RoutingStore": "._routing_state",
+    "affinity_key": "._router",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -178,6 +205,13 @@ def __getattr__(name: str) -> object:
 
         globals()[name] = Hedge
         return Hedge
+    # Routing across deployments loads when first asked for, like Hedge.
+    if name in _ROUTING:
+        import importlib
+
+        value = getattr(importlib.import_module(_ROUTING[name], __name__), name)
+        globals()[name] = value
+        return value
     # RedisHealth needs coredis (the "redis" extra): imported on first access,
     # so `import reliant` never loads a Redis client.
     if name == "RedisHealth":

@@ -135,6 +135,7 @@ class BridgeSpec(Generic[T]):
         candidates: Streaming-capable providers, in priority order.
         model: The requested model.
         messages: The conversation (None for system-prompt streams).
+        prompt: What routing reads of a system-prompt stream: (system prompt, message).
         open_upstream: ``(provider, model_id, messages) -> stream context``.
         no_provider_message: Message of ``NoStreamingProviderError``.
         enabled: ``StreamOptions.enabled``.
@@ -157,6 +158,7 @@ class BridgeSpec(Generic[T]):
         "no_provider_message",
         "open_upstream",
         "planner",
+        "prompt",
         "recovery",
     )
 
@@ -174,8 +176,10 @@ class BridgeSpec(Generic[T]):
         idle_timeout: float | None,
         fallback: Callable[[], Awaitable[Sequence[T]]] | None,
         recovery: RecoverySpec[T] | None = None,
+        prompt: Sequence[str | None] = (),
     ) -> None:
         self.recovery = recovery
+        self.prompt = prompt
         self.planner = planner
         self.candidates = tuple(candidates)
         self.model = model
@@ -463,11 +467,13 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
             raise NoStreamingProviderError(spec.no_provider_message)
         await _guarded(stream, _serve_fallback, spec.fallback, stream)
         return
+    pool, decision = await spec.planner.routed(spec.candidates, spec.messages, spec.prompt)
     run = spec.planner.attempts(
         model=spec.model,
         messages=spec.messages,
-        candidates=spec.candidates,
+        candidates=pool,
         header=STREAM_FAILOVER_HEADER,
+        primary=None if decision is None else decision.chosen,
     )
     rec: RecoveryState[T] | None = None
     if spec.recovery is not None:
@@ -477,7 +483,7 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     broken: StreamError | None = None  # the break being recovered, if any
     obs = run.obs
     if obs is not None:
-        obs.request_started(True)
+        obs.request_started(True, decision)
     error: BaseException | None = None
     exhausted = False
     try:

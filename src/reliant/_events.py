@@ -13,6 +13,7 @@ Order of events
 ::
 
     RequestStarted
+      [RouteChosen]                    routing ordered the candidates (strategy, choice, why)
       [FallbackTaken]                  the route differs from the one that failed or was skipped
       AttemptStarted                   one per call; AttemptSkipped for one provider health refused
         AttemptFailed                  classification reason, sanitized error, status, Retry-After
@@ -73,6 +74,7 @@ __all__ = [
     "RequestRecord",
     "RequestStarted",
     "RetryScheduled",
+    "RouteChosen",
     "StreamFinished",
     "StreamRecovered",
     "StreamStarted",
@@ -105,6 +107,28 @@ class RequestStarted(_Event):
 
     stream: bool
     requested_model: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChosen(_Event):
+    """Routing ordered this request's candidates (``provider`` is the chosen deployment).
+
+    Sent right after :class:`RequestStarted` when ``ReliableProvider`` has
+    ``routing`` or ``rate_limits``; ``model`` is the requested model.
+
+    Attributes:
+        strategy: The routing strategy.
+        order: Every candidate in the order they will be tried.
+        reason: Why the chosen deployment leads, in a few words.
+        left_out: Deployments without rate-limit capacity (not candidates).
+        waited: Seconds the request waited for rate-limit capacity.
+    """
+
+    strategy: str
+    order: tuple[str, ...]
+    reason: str
+    left_out: tuple[str, ...]
+    waited: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +399,7 @@ class RequestFinished(_Event):
 
 ReliantEvent: TypeAlias = (
     RequestStarted
+    | RouteChosen
     | AttemptStarted
     | AttemptSucceeded
     | AttemptFailed

@@ -12,6 +12,8 @@
           │                                spec: final, never retried or failed over
           ├── StreamError                  a committed stream broke (cut, malformed, idle)
           ├── NoStreamingProviderError     no candidate can serve a stream
+          ├── NoCapacityError              routing: no deployment has rate-limit capacity
+          │                                within Routing.max_wait (.wait, .deployments)
           └── FailoverError                every candidate failed (.attempts; __cause__ is an
                │                           ExceptionGroup of the per-attempt errors)
                └── ContextWindowExceededError   the request cannot fit the model's window
@@ -44,6 +46,8 @@ FailureReason = Literal[
     "malformed_response",
     "content_filter",
     "fake_server_spec",
+    # Routing: a deployment's client-side rate limit left no room (no call made).
+    "capacity",
     # Attempts that were never made, or ended by reliant itself:
     "circuit_open",
     "retry_budget",
@@ -66,14 +70,21 @@ never retry the same one), ``content_filter`` a safety refusal,
 without a call, ``stream_broken`` a committed stream that broke and was
 recovered on another candidate, ``hedge_lost`` a hedged attempt cancelled
 because another answered first, ``hedge_budget`` a hedge the hedge budget
-refused (no call was made). ``success``, ``cancelled`` and
+refused (no call was made), ``capacity`` a failover candidate whose
+client-side rate limit (routing's :class:`~reliant.RateLimit`) left no room
+(no call was made either). ``success``, ``cancelled`` and
 ``context_truncated`` appear only in :class:`~reliant.RequestRecord`
 attempts: the attempt that served, one the request's end interrupted, one
 whose history was halved and sent again.
 """
 
 ErrorKind = Literal[
-    "timeout", "response_too_large", "malformed_response", "content_filter", "fake_server_spec"
+    "timeout",
+    "response_too_large",
+    "malformed_response",
+    "content_filter",
+    "fake_server_spec",
+    "capacity",
 ]
 """Structured kinds of :class:`ProviderError` that decide classification on their own."""
 
@@ -246,6 +257,32 @@ class StreamError(ReliantError):
 
 class NoStreamingProviderError(ReliantError):
     """No configured provider can serve the requested kind of stream."""
+
+
+class NoCapacityError(ReliantError):
+    """No deployment has rate-limit capacity, and it would not come within ``Routing.max_wait``.
+
+    Raised before any call is made: sending the request would only earn a
+    429 the client could predict.
+
+    Attributes:
+        wait: Seconds until the soonest deployment has capacity again.
+        deployments: The deployments that were considered.
+        waited: Seconds the request already waited for capacity.
+    """
+
+    def __init__(self, wait: float, deployments: Sequence[str], waited: float = 0.0) -> None:
+        self.wait = wait
+        self.deployments = tuple(deployments)
+        self.waited = waited
+        names = ", ".join(self.deployments)
+        super().__init__(
+            f"no rate-limit capacity on any deployment ({names}) for {wait:.3g} s "
+            f"after waiting {waited:.3g} s (Routing.max_wait); request not sent"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.wait, self.deployments, self.waited))
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,14 @@ from ._health import (
 )
 from ._log import log
 from ._provider import Provider
-from ._records import HedgeDriver, Lost, Observer, ObserverFactory, StreamRecovery
+from ._records import (
+    HedgeDriver,
+    Lost,
+    Observer,
+    ObserverFactory,
+    RouterDriver,
+    StreamRecovery,
+)
 from ._sanitize import collapse_whitespace, sanitize_api_error, scrub_exception
 from ._types import ChatMessage
 from .classify import Classification, classify
@@ -199,10 +206,14 @@ class Planner:
         observer: Makes a request's observer (``_observe.RequestObserver``)
             when someone listens or a ``fallback_scope()`` is open; None
             never observes.
+        router: Routing across deployments (``_router.Router``), or None
+            for the plain chain: it orders each request's candidates before
+            the walk, which goes on exactly as without it.
 
-    The planner knows hedging and observation only by the protocols of
-    ``_records`` (``HedgeDriver``, ``Observer``): the assembler
-    (``_reliable``) hands it the objects, so it imports neither.
+    The planner knows hedging, observation and routing only by the
+    protocols of ``_records`` (``HedgeDriver``, ``Observer``,
+    ``RouterDriver``): the assembler (``_reliable``) hands it the objects,
+    so it imports none of them.
     """
 
     __slots__ = (
@@ -218,6 +229,7 @@ class Planner:
         "primary",
         "providers",
         "rng",
+        "router",
     )
 
     def __init__(
@@ -233,8 +245,10 @@ class Planner:
         hedger: HedgeDriver | None = None,
         emit: Callable[[Any], None] | None = None,
         observer: ObserverFactory | None = None,
+        router: RouterDriver | None = None,
     ) -> None:
         self.emit = emit
+        self.router = router
         self.observer = observer
         self.providers = tuple(providers)
         self.fallback_on_content_filter = fallback_on_content_filter
@@ -263,6 +277,7 @@ class Planner:
         messages: Sequence[ChatMessage] | None,
         candidates: Sequence[tuple[str, Provider]] | None = None,
         header: str = FAILOVER_HEADER,
+        primary: str | None = None,
     ) -> FailoverRun:
         """Start one run of the state machine; iterate it with ``async for``.
 
@@ -276,9 +291,23 @@ class Planner:
                 (a context-window failure then cannot be recovered).
             candidates: Providers to try (default: all).
             header: First line of the ``FailoverError`` message.
+            primary: The candidate the request is meant for, against which
+                fallback information and events tell a fallback (default:
+                the first configured provider; routing passes its choice).
         """
         pool = self.providers if candidates is None else tuple(candidates)
-        return FailoverRun(self, model, messages, pool, header)
+        return FailoverRun(self, model, messages, pool, header, primary or self.primary)
+
+    async def routed(
+        self,
+        pool: Sequence[tuple[str, Provider]],
+        messages: Sequence[ChatMessage] | None,
+        prompt: Sequence[str | None] = (),
+    ) -> tuple[Sequence[tuple[str, Provider]], Any]:
+        """``pool`` in routing's order for this request, and its decision (None: no routing)."""
+        if self.router is None:
+            return pool, None
+        return await self.router.route(pool, messages, prompt)
 
     async def call(
         self,
@@ -286,12 +315,23 @@ class Planner:
         *,
         model: str,
         messages: Sequence[ChatMessage] | None,
+        prompt: Sequence[str | None] = (),
     ) -> T:
-        """Run ``fn(provider, model_id, messages)`` under failover: the non-streaming driver."""
-        run = self.attempts(model=model, messages=messages)
+        """Run ``fn(provider, model_id, messages)`` under failover: the non-streaming driver.
+
+        ``prompt`` is what routing reads of a call without history
+        (``messages`` None): its system prompt and message.
+        """
+        pool, decision = await self.routed(self.providers, messages, prompt)
+        run = self.attempts(
+            model=model,
+            messages=messages,
+            candidates=pool,
+            primary=None if decision is None else decision.chosen,
+        )
         obs = run.obs
         if obs is not None:
-            obs.request_started(False)
+            obs.request_started(False, decision)
         hedger = self.hedger
         value: T | None = None
         error: BaseException | None = None
@@ -434,6 +474,7 @@ class FailoverRun:
         "_pi",
         "_planner",
         "_pool",
+        "_primary",
         "_recoveries",
         "_requested",
         "_saw_error",
@@ -455,8 +496,10 @@ class FailoverRun:
         messages: Sequence[ChatMessage] | None,
         pool: tuple[tuple[str, Provider], ...],
         header: str,
+        primary: str,
     ) -> None:
         self._planner = planner
+        self._primary = primary
         self._health = planner.health
         # The in-process store never waits: call it directly, no coroutine,
         # no shielded scope (see "Overhead" in the module comment).
@@ -503,10 +546,10 @@ class FailoverRun:
             self.obs = planner.observer(
                 emit,
                 cell,
-                planner.primary,
+                primary,
                 model,
                 self._max_attempts,
-                planner.model_id(planner.primary, model),
+                planner.model_id(primary, model),
             )
 
     def __aiter__(self) -> FailoverRun:
@@ -1090,7 +1133,7 @@ class FailoverRun:
             or self._trail
             or self._truncated
             or chain_model != self._requested
-            or slot.name != self._planner.primary
+            or slot.name != self._primary
         ):
             log(
                 INFO,
@@ -1110,7 +1153,7 @@ class FailoverRun:
             if current_cell() is not None:  # built only when someone will read it
                 record_provider_fallback(
                     ProviderFallbackInfo(
-                        self._planner.primary,
+                        self._primary,
                         self._requested,
                         slot.name,
                         slot.model_id,

@@ -39,11 +39,13 @@ if TYPE_CHECKING:
         RequestRecord,
         RequestStarted,
         RetryScheduled,
+        RouteChosen,
         StreamFinished,
         StreamRecovered,
         StreamStarted,
     )
     from ._health import RouteHealth
+    from ._routing import RouteDecision
 
 __all__ = ["Emitter", "RequestObserver", "Tally", "check_hook", "error_type"]
 
@@ -228,8 +230,8 @@ class RequestObserver:
 
     # -- the request ------------------------------------------------------------
 
-    def request_started(self, stream: bool) -> None:
-        """The driver began the request."""
+    def request_started(self, stream: bool, route: RouteDecision | None = None) -> None:
+        """The driver began the request (``route``: what routing decided for it, if on)."""
         self._stream = stream
         if self.emit is not None:
             self.emit(
@@ -243,6 +245,21 @@ class RequestObserver:
                     self.requested_model,
                 )
             )
+            if route is not None:
+                self.emit(
+                    RouteChosen(
+                        self.request_id,
+                        route.chosen,
+                        self.requested_model,
+                        0,
+                        self._t0,
+                        route.strategy,
+                        route.order,
+                        route.reason,
+                        route.left_out,
+                        route.waited,
+                    )
+                )
 
     def request_finished(
         self,

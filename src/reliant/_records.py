@@ -17,7 +17,7 @@ The policies know an attempt only by :class:`SlotView` and a run only by
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +27,7 @@ __all__ = [
     "Lost",
     "Observer",
     "ObserverFactory",
+    "RouterDriver",
     "SlotView",
     "StreamRecovery",
 ]
@@ -104,7 +105,7 @@ class Observer(Protocol):
 
     tally: Any
 
-    def request_started(self, stream: bool) -> None: ...
+    def request_started(self, stream: bool, route: Any = None) -> None: ...
     def request_finished(
         self,
         trail: list[Any],
@@ -123,6 +124,14 @@ class Observer(Protocol):
     def circuit(self, key: tuple[str, str], attempt: int, view: Any) -> None: ...
     def hedge_started(self, slot: Any) -> None: ...
     def hedge_lost(self, slot: Any, started: float, ended: float, winner: Any) -> None: ...
+
+
+class RouterDriver(Protocol):
+    """Routing as the planner's drivers use it (``_router.Router``): the pool, ordered."""
+
+    async def route(
+        self, pool: Sequence[tuple[str, Any]], messages: Any, prompt: Sequence[str | None]
+    ) -> tuple[tuple[tuple[str, Any], ...], Any]: ...
 
 
 ObserverFactory = Callable[..., Observer]

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     from ._events import EventHook
     from ._hedge import Hedge, Hedger
     from ._recovery import ItemOps, MidStream, OpenContinuation, RecoverySpec
+    from ._router import Router
+    from ._routing import DeploymentView, RateLimit, Routing
+    from ._routing_state import RoutingStore
 
 _MID_STREAM_MODES = ("error", "restart", "continue")
 
@@ -119,11 +122,22 @@ class ReliableProvider(Provider):
             breakers, hedges, recoveries, the request's end), inline, from
             the request's task. It must not block; if it raises, that is
             logged once and ignored. More listeners: :meth:`add_listener`.
+        routing: How requests spread over peer deployments
+            (:class:`Routing`: tiers, a balancing strategy, prompt-prefix
+            affinity); None keeps the plain chain. The chosen deployment
+            is the first candidate, its tier's others follow in the
+            balancer's order, then the next tiers.
+        rate_limits: ``{name: RateLimit(rpm=..., tpm=...)}``: client-side
+            limits per deployment; a deployment without room gets no call
+            (limits the servers announce in their headers are learned too).
+        routing_store: Where routing state lives (in flight, latency, rate
+            windows); the default is this process, ``RedisRouting`` shares it
+            across a fleet.
 
     Raises:
         ValueError: For an empty provider list, duplicate names, negative
-            retries or backoff, non-positive timeouts, or aliases naming an
-            unknown provider.
+            retries or backoff, non-positive timeouts, or aliases, tiers or
+            rate limits naming an unknown provider.
         TypeError: When a provider is not a ``Provider``, or ``on_event``
             is not a synchronous callable (an ``async def`` is refused).
     """
@@ -146,6 +160,9 @@ class ReliableProvider(Provider):
         fallback_on_content_filter: bool = False,
         hedge: Hedge | None = None,
         on_event: EventHook | None = None,
+        routing: Routing | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        routing_store: RoutingStore | None = None,
     ) -> None:
         providers = _named(providers)
         from ._observe import Emitter, check_hook
@@ -168,8 +185,16 @@ class ReliableProvider(Provider):
         _validate_timeout("first_chunk_timeout", first_chunk_timeout)
         _validate_timeout("idle_timeout", idle_timeout)
         store = _health_store(health)
+        self._providers = providers
+        router = _router(providers, routing, rate_limits, routing_store, rng)
+        walked: tuple[tuple[str, Provider], ...] = providers
+        if router is not None:
+            # The planner walks the deployments wrapped with routing's
+            # bookkeeping; callers keep seeing the providers they gave.
+            walked = tuple((name, router.wrap(name, p)) for name, p in providers)
+        self._router = router
         self._planner = Planner(
-            providers,
+            walked,
             max_retries,
             base_backoff,
             model_fallbacks or {},
@@ -179,6 +204,7 @@ class ReliableProvider(Provider):
             fallback_on_content_filter=bool(fallback_on_content_filter),
             hedger=_hedger(hedge),
             observer=_observer,
+            router=router,
         )
         self._emitter = Emitter(listeners)
         self._planner.emit = self._emitter if listeners else None
@@ -198,7 +224,7 @@ class ReliableProvider(Provider):
     @property
     def providers(self) -> tuple[tuple[str, Provider], ...]:
         """The ``(name, provider)`` chain in priority order."""
-        return self._planner.providers
+        return self._providers
 
     @property
     def max_retries(self) -> int:
@@ -233,6 +259,9 @@ class ReliableProvider(Provider):
             max_stream_recoveries=self.max_stream_recoveries,
             fallback_on_content_filter=self._planner.fallback_on_content_filter,
             hedge=self.hedge,
+            routing=None if self._router is None else self._router.routing,
+            rate_limits=None if self._router is None else self._router.limits,
+            routing_store=None if self._router is None else self._router.store,
         )._listening(self._emitter.listeners)
 
     # -- events ------------------------------------------------------------
@@ -282,6 +311,19 @@ class ReliableProvider(Provider):
         """
         store = self._planner.health
         return {} if store is None else store.snapshot()
+
+    @property
+    def routing(self) -> Routing | None:
+        """How requests spread over deployments (None: the plain chain, no rate limits)."""
+        return None if self._router is None else self._router.routing
+
+    def deployments(self) -> dict[str, DeploymentView]:
+        """Each routed deployment's state: in flight, latency, recent load, rate-limit room.
+
+        Empty when routing is off. Call it from the running loop (its
+        times are that loop's clock).
+        """
+        return {} if self._router is None else self._router.deployments()
 
     def __repr__(self) -> str:
         names = ", ".join(name for name, _ in self.providers)
@@ -335,6 +377,7 @@ class ReliableProvider(Provider):
             lambda p, m, _: p.chat_with_system(system_prompt, message, m, temperature),
             model=model,
             messages=None,
+            prompt=(system_prompt, message),
         )
 
     async def chat_with_history(
@@ -395,6 +438,7 @@ class ReliableProvider(Provider):
             options,
             tools=False,
             fallback=fallback,
+            prompt=(system_prompt, message),
             recovery=lambda: self._recovery(
                 "chunks",
                 _system_and_user(system_prompt, message),
@@ -470,13 +514,14 @@ class ReliableProvider(Provider):
         tools: bool,
         fallback: Callable[[], Awaitable[Sequence[T]]],
         recovery: Callable[[], RecoverySpec[T]],
+        prompt: Sequence[str | None] = (),
     ) -> StreamContext[T]:
         candidates = self._candidates.get(tools)
         if candidates is None:
             # Capabilities are read once per kind of stream, not per request.
             candidates = self._candidates[tools] = tuple(
                 (name, p)
-                for name, p in self.providers
+                for name, p in self._planner.providers
                 if p.supports_streaming and (not tools or p.supports_streaming_tool_events)
             )
         spec: BridgeSpec[T] = BridgeSpec(
@@ -495,6 +540,7 @@ class ReliableProvider(Provider):
             idle_timeout=self.idle_timeout,
             fallback=fallback if self.stream_fallback_to_non_streaming else None,
             recovery=None if self.mid_stream == "error" else recovery(),
+            prompt=prompt,
         )
         return StreamContext(spec)
 
@@ -521,6 +567,34 @@ def _observer(*args: Any) -> Observer:
     from ._observe import RequestObserver
 
     return RequestObserver(*args)
+
+
+def _router(
+    providers: tuple[tuple[str, Provider], ...],
+    routing: Routing | None,
+    rate_limits: Mapping[str, RateLimit] | None,
+    store: RoutingStore | None,
+    rng: random.Random | None,
+) -> Router | None:
+    # Routing loads only when asked for; rate limits alone route the plain chain.
+    if routing is None and not rate_limits and store is None:
+        return None
+    from ._router import Router
+    from ._routing import Routing
+    from ._routing_state import RoutingStore
+
+    if routing is None:
+        routing = Routing()
+    if not isinstance(routing, Routing):
+        raise TypeError(f"routing must be a Routing or None, got {type(routing).__name__}")
+    if rate_limits is not None and not isinstance(rate_limits, Mapping):
+        raise TypeError(
+            f"rate_limits must be a mapping of provider name -> RateLimit, "
+            f"got {type(rate_limits).__name__}"
+        )
+    if store is not None and not isinstance(store, RoutingStore):
+        raise TypeError(f"routing_store must be a routing store, got {type(store).__name__}")
+    return Router(routing, [name for name, _ in providers], rate_limits or {}, store, rng)
 
 
 def _hedger(hedge: Hedge | None) -> Hedger | None:

@@ -578,6 +578,9 @@ _KIND_CLASSIFICATION: dict[str, Classification] = {
     "content_filter": Classification("content_filter", False, False, False, None, True),
     # A test's mistyped fake-server spec: failing over would hide it.
     "fake_server_spec": Classification("fake_server_spec", False, False, False, None, final=True),
+    # Routing's client-side rate limit refused a failover candidate: no call
+    # was made; the next candidate is tried at once (never opens a breaker).
+    "capacity": Classification("capacity", False, False, False, None),
 }
 
 

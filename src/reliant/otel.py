@@ -90,6 +90,7 @@ from ._events import (
     RequestFinished,
     RequestStarted,
     RetryScheduled,
+    RouteChosen,
     StreamFinished,
     StreamRecovered,
     StreamStarted,
@@ -190,6 +191,7 @@ class Instrumentation:
         self._requests: dict[int, _Request] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             RequestStarted: self._request_started,
+            RouteChosen: self._route_chosen,
             AttemptStarted: self._attempt_started,
             AttemptSucceeded: self._attempt_succeeded,
             AttemptFailed: self._attempt_failed,
@@ -235,6 +237,27 @@ class Instrumentation:
             start_time=base_ns,
         )
         self._requests[e.request_id] = _Request(span, base_ns, e.at, e.requested_model, e.stream)
+
+    def _route_chosen(self, e: RouteChosen) -> None:
+        # The decision is an attribute of the request: its span says where
+        # routing sent it and why, and an event keeps the whole order.
+        request = self._requests.get(e.request_id)
+        if request is None:
+            return
+        request.span.set_attributes(
+            {
+                "reliant.routing.strategy": e.strategy,
+                "reliant.routing.chosen": e.provider,
+                "reliant.routing.reason": e.reason,
+            }
+        )
+        self._event(
+            e.request_id,
+            "reliant.route",
+            e.at,
+            {"reliant.routing.order": list(e.order), "reliant.routing.left_out": list(e.left_out),
+             "reliant.routing.waited": e.waited},
+        )  # fmt: skip
 
     def _request_finished(self, e: RequestFinished) -> None:
         request = self._requests.pop(e.request_id, None)

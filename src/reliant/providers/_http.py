@@ -69,7 +69,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -830,6 +830,8 @@ class HTTPProvider(Provider):
         )
         self._total_timeout = check_request_timeout(request_timeout)
         self._headers: dict[str, str] = {}
+        # Given every response's headers (routing learns rate limits from them).
+        self._header_sinks: tuple[Callable[[Mapping[str, str]], bool], ...] = ()
         # An httpx2.Auth that signs each request (Bedrock's SigV4), else the client's own.
         self._auth: Any = httpx2.USE_CLIENT_DEFAULT
 
@@ -847,6 +849,22 @@ class HTTPProvider(Provider):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self._name!r}, base_url={self.base_url!r})"
+
+    def watch_headers(self, sink: Callable[[Mapping[str, str]], bool]) -> None:
+        """Give every response's headers to ``sink`` (errors and streams included).
+
+        Routing registers one per deployment to learn the rate limits a
+        server announces (``x-ratelimit-remaining-requests``, ...). A sink
+        that returns False is dropped (its router is gone). Sinks run
+        inline, before the body is read: they must not block or raise.
+        """
+        self._header_sinks = (*self._header_sinks, sink)
+
+    def _saw_headers(self, response: httpx2.Response) -> None:
+        headers, sinks = response.headers, self._header_sinks
+        kept = tuple(sink for sink in sinks if sink(headers))
+        if len(kept) != len(sinks):
+            self._header_sinks = kept
 
     # -- client --------------------------------------------------------------------
 
@@ -1110,6 +1128,8 @@ class HTTPProvider(Provider):
                 auth=self._auth,
             ) as response:
                 closing_response_stream(response)
+                if self._header_sinks:
+                    self._saw_headers(response)
                 if not 200 <= response.status_code < 300:
                     raise self._status_error(response, await self._error_text(response))
                 raw = await read_body(response, self._max_response_bytes)
@@ -1143,6 +1163,8 @@ class HTTPProvider(Provider):
     ) -> None:
         """Raise ``ProviderError`` unless ``response`` is a 2xx of content type ``expected``."""
         closing_response_stream(response)
+        if self._header_sinks:
+            self._saw_headers(response)
         if not 200 <= response.status_code < 300:
             raise self._status_error(response, await self._error_text(response))
         content_type = response.headers.get("content-type", "")

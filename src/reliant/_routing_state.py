@@ -1,0 +1,387 @@
+"""Routing state: what each deployment is doing, kept where the routing decision reads it.
+
+The decision (``_routing.order``) is pure; the state it reads lives here,
+behind :class:`RoutingStore`, the routing twin of provider health's
+``HealthStore``: in-process by default (:class:`LocalRouting`), in Redis for
+a fleet (``RedisRouting``) so that every process honours one RPM budget per
+deployment and sees the others' requests in flight.
+
+Per deployment the store keeps
+------------------------------
+- ``in_flight``: attempts started and not yet ended (a stream ends when the
+  caller lets go of it, not at its first item);
+- a peak EWMA of latency (Finagle's ``PeakEwma``)::
+
+      on a sample s at time t:   w = exp(-(t - stamp) / decay)
+                                 cost = s                      if s > cost
+                                        cost * w + s * (1 - w) otherwise
+      on a read at time t:       cost * exp(-(t - stamp) / decay)
+
+  so a slow sample counts at once, fast ones pull the average down over
+  ``decay`` seconds, and an old sample fades toward zero (the deployment
+  gets tried again);
+- ``load``: requests routed to it, decayed the same way (affinity's bound);
+- the rate-limit windows: the start times of the last 60 s of requests
+  (``rpm``), and (time, tokens) of the last 60 s (``tpm``). A request may
+  start when fewer than ``rpm`` started in the last 60 s and its token
+  estimate fits under ``tpm``; otherwise it is ready when enough old
+  entries leave the window. Memory is at most ``rpm`` entries.
+- limits learned from response headers (:func:`learn_headers`): remaining
+  requests and tokens until a reset time. Requests already in flight when
+  the header came, and every one started since, are subtracted, so a burst
+  does not overshoot what the server said is left. A deployment that says
+  it has nothing left gets no request until its reset.
+
+Token estimates
+---------------
+A request's tokens are estimated before it is sent as ``ceil(characters /
+4)`` of every message (the usual rule of thumb for English under BPE
+tokenizers) plus :data:`OUTPUT_ALLOWANCE` for the answer; tiktoken is not
+needed. When the answer reports its usage (input plus output tokens), the
+window entry is corrected to it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from ._routing import DeploymentView, RateLimit
+
+__all__ = [
+    "OUTPUT_ALLOWANCE",
+    "Learned",
+    "LocalRouting",
+    "RoutingStore",
+    "learn_headers",
+]
+
+WINDOW = 60.0
+"""Seconds of a per-minute rate-limit window."""
+
+OUTPUT_ALLOWANCE = 256
+"""Tokens assumed for an answer before its usage is known."""
+
+MAX_RESET = 3600.0
+"""A reset further away than this (a lying or broken header) is read as this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """Rate-limit facts read from one response's headers (None where absent).
+
+    ``*_reset`` are seconds from when the headers arrived.
+    """
+
+    requests: float | None = None
+    requests_reset: float | None = None
+    tokens: float | None = None
+    tokens_reset: float | None = None
+
+
+class RoutingStore(ABC):
+    """Where routing state lives; one per set of processes that should agree.
+
+    ``views`` is synchronous: it reads this process's copy (the whole
+    state in-process, a mirror refreshed by every round trip for Redis).
+    The rest are ``async`` so a store may do I/O; :class:`LocalRouting`
+    never blocks.
+    """
+
+    decay: float = 10.0
+
+    @abstractmethod
+    def view(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> DeploymentView:
+        """``name``'s state at ``now`` for a request of ``tokens`` estimated tokens."""
+
+    @abstractmethod
+    async def acquire(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> float:
+        """Start a request on ``name`` if it has capacity: 0.0, else seconds until it has."""
+
+    @abstractmethod
+    def observe(self, name: str, now: float, latency: float, failed: bool) -> None:
+        """A latency sample of ``name`` (``failed``: counted only if it is a new peak).
+
+        Synchronous: a shared store sends it with its next round trip.
+        """
+
+    @abstractmethod
+    async def release(self, name: str, now: float, estimate: int, used: int | None) -> None:
+        """A request on ``name`` ended: its in-flight slot back, its tokens set to ``used``."""
+
+    @abstractmethod
+    def learn(self, name: str, now: float, learned: Learned) -> None:
+        """Record what a response of ``name`` said about its rate limits (synchronous too)."""
+
+    def snapshot(self, now: float) -> dict[str, DeploymentView]:
+        """Every known deployment's state (without limits: see ``ReliableProvider.deployments``)."""
+        return {}
+
+
+class _Deployment:
+    __slots__ = (
+        "cost",
+        "in_flight",
+        "load",
+        "load_stamp",
+        "req_left",
+        "req_reset",
+        "stamp",
+        "starts",
+        "tok_left",
+        "tok_reset",
+        "tok_sum",
+        "tokens",
+    )
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.cost = 0.0
+        self.stamp = 0.0
+        self.load = 0.0
+        self.load_stamp = 0.0
+        self.starts: deque[float] = deque()
+        self.tokens: deque[list[float]] = deque()  # [time, tokens]
+        self.tok_sum = 0.0
+        self.req_left = 0.0
+        self.req_reset = -math.inf
+        self.tok_left = 0.0
+        self.tok_reset = -math.inf
+
+
+class LocalRouting(RoutingStore):
+    """Routing state in this process (the default); every method is O(1) amortized.
+
+    Args:
+        decay: Seconds, the time constant of the latency average and the
+            recent load (``Routing.decay``).
+    """
+
+    def __init__(self, decay: float = 10.0) -> None:
+        self.decay = decay
+        self._deps: dict[str, _Deployment] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalRouting({len(self._deps)} deployments)"
+
+    def _dep(self, name: str) -> _Deployment:
+        dep = self._deps.get(name)
+        if dep is None:
+            dep = self._deps[name] = _Deployment()
+        return dep
+
+    # -- reads ---------------------------------------------------------------
+
+    def view(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> DeploymentView:
+        dep = self._dep(name)
+        self._expire(dep, now)
+        ready, left_req, left_tok = _capacity(dep, now, limit, tokens)
+        return DeploymentView(
+            name,
+            dep.in_flight,
+            dep.cost * math.exp(-(now - dep.stamp) / self.decay),
+            dep.load * math.exp(-(now - dep.load_stamp) / self.decay),
+            ready,
+            left_req,
+            left_tok,
+        )
+
+    def snapshot(self, now: float) -> dict[str, DeploymentView]:
+        return {name: self.view(name, now, None, 0) for name in self._deps}
+
+    # -- writes --------------------------------------------------------------
+
+    async def acquire(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> float:
+        return self.acquire_nowait(name, now, limit, tokens)
+
+    def acquire_nowait(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> float:
+        """:meth:`acquire` without a coroutine (this store never waits)."""
+        dep = self._dep(name)
+        self._expire(dep, now)
+        ready, _, _ = _capacity(dep, now, limit, tokens)
+        if ready > 0:
+            return ready
+        dep.in_flight += 1
+        dep.load = dep.load * math.exp(-(now - dep.load_stamp) / self.decay) + 1.0
+        dep.load_stamp = now
+        dep.starts.append(now)
+        dep.tokens.append([now, float(tokens)])
+        dep.tok_sum += tokens
+        if dep.req_reset > now:
+            dep.req_left -= 1
+        if dep.tok_reset > now:
+            dep.tok_left -= tokens
+        return 0.0
+
+    def observe(self, name: str, now: float, latency: float, failed: bool) -> None:
+        self.observe_nowait(name, now, latency, failed)
+
+    def observe_nowait(self, name: str, now: float, latency: float, failed: bool) -> None:
+        """:meth:`observe` (the same; named like the other in-process twins)."""
+        dep = self._dep(name)
+        w = math.exp(-(now - dep.stamp) / self.decay)
+        if failed and latency <= dep.cost * w:
+            return  # a quick failure says nothing about how fast answers come
+        # Peak EWMA (see the module comment).
+        dep.cost = latency if latency > dep.cost else dep.cost * w + latency * (1.0 - w)
+        dep.stamp = now
+
+    async def release(self, name: str, now: float, estimate: int, used: int | None) -> None:
+        self.release_nowait(name, now, estimate, used)
+
+    def release_nowait(self, name: str, now: float, estimate: int, used: int | None) -> None:
+        """:meth:`release` without a coroutine."""
+        dep = self._dep(name)
+        dep.in_flight = max(0, dep.in_flight - 1)
+        if used is not None and used != estimate:
+            _correct(dep, estimate, used)
+
+    def learn(self, name: str, now: float, learned: Learned) -> None:
+        self.learn_nowait(name, now, learned)
+
+    def learn_nowait(self, name: str, now: float, learned: Learned) -> None:
+        """:meth:`learn` (the same)."""
+        dep = self._dep(name)
+        # The server counted this request, not the others still in flight.
+        others = max(0, dep.in_flight - 1)
+        if learned.requests is not None:
+            dep.req_left = learned.requests - others
+            dep.req_reset = now + (learned.requests_reset or WINDOW)
+        if learned.tokens is not None:
+            dep.tok_left = learned.tokens
+            dep.tok_reset = now + (learned.tokens_reset or WINDOW)
+
+    def _expire(self, dep: _Deployment, now: float) -> None:
+        edge = now - WINDOW
+        starts = dep.starts
+        while starts and starts[0] <= edge:
+            starts.popleft()
+        entries = dep.tokens
+        while entries and entries[0][0] <= edge:
+            dep.tok_sum -= entries.popleft()[1]
+
+
+def _correct(dep: _Deployment, estimate: int, used: int) -> None:
+    # Replace the newest window entry that still holds exactly this estimate.
+    for entry in reversed(dep.tokens):
+        if entry[1] == estimate:
+            entry[1] = float(used)
+            dep.tok_sum += used - estimate
+            return
+
+
+def _capacity(
+    dep: _Deployment, now: float, limit: RateLimit | None, tokens: int
+) -> tuple[float, float | None, float | None]:
+    # Seconds until a request of `tokens` may start (0: now), and what is left.
+    ready = 0.0
+    left_req: float | None = None
+    left_tok: float | None = None
+    if limit is not None and limit.rpm is not None:
+        rpm = max(1, int(limit.rpm))
+        left_req = float(rpm - len(dep.starts))
+        if left_req <= 0:
+            ready = dep.starts[len(dep.starts) - rpm] + WINDOW - now
+    if limit is not None and limit.tpm is not None:
+        left_tok = limit.tpm - dep.tok_sum
+        if tokens > left_tok and dep.tokens:
+            need = dep.tok_sum + tokens - limit.tpm  # tokens that must leave the window
+            freed = 0.0
+            at = dep.tokens[-1][0]
+            for t, n in dep.tokens:
+                freed += n
+                if freed >= need:
+                    at = t
+                    break
+            ready = max(ready, at + WINDOW - now)
+    if dep.req_reset > now:
+        left_req = dep.req_left if left_req is None else min(left_req, dep.req_left)
+        if dep.req_left <= 0:
+            ready = max(ready, dep.req_reset - now)
+    if dep.tok_reset > now:
+        left_tok = dep.tok_left if left_tok is None else min(left_tok, dep.tok_left)
+        if dep.tok_left < tokens:
+            ready = max(ready, dep.tok_reset - now)
+    return max(ready, 0.0), left_req, left_tok
+
+
+# -- headers ----------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def learn_headers(headers: Mapping[str, str]) -> Learned | None:
+    """The rate-limit facts of one response's headers, or None when it has none.
+
+    Reads OpenAI's (and Azure OpenAI's) ``x-ratelimit-remaining-requests``,
+    ``x-ratelimit-remaining-tokens`` and ``x-ratelimit-reset-*`` (durations
+    such as ``"1s"``, ``"6m0s"``, ``"120ms"``), and Anthropic's
+    ``anthropic-ratelimit-{requests,tokens,input-tokens}-{remaining,reset}``
+    (RFC 3339 times). Anything unreadable (not a number, negative, an
+    unparseable time) is ignored; a reset further than an hour away is read
+    as an hour, so a lying header cannot shut a deployment out for longer.
+    ``headers`` must be case-insensitive (httpx2's are).
+    """
+    requests = _count(headers.get("x-ratelimit-remaining-requests"))
+    tokens = _count(headers.get("x-ratelimit-remaining-tokens"))
+    if requests is not None or tokens is not None:
+        return Learned(
+            requests,
+            _duration(headers.get("x-ratelimit-reset-requests")),
+            tokens,
+            _duration(headers.get("x-ratelimit-reset-tokens")),
+        )
+    requests = _count(headers.get("anthropic-ratelimit-requests-remaining"))
+    tokens = _count(headers.get("anthropic-ratelimit-tokens-remaining"))
+    tokens_reset = headers.get("anthropic-ratelimit-tokens-reset")
+    if tokens is None:
+        tokens = _count(headers.get("anthropic-ratelimit-input-tokens-remaining"))
+        tokens_reset = headers.get("anthropic-ratelimit-input-tokens-reset")
+    if requests is None and tokens is None:
+        return None
+    return Learned(
+        requests,
+        _instant(headers.get("anthropic-ratelimit-requests-reset")),
+        tokens,
+        _instant(tokens_reset),
+    )
+
+
+def _count(value: str | None) -> float | None:
+    if value is None or len(value) > 32:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None or len(value) > 64:
+        return None
+    text = value.strip().lower()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        plain = _count(text)  # a bare number of seconds
+        return None if plain is None else min(plain, MAX_RESET)
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return min(sum(float(n) * scale[u] for n, u in parts), MAX_RESET)
+
+
+def _instant(value: str | None) -> float | None:
+    if value is None or len(value) > 64:
+        return None
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    return min(max(at.timestamp() - time.time(), 0.0), MAX_RESET)
