@@ -261,7 +261,7 @@ class ReliableProvider(Provider):
             hedge=self.hedge,
             routing=None if self._router is None else self._router.routing,
             rate_limits=None if self._router is None else self._router.limits,
-            routing_store=None if self._router is None else self._router.store,
+            routing_store=self.routing_store,
         )._listening(self._emitter.listeners)
 
     # -- events ------------------------------------------------------------
@@ -311,6 +311,11 @@ class ReliableProvider(Provider):
         """
         store = self._planner.health
         return {} if store is None else store.snapshot()
+
+    @property
+    def routing_store(self) -> RoutingStore | None:
+        """Where routing state lives (None when routing is off); pass it on to share it."""
+        return None if self._router is None else self._router.store
 
     @property
     def routing(self) -> Routing | None:
