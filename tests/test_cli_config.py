@@ -233,6 +233,67 @@ def test_hedge_table_builds_the_policy() -> None:
     assert parse_config(tomllib.loads(text)).hedge == Hedge(after="p95", max_extra=2, budget=0.05)
 
 
+TWO = (
+    GOOD
+    + PROVIDER.replace('"primary"', '"east"')
+    + "\n"
+)
+
+
+def test_routing_and_rate_limits_tables_build_the_policy() -> None:
+    """[routing] and [rate_limits] reach ReliableProvider as Routing and RateLimit."""
+    from reliant import RateLimit, Routing
+    from reliant._cli._config import build_reliable
+    from reliant.testing import Reply, ScriptedProvider
+
+    text = TWO + textwrap.dedent(
+        """
+        [routing]
+        tiers = [["primary", "east"]]
+        strategy = "latency"
+        affinity = "prefix"
+        weights = { east = 2 }
+        max_wait = 0
+
+        [rate_limits]
+        east = { rpm = 600, tpm = 100000 }
+        """
+    )
+    config = parse_config(tomllib.loads(text))
+    routing = Routing(
+        tiers=[["primary", "east"]],
+        strategy="latency",
+        affinity="prefix",
+        weights={"east": 2},
+        max_wait=0,
+    )
+    assert config.routing == routing
+    assert config.rate_limits == {"east": RateLimit(rpm=600, tpm=100000)}
+    llm = build_reliable(
+        config, [(n, ScriptedProvider([Reply()], name=n)) for n in ("primary", "east")]
+    )
+    assert llm.routing == routing
+    assert parse_config(tomllib.loads(GOOD)).routing is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('[routing]\nstrategy = "fastest"\n', "routing: strategy must be one of"),
+        ('[routing]\ntiers = [["nobody"]]\n', "routing.tiers: unknown provider(s) ['nobody']"),
+        ('[routing]\ntiers = "primary"\n', "routing.tiers: expected an array of arrays"),
+        ("[routing]\nstratgy = 1\n", "did you mean 'strategy'"),
+        ("[rate_limits]\nnobody = { rpm = 1 }\n", "rate_limits.nobody: unknown provider"),
+        ("[rate_limits]\nprimary = { rpm = -1 }\n", "rate_limits.primary.rpm"),
+        ("[rate_limits]\nprimary = { rpn = 1 }\n", "did you mean 'rpm'"),
+        ("[rate_limits]\nprimary = 600\n", "rate_limits.primary: expected a table"),
+    ],
+)
+def test_bad_routing_tables_are_clear_errors(extra: str, expected: str) -> None:
+    """Each mistake in [routing] or [rate_limits] names its key."""
+    assert expected in _problem(GOOD + extra)
+
+
 def test_health_table_builds_the_policy() -> None:
     """[health] sets the HealthPolicy fields; enabled = false turns health off."""
     from reliant import HealthPolicy

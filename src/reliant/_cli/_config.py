@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._health import HealthPolicy
 from .._hedge import Hedge
+from .._routing import RateLimit, Routing
 
 if TYPE_CHECKING:
     from reliant import Provider, ReliableProvider
@@ -131,6 +132,8 @@ class Config:
     max_stream_recoveries: int = 1
     fallback_on_content_filter: bool = False
     health_redis: RedisHealthConfig | None = None
+    routing: Routing | None = None
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     source: str = DEFAULT_CONFIG_NAME
     deprecations: tuple[str, ...] = ()
 
@@ -328,8 +331,12 @@ TOP_KEYS: tuple[str, ...] = (
     "fallback_on_content_filter",
     "health",
     "hedge",
+    "routing",
+    "rate_limits",
     "providers",
 )
+ROUTING_KEYS: tuple[str, ...] = tuple(Routing.__dataclass_fields__)
+RATE_LIMIT_KEYS: tuple[str, ...] = tuple(RateLimit.__dataclass_fields__)
 HEDGE_KEYS: tuple[str, ...] = tuple(Hedge.__dataclass_fields__)
 REDIS_KEYS: tuple[str, ...] = ("redis_url", "redis_prefix", "redis_name")
 HEALTH_KEYS: tuple[str, ...] = ("enabled", *HealthPolicy.__dataclass_fields__, *REDIS_KEYS)
@@ -543,6 +550,66 @@ def _hedge(data: Mapping[str, Any]) -> Hedge | None:
         raise ConfigError(f"hedge: {str(err).removeprefix('Hedge.')}") from None
 
 
+def _routing(data: Mapping[str, Any], names: set[str]) -> Routing | None:
+    if "routing" not in data:
+        return None
+    table = data["routing"]
+    if not isinstance(table, dict):
+        raise _wrong_type("routing", "a table ([routing])", table)
+    _unknown_keys(table, ROUTING_KEYS, "routing")
+    values: dict[str, Any] = {}
+    for key in ("strategy", "affinity"):
+        if key in table:
+            values[key] = _string(table, key, "routing")
+    if "tiers" in table:
+        tiers = table["tiers"]
+        if not isinstance(tiers, list) or not all(
+            isinstance(t, list) and all(isinstance(n, str) for n in t) for t in tiers
+        ):
+            raise _wrong_type("routing.tiers", 'an array of arrays of names ([["a", "b"]])', tiers)
+        unknown = sorted({n for t in tiers for n in t} - names)
+        if unknown:
+            raise ConfigError(f"routing.tiers: unknown provider(s) {unknown}")
+        values["tiers"] = tiers
+    if "weights" in table:
+        weights = table["weights"]
+        if not isinstance(weights, dict):
+            raise _wrong_type("routing.weights", "a table of name = weight", weights)
+        unknown = sorted(set(weights) - names)
+        if unknown:
+            raise ConfigError(f"routing.weights: unknown provider(s) {unknown}")
+        values["weights"] = {
+            n: _number(weights, n, "routing.weights", 1.0, positive=True) for n in weights
+        }
+    for key in ("decay", "load_bound", "max_wait"):
+        if key in table:
+            values[key] = _number(table, key, "routing", 0.0, positive=key != "max_wait")
+    try:
+        return Routing(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"routing: {str(err).removeprefix('Routing.')}") from None
+
+
+def _rate_limits(data: Mapping[str, Any], names: set[str]) -> dict[str, RateLimit]:
+    table = data.get("rate_limits", {})
+    if not isinstance(table, dict):
+        raise _wrong_type("rate_limits", "a table ([rate_limits] name = { rpm = 600 })", table)
+    limits: dict[str, RateLimit] = {}
+    for name, entry in table.items():
+        path = f"rate_limits.{_quote_key(name)}"
+        if name not in names:
+            raise ConfigError(f"{path}: unknown provider {name!r}")
+        if not isinstance(entry, dict):
+            raise _wrong_type(path, "a table such as { rpm = 600, tpm = 100000 }", entry)
+        _unknown_keys(entry, RATE_LIMIT_KEYS, path)
+        values = {k: _number(entry, k, path, 0.0, positive=True) for k in entry}
+        try:
+            limits[name] = RateLimit(**values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: {str(err).removeprefix('RateLimit.')}") from None
+    return limits
+
+
 def _mid_stream(data: Mapping[str, Any]) -> Literal["error", "restart", "continue"]:
     value = data.get("mid_stream", "error")
     if not isinstance(value, str):
@@ -625,6 +692,8 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULT_CONFIG_NAME) -> 
         max_stream_recoveries=_recoveries(data),
         fallback_on_content_filter=_boolean(data, "fallback_on_content_filter", "", False),
         health_redis=_health_redis(data),
+        routing=_routing(data, {p.name for p in providers}),
+        rate_limits=_rate_limits(data, {p.name for p in providers}),
         source=source,
         deprecations=(REQUEST_TIMEOUT_RENAMED,) if "request_timeout" in data else (),
     )
@@ -837,6 +906,8 @@ def build_reliable(config: Config, providers: list[tuple[str, Provider]]) -> Rel
         mid_stream=config.mid_stream,
         max_stream_recoveries=config.max_stream_recoveries,
         fallback_on_content_filter=config.fallback_on_content_filter,
+        routing=config.routing,
+        rate_limits=config.rate_limits or None,
     )
 
 
