@@ -152,5 +152,5 @@ async def test_a_deployment_that_says_it_is_out_of_quota_gets_nothing_until_its_
             assert await llm.chat_with_system(None, "hi", "m", 0.0) != "from a"
         await trio.sleep(30.0)
         assert await llm.chat_with_system(None, "hi", "m", 0.0) == "from a"
-    served = [r.body.get("model") for r in server.requests]
+    served = [r.model for r in server.requests]
     assert served == ["dep-a", "gpt-4o", "gpt-4o", "gpt-4o", "dep-a"]
