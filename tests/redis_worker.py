@@ -6,7 +6,8 @@ Prints ``ready`` once its store is open, waits for ``go`` on stdin, runs
 MODE and prints one JSON report line. Modes: ``hammer`` (callers loop on a
 dead primary with a working backup), ``budget`` (callers against an
 all-failing upstream), ``admit`` (concurrent admits on one route), ``hold``
-(take the probe slot and never give it back).
+(take the probe slot and never give it back), ``rpm`` (routing over two
+deployments whose RPM budgets are shared in Redis).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from typing import Any
 
 import trio
 
-from reliant import HealthPolicy, ProviderError, RedisHealth, ReliableProvider
+from reliant import (
+    HealthPolicy,
+    NoCapacityError,
+    ProviderError,
+    RateLimit,
+    RedisHealth,
+    RedisRouting,
+    ReliableProvider,
+    Routing,
+)
 from reliant.testing import Fail, Reply, ScriptedProvider
 
 
@@ -33,7 +43,45 @@ class Outages(logging.Handler):
             self.count += 1
 
 
+async def routed(params: dict[str, Any]) -> dict[str, Any]:
+    """Mode ``rpm``: callers send requests over two deployments sharing one RPM budget each."""
+    store = RedisRouting(params["url"], prefix=params["prefix"], timeout=1.0)
+    limits = {name: RateLimit(rpm=params["rpm"]) for name in ("a", "b")}
+    deployments = [ScriptedProvider([Reply("ok")], name=name) for name in ("a", "b")]
+    async with store:
+        llm = ReliableProvider(
+            deployments,
+            routing=Routing(tiers=[["a", "b"]], strategy="least_busy", max_wait=0),
+            rate_limits=limits,
+            routing_store=store,
+        )
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.readline)
+        served = refused = 0
+
+        async def caller() -> None:
+            nonlocal served, refused
+            for _ in range(params["requests"]):
+                try:
+                    await llm.simple_chat("hi", "m", 0.0)
+                    served += 1
+                except NoCapacityError:
+                    refused += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(params["callers"]):
+                nursery.start_soon(caller)
+        return {
+            "served": served,
+            "refused": refused,
+            "calls": {p.name: len(p.calls) for p in deployments},
+            "shared": store.shared,
+        }
+
+
 async def main(mode: str, params: dict[str, Any]) -> dict[str, Any]:
+    if mode == "rpm":
+        return await routed(params)
     outages = Outages()
     logging.getLogger("reliant").addHandler(outages)
     policy = HealthPolicy(**params.get("policy", {}))

@@ -32,7 +32,8 @@ TOP_LEVEL = {
     "StreamFinished", "StreamRecovered", "CircuitOpened", "CircuitClosed", "HedgeStarted",
     "HedgeLost", "RouteChosen",
     # routing across deployments
-    "Routing", "RateLimit", "RoutingStore", "LocalRouting", "DeploymentView", "affinity_key",
+    "Routing", "RateLimit", "RoutingStore", "LocalRouting", "RedisRouting", "DeploymentView",
+    "affinity_key",
     "NoCapacityError",
     # utilities
     "sanitize_api_error", "register_secret",

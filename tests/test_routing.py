@@ -532,4 +532,15 @@ def test_routing_reads_a_toml_table() -> None:
         Routing.from_mapping({"stratgy": "latency"})
 
 
-_ = HealthPolicy
+async def test_room_taken_for_a_skipped_deployment_is_given_back(anyio_backend: object) -> None:
+    """The chosen deployment skipped for an open breaker keeps no in-flight slot and no RPM room."""
+    a = ScriptedProvider([Fail(ProviderError("down", status_code=503))], name="a")
+    b = deployment("b")
+    llm = routed(a, b, rate_limits={"a": RateLimit(rpm=100)}, health=HealthPolicy(open_after=1))
+    await stream_once(llm)  # a fails once: its breaker opens for 30 s
+    assert llm.health()[("a", "m")].state == "open"
+    for _ in range(5):
+        await stream_once(llm)  # routed to a first, skipped without a call
+    assert len(a.calls) == 1
+    view = llm.deployments()["a"]
+    assert (view.in_flight, view.remaining_requests) == (0, 99)

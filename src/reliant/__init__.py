@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from ._events import StreamStarted as StreamStarted
     from ._hedge import Hedge as Hedge
     from ._redis_health import RedisHealth as RedisHealth
+    from ._redis_routing import RedisRouting as RedisRouting
     from ._router import affinity_key as affinity_key
     from ._routing import DeploymentView as DeploymentView
     from ._routing import RateLimit as RateLimit
@@ -119,6 +120,7 @@ __all__ = [
     "RateLimit",
     "ReasoningDelta",
     "RedisHealth",
+    "RedisRouting",
     "ReliableProvider",
     "ReliableStream",
     "ReliantError",
@@ -212,6 +214,11 @@ def __getattr__(name: str) -> object:
         value = getattr(importlib.import_module(_ROUTING[name], __name__), name)
         globals()[name] = value
         return value
+    if name == "RedisRouting":
+        from ._redis_routing import RedisRouting
+
+        globals()[name] = RedisRouting
+        return RedisRouting
     # RedisHealth needs coredis (the "redis" extra): imported on first access,
     # so `import reliant` never loads a Redis client.
     if name == "RedisHealth":

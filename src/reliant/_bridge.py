@@ -515,6 +515,8 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     finally:
         if run.unsettled:
             await run.aclose()
+        if decision is not None:
+            await spec.planner.settle()
         if obs is not None and not exhausted:
             run.finish(error)  # served, failed after commit, or cancelled
     failure = run.failure()

@@ -309,6 +309,13 @@ class Planner:
             return pool, None
         return await self.router.route(pool, messages, prompt)
 
+    async def settle(self) -> None:
+        """After a routed request: give back room its decision took and no attempt used."""
+        if self.router is not None:
+            be = current_backend()
+            with be.CancelScope(shield=True):
+                await self.router.settle()
+
     async def call(
         self,
         fn: Callable[[Provider, str, Sequence[ChatMessage] | None], Awaitable[T]],
@@ -357,6 +364,8 @@ class Planner:
         finally:
             if run.unsettled:
                 await run.aclose()
+            if decision is not None:
+                await self.settle()
             if obs is not None:
                 run.finish(error, value)
 

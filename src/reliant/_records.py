@@ -132,6 +132,7 @@ class RouterDriver(Protocol):
     async def route(
         self, pool: Sequence[tuple[str, Any]], messages: Any, prompt: Sequence[str | None]
     ) -> tuple[tuple[tuple[str, Any], ...], Any]: ...
+    async def settle(self) -> None: ...
 
 
 ObserverFactory = Callable[..., Observer]

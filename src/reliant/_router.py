@@ -60,6 +60,11 @@ T = TypeVar("T")
 _KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "reliant_affinity_key", default=None
 )
+# The room the routing decision took on the chosen deployment, until the
+# request's first attempt there uses it: [name, when, tokens], emptied once used.
+_RESERVED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "reliant_route_reserved", default=None
+)
 _SETTLE_TIMEOUT = 1.0
 
 
@@ -123,6 +128,7 @@ class Router:
                 raise TypeError(f"rate_limits[{name!r}] must be a RateLimit, got {limit!r}")
         self.limits = dict(rate_limits)
         self.store = store if store is not None else LocalRouting(routing.decay)
+        self.store.bind({n: self.limits.get(n) for tier in self._tiers for n in tier})
         self._local = self.store if isinstance(self.store, LocalRouting) else None
         self.rng = rng if rng is not None else random.Random()
 
@@ -159,7 +165,17 @@ class Router:
             now = be.current_time()
             views = {n: store.view(n, now, limits.get(n), tokens) for n in names}
             ordered, reason = order(tiers, views, routing, self.rng, key)
-            if ordered or not names:
+            if ordered:
+                # The decision takes the chosen deployment's room at once (one
+                # round trip with a shared store); its first attempt uses it.
+                wait = await self._acquire(ordered[0], now, tokens)
+                if wait <= 0:
+                    _RESERVED.set([ordered[0], now, tokens])
+                    break
+                # Another process took it since the last look: look again
+                # (the acquire refreshed what the store knows).
+                continue
+            if not names:
                 break
             wait = min(v.ready_in for v in views.values())
             if waited + wait > routing.max_wait:
@@ -177,6 +193,25 @@ class Router:
         )
         return tuple((n, by_name[n]) for n in ordered), decision
 
+    async def settle(self) -> None:
+        """The request is over: give back the chosen deployment's room if no attempt used it.
+
+        (Its breaker was open and it was skipped, or the request was
+        cancelled before its first attempt.)
+        """
+        box = _RESERVED.get()
+        if box:
+            name, taken_at, tokens = box
+            box.clear()
+            await self.end(name, tokens, None, sent=False, at=taken_at)
+        _RESERVED.set(None)
+
+    async def _acquire(self, name: str, now: float, tokens: int) -> float:
+        limit = self.limits.get(name)
+        if self._local is not None:
+            return self._local.acquire_nowait(name, now, limit, tokens)
+        return await self.store.acquire(name, now, limit, tokens)
+
     def deployments(self) -> dict[str, DeploymentView]:
         """Each deployment's state now (in flight, latency, load, rate-limit room)."""
         now = current_backend().current_time()
@@ -187,13 +222,17 @@ class Router:
     # -- around each attempt (RoutedProvider) ------------------------------
 
     async def start(self, name: str, tokens: int) -> float:
-        """Take capacity and an in-flight slot on ``name``; the start time. Raises if none."""
+        """Take capacity and an in-flight slot on ``name``; the start time. Raises if none.
+
+        The request's first attempt on the deployment its routing chose
+        uses the room the decision already took.
+        """
+        box = _RESERVED.get()
+        if box and box[0] == name:
+            box.clear()  # shared by hedged racers' copies of the context: used once
+            return current_backend().current_time()
         now = current_backend().current_time()
-        limit = self.limits.get(name)
-        if self._local is not None:
-            wait = self._local.acquire_nowait(name, now, limit, tokens)
-        else:
-            wait = await self.store.acquire(name, now, limit, tokens)
+        wait = await self._acquire(name, now, tokens)
         if wait > 0:
             raise ProviderError(
                 f"{name}: no rate-limit capacity for {wait:.3g} s (client-side limit); not sent",
@@ -207,16 +246,28 @@ class Router:
         now = current_backend().current_time()
         self.store.observe(name, now, now - started, failed)
 
-    async def end(self, name: str, estimate: int, used: int | None) -> None:
-        """The attempt ended: its in-flight slot back, its tokens corrected to ``used``."""
+    async def end(
+        self,
+        name: str,
+        estimate: int,
+        used: int | None,
+        *,
+        sent: bool = True,
+        at: float | None = None,
+    ) -> None:
+        """The attempt ended: its in-flight slot back, its tokens corrected to ``used``.
+
+        ``sent=False``: it never was made; the room taken for it ``at`` goes
+        back to the windows.
+        """
         be = current_backend()
-        now = be.current_time()
+        now = be.current_time() if at is None else at
         if self._local is not None:
-            self._local.release_nowait(name, now, estimate, used)
+            self._local.release_nowait(name, now, estimate, used, sent=sent)
             return
         # Shielded and bounded: a cancelled request must still give its slot back.
         with be.CancelScope(shield=True, deadline=now + _SETTLE_TIMEOUT):
-            await self.store.release(name, now, estimate, used)
+            await self.store.release(name, now, estimate, used, sent=sent)
 
     def learn(self, name: str, learned: Learned) -> None:
         """What a response's headers said about ``name``'s rate limits."""

@@ -112,12 +112,23 @@ class RoutingStore(ABC):
         """
 
     @abstractmethod
-    async def release(self, name: str, now: float, estimate: int, used: int | None) -> None:
-        """A request on ``name`` ended: its in-flight slot back, its tokens set to ``used``."""
+    async def release(
+        self, name: str, now: float, estimate: int, used: int | None, *, sent: bool = True
+    ) -> None:
+        """A request on ``name`` ended: its in-flight slot back, its tokens set to ``used``.
+
+        ``sent=False``: room taken at ``now`` for a request that was never
+        sent (its deployment was skipped): the request and its tokens leave
+        the windows.
+        """
 
     @abstractmethod
     def learn(self, name: str, now: float, learned: Learned) -> None:
         """Record what a response of ``name`` said about its rate limits (synchronous too)."""
+
+    def bind(self, limits: Mapping[str, RateLimit | None]) -> None:
+        """The deployments a router will use, and their limits (a shared store refreshes them)."""
+        return None
 
     def snapshot(self, now: float) -> dict[str, DeploymentView]:
         """Every known deployment's state (without limits: see ``ReliableProvider.deployments``)."""
@@ -232,14 +243,30 @@ class LocalRouting(RoutingStore):
         dep.cost = latency if latency > dep.cost else dep.cost * w + latency * (1.0 - w)
         dep.stamp = now
 
-    async def release(self, name: str, now: float, estimate: int, used: int | None) -> None:
-        self.release_nowait(name, now, estimate, used)
+    async def release(
+        self, name: str, now: float, estimate: int, used: int | None, *, sent: bool = True
+    ) -> None:
+        self.release_nowait(name, now, estimate, used, sent=sent)
 
-    def release_nowait(self, name: str, now: float, estimate: int, used: int | None) -> None:
+    def release_nowait(
+        self, name: str, now: float, estimate: int, used: int | None, *, sent: bool = True
+    ) -> None:
         """:meth:`release` without a coroutine."""
         dep = self._dep(name)
         dep.in_flight = max(0, dep.in_flight - 1)
-        if used is not None and used != estimate:
+        if not sent:
+            # This request's start: ``now`` is when its room was taken (the
+            # caller passes that time), so the newest entry equal to it.
+            for i in range(len(dep.starts) - 1, -1, -1):
+                if dep.starts[i] == now:
+                    del dep.starts[i]
+                    break
+            _correct(dep, estimate, 0)
+            if dep.req_reset > now:
+                dep.req_left += 1
+            if dep.tok_reset > now:
+                dep.tok_left += estimate
+        elif used is not None and used != estimate:
             _correct(dep, estimate, used)
 
     def learn(self, name: str, now: float, learned: Learned) -> None:
