@@ -448,3 +448,23 @@ def test_no_key_in_any_span_metric_or_event(body: str, prefixed: bool, status: i
         forget()
         tracer_provider.shutdown()
         meter_provider.shutdown()
+
+
+async def test_routing_decision_is_on_the_request_span(otel: Otel, anyio_backend: object) -> None:
+    """The request span carries routing's strategy, choice and reason; an event keeps the order."""
+    from reliant import Routing
+
+    a = ScriptedProvider([Reply("ok")], name="a")
+    b = ScriptedProvider([Reply("ok")], name="b")
+    llm = chain(otel, a, b, routing=Routing(tiers=[["a", "b"]], strategy="least_busy"))
+    await llm.chat(ChatRequest(USER), "gpt", 0.0)
+    request = otel.request()
+    assert request.attributes is not None
+    chosen = request.attributes["reliant.routing.chosen"]
+    assert chosen in ("a", "b")
+    assert request.attributes["reliant.routing.strategy"] == "least_busy"
+    assert request.attributes["reliant.routing.reason"] == "fewest requests in flight"
+    (route,) = [e for e in request.events if e.name == "reliant.route"]
+    assert route.attributes is not None
+    assert list(route.attributes["reliant.routing.order"])[0] == chosen
+    assert request.attributes["gen_ai.provider.name"] == chosen
