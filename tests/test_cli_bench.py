@@ -283,3 +283,35 @@ def test_bench_health_off_and_help(
     assert "fresh (default): every repetition starts with new" in help_text
     assert main(["bench", "--health", "shared"]) == 2
     assert "--health applies to --config only" in capsys.readouterr().err
+
+
+def test_balance_scenario_writes_its_table_json_and_chart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--scenario balance prints the per-phase shares and writes JSON and a PNG time series."""
+    import functools
+
+    import reliant._bench_balance as balance
+
+    # The same run, smaller: 150 streams, and a decay short enough to come back in its last third.
+    monkeypatch.setattr(
+        balance, "run_balance", functools.partial(balance.run_balance, requests=150, decay=0.3)
+    )
+    report, chart = tmp_path / "balance.json", tmp_path / "balance.png"
+    code = main(["bench", "--scenario", "balance", "--json", str(report), "--plot", str(chart)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "degraded" in out and "west served" in out
+    data = json.loads(report.read_text("utf-8"))
+    assert data["strategy"] == "latency" and len(data["samples"]) == 150
+    phases = data["phases"]
+    assert phases["degraded"]["share"]["west"] < phases["before"]["share"]["west"]
+    assert data["slow_deployment_requests_while_degraded"] <= 20
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_balance_runs_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """balance cannot be mixed with the failover scenarios."""
+    code = main(["bench", "--scenario", "balance", "--scenario", "healthy"])
+    assert code == 2
+    assert "runs alone" in capsys.readouterr().err

@@ -131,9 +131,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--scenario",
         action="append",
-        choices=SCENARIO_NAMES,
+        choices=(*SCENARIO_NAMES, "balance"),
         metavar="NAME",
-        help="run only this scenario (repeatable); one of: " + ", ".join(SCENARIO_NAMES),
+        help="run only this scenario (repeatable); one of: "
+        + ", ".join(SCENARIO_NAMES)
+        + "; or balance (alone): how routing shares 900 streams over three deployments "
+        "while one slows from 50 to 500 ms and recovers (-n does not apply)",
     )
     bench.add_argument(
         "--config", metavar="FILE", help="benchmark the providers of this config instead"

@@ -162,6 +162,30 @@ def _render_notes(out: Console, report: BenchReport) -> None:
             )
 
 
+def _run_balance(args: argparse.Namespace, out: Console, err: Console) -> int:
+    # The routing scenario: a time series, not a table of failover latencies.
+    from reliant._bench_balance import format_balance, plot_balance, run_balance
+
+    say(err, "balance: 900 streams over three deployments, about 10 s", "dim")
+    report = trio.run(run_balance)
+    out.print(Text(format_balance(report)), overflow="fold")
+    try:
+        if args.json is not None:
+            report.write_json(args.json)
+            say(err, f"wrote {args.json}", "dim")
+        if args.plot is not None:
+            plot_balance(report, args.plot)
+            say(err, f"wrote {args.plot}", "dim")
+    except ImportError:
+        say(err, NEEDS_PLOT_EXTRA, "red")
+        return EXIT_BAD_INPUT
+    except OSError as problem:
+        say(err, f"reliant bench: cannot write {problem.filename}: {problem.strerror}", "red")
+        return EXIT_BAD_INPUT
+    failed = sum(1 for s in report.samples if s.served_by is None)
+    return EXIT_FAILED if failed else 0
+
+
 def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run ``reliant bench``; 0 on success, 1 if a repetition failed, 2 for bad input."""
     repetitions: int = args.repetitions
@@ -214,6 +238,11 @@ def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> i
         return EXIT_BAD_INPUT
 
     names: list[str] = list(dict.fromkeys(args.scenario or SCENARIO_NAMES))
+    if "balance" in names:
+        if names != ["balance"]:
+            say(err, "reliant bench: --scenario balance runs alone", "red")
+            return EXIT_BAD_INPUT
+        return _run_balance(args, out, err)
     count = repetitions * (1 if config is not None else len(names))
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
