@@ -233,11 +233,7 @@ def test_hedge_table_builds_the_policy() -> None:
     assert parse_config(tomllib.loads(text)).hedge == Hedge(after="p95", max_extra=2, budget=0.05)
 
 
-TWO = (
-    GOOD
-    + PROVIDER.replace('"primary"', '"east"')
-    + "\n"
-)
+TWO = GOOD + PROVIDER.replace('"primary"', '"east"') + "\n"
 
 
 def test_routing_and_rate_limits_tables_build_the_policy() -> None:

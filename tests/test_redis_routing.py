@@ -1,4 +1,4 @@
-"""Routing state shared in a real redis-server: one RPM budget and in-flight count per deployment."""
+"""Routing state shared in a real redis-server: one RPM budget and in-flight count each."""
 
 from __future__ import annotations
 
