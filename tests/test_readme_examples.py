@@ -98,3 +98,15 @@ def test_observing_failover_otel_example(capsys: pytest.CaptureFixture[str]) -> 
     assert '"error.type": "503"' in out
     assert '"reliant.fallback"' in out
     assert '"gen_ai.provider.name": "backup"' in out
+
+
+def test_routing_examples_print_what_they_say(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's and the routing guide's examples send 19 requests to east, 1 to west."""
+    guide = (ROOT / "docs" / "guides" / "routing.md").read_text()
+    for block in [
+        next(b for b in _python_blocks() if 'routing=Routing(tiers=[["east", "west"]' in b),
+        re.findall(r"```python\n(.*?)```", guide, re.DOTALL)[0],
+    ]:
+        exec(block, {"__name__": "readme"})
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == "{'east': 19, 'west': 1, 'backup': 0}"
