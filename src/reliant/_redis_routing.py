@@ -418,6 +418,8 @@ class RedisRouting(RoutingStore):
         if self._down or self._client is None:
             self._local.learn_nowait(name, now, learned)
             return
+        if learned.tokens is not None:
+            self.counts_tokens = True
         self._learned[name] = learned
 
     # -- the round trip ----------------------------------------------------------

@@ -90,10 +90,15 @@ def estimate_tokens(
     messages: Sequence[ChatMessage] | None, prompt: Sequence[str | None] = ()
 ) -> int:
     """A request's tokens before it is sent: ``ceil(chars / 4)`` plus the answer's allowance."""
-    chars = sum(len(t) for t in prompt if t)
+    chars = sum([len(t) for t in prompt if t])
     if messages is not None:
-        chars += sum(len(m.content) for m in messages)
+        chars += sum([len(m.content) for m in messages])
     return -(-chars // 4) + OUTPUT_ALLOWANCE
+
+
+def store_tokens(router: Router) -> bool:
+    # True once a deployment's headers told a token budget (tokens then count).
+    return router.store.counts_tokens
 
 
 def _prefix(messages: Sequence[ChatMessage] | None, prompt: Sequence[str | None]) -> str | None:
@@ -108,7 +113,17 @@ def _prefix(messages: Sequence[ChatMessage] | None, prompt: Sequence[str | None]
 class Router:
     """One ``ReliableProvider``'s routing: its policy, limits, store and random source."""
 
-    __slots__ = ("__weakref__", "_local", "_tiers", "limits", "rng", "routing", "store")
+    __slots__ = (
+        "__weakref__",
+        "_local",
+        "_plans",
+        "_tiers",
+        "_tokens",
+        "limits",
+        "rng",
+        "routing",
+        "store",
+    )
 
     def __init__(
         self,
@@ -131,6 +146,8 @@ class Router:
         self.store.bind({n: self.limits.get(n) for tier in self._tiers for n in tier})
         self._local = self.store if isinstance(self.store, LocalRouting) else None
         self.rng = rng if rng is not None else random.Random()
+        self._plans: dict[int, tuple[Any, list[list[str]], list[str], dict[str, Provider]]] = {}
+        self._tokens = any(limit.tpm is not None for limit in self.limits.values())
 
     def wrap(self, name: str, provider: Provider) -> RoutedProvider:
         """``provider`` with this router's bookkeeping around every attempt."""
@@ -151,19 +168,24 @@ class Router:
             NoCapacityError: No deployment will have capacity within ``max_wait``.
         """
         be = current_backend()
-        by_name = dict(pool)
-        tiers = [[n for n in tier if n in by_name] for tier in self._tiers]
-        names = [n for tier in tiers for n in tier]
-        explicit = _KEY.get()
-        key = explicit if explicit is not None else None
+        plan = self._plans.get(id(pool))
+        if plan is None or plan[0] is not pool:
+            # The pool is one of few tuples (all providers, or the streaming
+            # ones): its tiers are worked out once.
+            by_name = dict(pool)
+            tiers = [[n for n in tier if n in by_name] for tier in self._tiers]
+            plan = self._plans[id(pool)] = (pool, tiers, [n for t in tiers for n in t], by_name)
+        _, tiers, names, by_name = plan
+        key = _KEY.get()
         if key is None and self.routing.affinity is not None:
             key = _prefix(messages, prompt)
-        tokens = estimate_tokens(messages, prompt)
+        # Tokens are estimated only where a token limit can use them.
+        tokens = estimate_tokens(messages, prompt) if self._tokens or store_tokens(self) else 0
         routing, store, limits = self.routing, self.store, self.limits
         waited = 0.0
         while True:
             now = be.current_time()
-            views = {n: store.view(n, now, limits.get(n), tokens) for n in names}
+            views = store.rows(names, now, limits, tokens)
             ordered, reason = order(tiers, views, routing, self.rng, key)
             if ordered:
                 # The decision takes the chosen deployment's room at once (one
@@ -177,21 +199,20 @@ class Router:
                 continue
             if not names:
                 break
-            wait = min(v.ready_in for v in views.values())
+            wait = min(views[n].ready_in for n in names)
             if waited + wait > routing.max_wait:
                 raise NoCapacityError(wait, names, waited)
             await be.sleep(wait)
             waited += wait
-        left_out = tuple(n for n in names if n not in ordered)
+        chosen = tuple(ordered)
+        if len(ordered) == len(names):
+            left_out: tuple[str, ...] = ()
+        else:
+            left_out = tuple([n for n in names if n not in ordered])
         decision = RouteDecision(
-            routing.strategy,
-            ordered[0] if ordered else "",
-            tuple(ordered),
-            reason,
-            left_out,
-            waited,
+            routing.strategy, ordered[0] if ordered else "", chosen, reason, left_out, waited
         )
-        return tuple((n, by_name[n]) for n in ordered), decision
+        return tuple([(n, by_name[n]) for n in ordered]), decision
 
     async def settle(self) -> None:
         """The request is over: give back the chosen deployment's room if no attempt used it.

@@ -78,18 +78,20 @@ key's next choice).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 __all__ = [
     "DeploymentView",
     "RateLimit",
     "RouteDecision",
     "Routing",
+    "State",
     "Strategy",
     "order",
     "prefix_key",
@@ -268,9 +270,12 @@ class DeploymentView:
     remaining_tokens: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class RouteDecision:
     """What routing decided for one request (in ``RouteChosen`` events and spans).
+
+    A plain slotted class, not a frozen dataclass: one is made per request
+    and a frozen ``__init__`` costs a microsecond more (treat it as read-only
+    all the same; the public record of it is the ``RouteChosen`` event).
 
     Attributes:
         strategy: The strategy used.
@@ -281,12 +286,26 @@ class RouteDecision:
         waited: Seconds the request waited for capacity.
     """
 
-    strategy: str
-    chosen: str
-    order: tuple[str, ...]
-    reason: str
-    left_out: tuple[str, ...] = ()
-    waited: float = 0.0
+    __slots__ = ("chosen", "left_out", "order", "reason", "strategy", "waited")
+
+    def __init__(
+        self,
+        strategy: str,
+        chosen: str,
+        order: tuple[str, ...],
+        reason: str,
+        left_out: tuple[str, ...] = (),
+        waited: float = 0.0,
+    ) -> None:
+        self.strategy = strategy
+        self.chosen = chosen
+        self.order = order
+        self.reason = reason
+        self.left_out = left_out
+        self.waited = waited
+
+    def __repr__(self) -> str:
+        return f"RouteDecision({self.strategy!r}, chosen={self.chosen!r}, order={self.order!r})"
 
 
 def prefix_key(texts: Sequence[str]) -> str:
@@ -298,9 +317,22 @@ def prefix_key(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+class State(Protocol):
+    """What a decision reads of one deployment (a :class:`DeploymentView`, or a store's row)."""
+
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def latency(self) -> float: ...
+    @property
+    def load(self) -> float: ...
+    @property
+    def ready_in(self) -> float: ...
+
+
 def order(
     tiers: Sequence[Sequence[str]],
-    views: Mapping[str, DeploymentView],
+    views: Mapping[str, State],
     routing: Routing,
     rng: random.Random,
     key: str | None = None,
@@ -317,20 +349,22 @@ def order(
     """
     out: list[str] = []
     reason = ""
+    affine = key is not None and routing.affinity == "prefix"
     for tier in tiers:
         peers = [n for n in tier if views[n].ready_in <= 0]
         if not peers:
             continue
-        ranked = _by_strategy(peers, views, routing, rng)
-        why = _WHY[routing.strategy]
-        if key is not None and routing.affinity == "prefix" and len(peers) > 1:
-            first, why = _affine(peers, views, routing, key)
-            ranked.remove(first)
-            ranked.insert(0, first)
+        if len(peers) == 1:
+            ranked, why = peers, "only deployment with room in its tier"
+        else:
+            ranked, why = _by_strategy(peers, views, routing, rng), _WHY[routing.strategy]
+            if affine:
+                assert key is not None
+                first, why = _affine(peers, views, routing, key)
+                ranked.remove(first)
+                ranked.insert(0, first)
         if not out:
-            reason = why if len(peers) > 1 else "only deployment with capacity in its tier"
-            if len(tier) == 1:
-                reason = "next in the chain"
+            reason = "next in the chain" if len(tier) == 1 else why
         out.extend(ranked)
     return out, reason
 
@@ -344,7 +378,7 @@ _WHY = {
 
 
 def _by_strategy(
-    peers: list[str], views: Mapping[str, DeploymentView], routing: Routing, rng: random.Random
+    peers: list[str], views: Mapping[str, State], routing: Routing, rng: random.Random
 ) -> list[str]:
     strategy = routing.strategy
     if strategy == "priority" or len(peers) == 1:
@@ -360,26 +394,35 @@ def _by_strategy(
         keyed_busy.sort()
         return [n for _, _, n in keyed_busy]
     # latency: power of two choices, then the rest by cost.
-    mean = max(1.0, sum(views[n].in_flight for n in peers) / len(peers))
-    costs = {n: _cost(views[n], mean) for n in peers}
-    a, b = rng.sample(peers, 2)
-    first = a if (costs[a], rng.random()) <= (costs[b], rng.random()) else b
-    rest = sorted((n for n in peers if n != first), key=lambda n: costs[n])
-    return [first, *rest]
+    rows = [views[name] for name in peers]
+    n = len(peers)
+    total = 0
+    for row in rows:
+        total += row.in_flight
+    mean = total / n if total > n else 1.0  # max(1, the tier's mean in flight)
+    costs = [_cost(row, mean) for row in rows]
+    i = int(rng.random() * n)
+    j = int(rng.random() * (n - 1))
+    if j >= i:
+        j += 1  # two distinct, uniformly
+    ci, cj = costs[i], costs[j]
+    first = i if ci < cj or (ci == cj and rng.random() < 0.5) else j
+    rest = sorted([(costs[k], k) for k in range(n) if k != first])
+    return [peers[first], *[peers[k] for _, k in rest]]
 
 
-def _cost(view: DeploymentView, mean_in_flight: float) -> float:
+def _cost(view: State, mean_in_flight: float) -> float:
     if view.latency <= 0:
         return _UNMEASURED_PENALTY + view.in_flight if view.in_flight else 0.0
     return view.latency * (1.0 + view.in_flight / mean_in_flight)
 
 
 def _affine(
-    peers: list[str], views: Mapping[str, DeploymentView], routing: Routing, key: str
+    peers: list[str], views: Mapping[str, State], routing: Routing, key: str
 ) -> tuple[str, str]:
     # Rendezvous hashing, skipping a peer whose recent load would pass the bound.
     weights = routing.weights
-    scored = sorted(peers, key=lambda n: _rendezvous(key, n, weights.get(n, 1.0)), reverse=True)
+    scored = _ranking(key, tuple(peers), tuple(weights.get(n, 1.0) for n in peers))
     total = sum(views[n].load for n in peers) + 1.0
     cap = routing.load_bound * total / len(peers)
     for rank, name in enumerate(scored):
@@ -389,6 +432,14 @@ def _affine(
                 "prompt-prefix affinity" if rank == 0 else "affinity's next choice (load bound)",
             )
     return scored[0], "prompt-prefix affinity"
+
+
+@functools.lru_cache(maxsize=8192)
+def _ranking(key: str, peers: tuple[str, ...], weights: tuple[float, ...]) -> list[str]:
+    # A key's rendezvous order over these peers; keys repeat (that is the
+    # point of affinity), so the hashes are computed once per key.
+    scores = {n: _rendezvous(key, n, w) for n, w in zip(peers, weights, strict=True)}
+    return sorted(peers, key=scores.__getitem__, reverse=True)
 
 
 def _rendezvous(key: str, name: str, weight: float) -> float:

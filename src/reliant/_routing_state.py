@@ -48,11 +48,11 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ._routing import DeploymentView, RateLimit
+from ._routing import DeploymentView, RateLimit, State
 
 __all__ = [
     "OUTPUT_ALLOWANCE",
@@ -95,6 +95,8 @@ class RoutingStore(ABC):
     """
 
     decay: float = 10.0
+    counts_tokens: bool = False
+    """True once a response announced a token budget: requests' tokens then count."""
 
     @abstractmethod
     def view(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> DeploymentView:
@@ -126,6 +128,12 @@ class RoutingStore(ABC):
     def learn(self, name: str, now: float, learned: Learned) -> None:
         """Record what a response of ``name`` said about its rate limits (synchronous too)."""
 
+    def rows(
+        self, names: Sequence[str], now: float, limits: Mapping[str, RateLimit], tokens: int
+    ) -> Mapping[str, State]:
+        """What a routing decision reads of each of ``names`` (default: :meth:`view`)."""
+        return {n: self.view(n, now, limits.get(n), tokens) for n in names}
+
     def bind(self, limits: Mapping[str, RateLimit | None]) -> None:
         """The deployments a router will use, and their limits (a shared store refreshes them)."""
         return None
@@ -136,6 +144,8 @@ class RoutingStore(ABC):
 
 
 class _Deployment:
+    # Its state, and `row`: what a decision reads, refreshed in place (no
+    # allocation per decision: see LocalRouting.rows).
     __slots__ = (
         "cost",
         "in_flight",
@@ -143,6 +153,7 @@ class _Deployment:
         "load_stamp",
         "req_left",
         "req_reset",
+        "row",
         "stamp",
         "starts",
         "tok_left",
@@ -164,6 +175,17 @@ class _Deployment:
         self.req_reset = -math.inf
         self.tok_left = 0.0
         self.tok_reset = -math.inf
+        self.row = _Row()
+
+
+class _Row:
+    __slots__ = ("in_flight", "latency", "load", "ready_in")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.latency = 0.0
+        self.load = 0.0
+        self.ready_in = 0.0
 
 
 class LocalRouting(RoutingStore):
@@ -206,6 +228,29 @@ class LocalRouting(RoutingStore):
     def snapshot(self, now: float) -> dict[str, DeploymentView]:
         return {name: self.view(name, now, None, 0) for name in self._deps}
 
+    def rows(
+        self, names: Sequence[str], now: float, limits: Mapping[str, RateLimit], tokens: int
+    ) -> Mapping[str, State]:
+        # The decision's hot path: each deployment's row refreshed in place.
+        # Rate-limit room is worked out only for a deployment that has a limit
+        # or learned one; the decays are two exp() per deployment.
+        out: dict[str, State] = {}
+        decay = self.decay
+        for name in names:
+            dep = self._deps.get(name) or self._dep(name)
+            row = dep.row
+            row.in_flight = dep.in_flight
+            row.latency = dep.cost * math.exp((dep.stamp - now) / decay) if dep.cost else 0.0
+            row.load = dep.load * math.exp((dep.load_stamp - now) / decay) if dep.load else 0.0
+            limit = limits.get(name)
+            if limit is None and dep.req_reset <= now and dep.tok_reset <= now:
+                row.ready_in = 0.0
+            else:
+                self._expire(dep, now)
+                row.ready_in = _capacity(dep, now, limit, tokens)[0]
+            out[name] = row
+        return out
+
     # -- writes --------------------------------------------------------------
 
     async def acquire(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> float:
@@ -213,17 +258,19 @@ class LocalRouting(RoutingStore):
 
     def acquire_nowait(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> float:
         """:meth:`acquire` without a coroutine (this store never waits)."""
-        dep = self._dep(name)
-        self._expire(dep, now)
-        ready, _, _ = _capacity(dep, now, limit, tokens)
-        if ready > 0:
-            return ready
+        dep = self._deps.get(name) or self._dep(name)
+        if limit is not None or dep.req_reset > now or dep.tok_reset > now:
+            self._expire(dep, now)
+            ready = _capacity(dep, now, limit, tokens)[0]
+            if ready > 0:
+                return ready
         dep.in_flight += 1
-        dep.load = dep.load * math.exp(-(now - dep.load_stamp) / self.decay) + 1.0
+        dep.load = dep.load * math.exp((dep.load_stamp - now) / self.decay) + 1.0
         dep.load_stamp = now
-        dep.starts.append(now)
-        dep.tokens.append([now, float(tokens)])
-        dep.tok_sum += tokens
+        if limit is not None:  # the windows are kept only where a limit reads them
+            dep.starts.append(now)
+            dep.tokens.append([now, float(tokens)])
+            dep.tok_sum += tokens
         if dep.req_reset > now:
             dep.req_left -= 1
         if dep.tok_reset > now:
@@ -252,8 +299,10 @@ class LocalRouting(RoutingStore):
         self, name: str, now: float, estimate: int, used: int | None, *, sent: bool = True
     ) -> None:
         """:meth:`release` without a coroutine."""
-        dep = self._dep(name)
+        dep = self._deps.get(name) or self._dep(name)
         dep.in_flight = max(0, dep.in_flight - 1)
+        if not dep.starts and dep.req_reset <= now and dep.tok_reset <= now:
+            return  # no window and nothing learned: only the in-flight count moves
         if not sent:
             # This request's start: ``now`` is when its room was taken (the
             # caller passes that time), so the newest entry equal to it.
@@ -281,6 +330,7 @@ class LocalRouting(RoutingStore):
             dep.req_left = learned.requests - others
             dep.req_reset = now + (learned.requests_reset or WINDOW)
         if learned.tokens is not None:
+            self.counts_tokens = True
             dep.tok_left = learned.tokens
             dep.tok_reset = now + (learned.tokens_reset or WINDOW)
 
