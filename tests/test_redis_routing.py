@@ -152,4 +152,22 @@ def test_a_fleet_of_processes_honours_one_rpm_budget_per_deployment(
     assert sum(r["refused"] for r in reports) == 200 - 60
 
 
-_ = trio
+async def test_learned_limits_are_shared_and_refill(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """A 'nothing left of 600 RPM' told to one process holds the fleet back for 0.1 s, not 60 s."""
+    from reliant._routing_state import Learned
+
+    async with (
+        RedisRouting(redis_server.url, prefix=redis_prefix, timeout=1.0) as s1,
+        RedisRouting(redis_server.url, prefix=redis_prefix, timeout=1.0) as s2,
+    ):
+        (a1,), (a2,) = deployments("a"), deployments("a")
+        first = ReliableProvider([a1], routing=Routing(), routing_store=s1)
+        second = ReliableProvider([a2], routing=Routing(max_wait=1.0), routing_store=s2)
+        s1.learn("a", trio.current_time(), Learned(0.0, 60.0, None, None, 600.0, None))
+        await first.simple_chat("hi", "m", 0.0)  # carries what was learned; waits its refill
+        started = trio.current_time()
+        await second.simple_chat("hi", "m", 0.0)  # the fleet's bucket: one more refill
+        assert 0.02 <= trio.current_time() - started <= 0.5
+        assert len(a1.calls) == len(a2.calls) == 1

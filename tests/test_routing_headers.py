@@ -154,3 +154,37 @@ async def test_a_deployment_that_says_it_is_out_of_quota_gets_nothing_until_its_
         assert await llm.chat_with_system(None, "hi", "m", 0.0) == "from a"
     served = [r.model for r in server.requests]
     assert served == ["dep-a", "gpt-4o", "gpt-4o", "gpt-4o", "dep-a"]
+
+
+def test_a_told_limit_refills_what_is_left_continuously() -> None:
+    """remaining 0 of 600 RPM: ready after one request's refill (0.1 s), not at the full reset."""
+    from reliant._routing_state import LocalRouting
+
+    learned = learn_headers(
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1m0s",
+        }
+    )
+    assert learned is not None and learned.requests_limit == 600.0
+    store = LocalRouting()
+    store.learn_nowait("east", 100.0, learned)
+    assert store.view("east", 100.0, None, 0).ready_in == pytest.approx(0.1)
+    assert store.view("east", 100.125, None, 0).ready_in == 0.0
+    assert store.acquire_nowait("east", 100.125, None, 0) == 0.0
+    assert store.view("east", 100.125, None, 0).ready_in == pytest.approx(0.075)
+
+
+def test_without_a_told_limit_nothing_left_waits_for_the_reset() -> None:
+    """remaining 0 without a limit header: no request until the announced reset."""
+    from reliant._routing_state import LocalRouting
+
+    learned = learn_headers(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}
+    )
+    assert learned is not None
+    store = LocalRouting()
+    store.learn_nowait("east", 0.0, learned)
+    assert store.view("east", 5.0, None, 0).ready_in == 15.0
+    assert store.view("east", 20.0, None, 0).ready_in == 0.0

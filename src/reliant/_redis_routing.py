@@ -20,8 +20,9 @@ since the last trip. Keys (``P`` the prefix, ``D`` the deployment as
 
     P dep:D      hash: cost (peak-EWMA latency, s), stamp (ms), load, lstamp
                  (ms), r<sec> and k<sec> (requests and tokens started in that
-                 second of the server's clock), rl/rr and tl/tr (requests and
-                 tokens left until a reset, learned from headers).
+                 second of the server's clock), rl/rr/rq/ra and tl/tr/tq/ta
+                 (requests and tokens left, until a reset, refilling at a
+                 rate from a time, learned from headers).
     P live:D     sorted set: the attempts in flight, scored by their start
                  (ms). An entry older than ``max_hold`` is dropped, so a
                  process that died mid-request does not hold a slot forever.
@@ -70,7 +71,7 @@ from ._routing_state import Learned, LocalRouting, RoutingStore
 
 __all__ = ["ROUTING_SCRIPT", "RedisRouting"]
 
-_PER = 8  # ARGV per deployment
+_PER = 10  # ARGV per deployment
 _OUT = 11  # reply values per deployment
 
 # ARGV: 1 op ("a" acquire, "r" release, "s" sync), 2 target (1-based, 0 none),
@@ -78,7 +79,8 @@ _OUT = 11  # reply values per deployment
 #   6 start second (release),
 #   7 decay ms, 8 max_hold ms, 9 keep ms; then per deployment: rpm ("" none),
 #   tpm, sample s (""), sample failed (0/1), learned requests (""), requests
-#   reset ms, learned tokens (""), tokens reset ms.
+#   reset ms, learned tokens (""), tokens reset ms, requests and tokens refill
+#   per ms (0: limit not told).
 # KEYS: per deployment its hash and its sorted set.
 # Reply: {server now ms, wait ms (0: granted or not asked), then per
 #   deployment: in flight, cost, stamp, load, lstamp, requests in window,
@@ -97,11 +99,12 @@ local out = {tostring(now), '0'}
 local n = #KEYS / 2
 for i = 1, n do
   local hk, zk = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 9 + (i - 1) * 8
+  local a = 9 + (i - 1) * 10
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local sample, failed = tonumber(ARGV[a + 3]), ARGV[a + 4] == '1'
   local lreq, lreq_reset = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
   local ltok, ltok_reset = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+  local lreq_rate, ltok_rate = tonumber(ARGV[a + 9]) or 0, tonumber(ARGV[a + 10]) or 0
   redis.call('ZREMRANGEBYSCORE', zk, '-inf', now - hold)
   if op == 'r' and i == target then redis.call('ZREM', zk, member) end
   local live = redis.call('ZCARD', zk)
@@ -122,6 +125,9 @@ for i = 1, n do
   local load, lstamp = tonumber(f.load) or 0, tonumber(f.lstamp) or 0
   local rl, rr = tonumber(f.rl), tonumber(f.rr) or 0
   local tl, tr = tonumber(f.tl), tonumber(f.tr) or 0
+  -- learned limits refill at their rate (per ms) from when they were told
+  local rq, ra = tonumber(f.rq) or 0, tonumber(f.ra) or 0
+  local tq, ta = tonumber(f.tq) or 0, tonumber(f.ta) or 0
   local changed = false
   if sample then
     local w = math.exp(-(now - stamp) / decay)
@@ -131,8 +137,11 @@ for i = 1, n do
       changed = true
     end
   end
-  if lreq then rl = lreq - math.max(0, live - 1); rr = now + lreq_reset; changed = true end
-  if ltok then tl = ltok; tr = now + ltok_reset; changed = true end
+  if lreq then
+    rl = lreq - math.max(0, live - 1); rr = now + lreq_reset; rq = lreq_rate; ra = now
+    changed = true
+  end
+  if ltok then tl = ltok; tr = now + ltok_reset; tq = ltok_rate; ta = now; changed = true end
   if op == 'r' and i == target and used == 'unsent' then
     -- room the decision took for a request that was never sent: give it back
     if reqs[start_sec] then
@@ -172,8 +181,22 @@ for i = 1, n do
       end
       ready = math.max(ready, at)
     end
-    if rl and rr > now and rl <= 0 then ready = math.max(ready, rr) end
-    if tl and tr > now and tl < tokens then ready = math.max(ready, tr) end
+    if rl and rr > now then
+      local left = rl + rq * (now - ra)
+      if left < 1 then
+        local at = rr
+        if rq > 0 then at = math.min(rr, now + math.ceil((1 - left) / rq)) end
+        ready = math.max(ready, at)
+      end
+    end
+    if tl and tr > now then
+      local left = tl + tq * (now - ta)
+      if left < tokens then
+        local at = tr
+        if tq > 0 then at = math.min(tr, now + math.ceil((tokens - left) / tq)) end
+        ready = math.max(ready, at)
+      end
+    end
     return ready
   end
   local ready = ready_at()
@@ -199,14 +222,18 @@ for i = 1, n do
   if changed then
     redis.call('HSET', hk, 'cost', tostring(cost), 'stamp', stamp, 'load', tostring(load),
       'lstamp', lstamp)
-    if rl then redis.call('HSET', hk, 'rl', tostring(rl), 'rr', rr) end
-    if tl then redis.call('HSET', hk, 'tl', tostring(tl), 'tr', tr) end
+    if rl then
+      redis.call('HSET', hk, 'rl', tostring(rl), 'rr', rr, 'rq', tostring(rq), 'ra', ra)
+    end
+    if tl then
+      redis.call('HSET', hk, 'tl', tostring(tl), 'tr', tr, 'tq', tostring(tq), 'ta', ta)
+    end
   end
   redis.call('PEXPIRE', hk, keep)
   redis.call('PEXPIRE', zk, keep)
   local left_r, left_t = '', ''
-  if rl and rr > now then left_r = tostring(rl) end
-  if tl and tr > now then left_t = tostring(tl) end
+  if rl and rr > now then left_r = tostring(rl + rq * (now - ra)) end
+  if tl and tr > now then left_t = tostring(tl + tq * (now - ta)) end
   for _, v in ipairs({live, tostring(cost), stamp, tostring(load), lstamp, nreq, tostring(ntok),
       ready, left_r, left_t, rr}) do
     table.insert(out, v)
@@ -473,6 +500,8 @@ class RedisRouting(RoutingStore):
                 str(round((facts.requests_reset or 60.0) * 1000)) if facts else "0",
                 "" if facts is None or facts.tokens is None else repr(facts.tokens),
                 str(round((facts.tokens_reset or 60.0) * 1000)) if facts else "0",
+                repr((facts.requests_limit or 0.0) / 60_000) if facts else "0",
+                repr((facts.tokens_limit or 0.0) / 60_000) if facts else "0",
             ]
         try:
             sent = current_time()

@@ -29,8 +29,12 @@ Per deployment the store keeps
 - limits learned from response headers (:func:`learn_headers`): remaining
   requests and tokens until a reset time. Requests already in flight when
   the header came, and every one started since, are subtracted, so a burst
-  does not overshoot what the server said is left. A deployment that says
-  it has nothing left gets no request until its reset.
+  does not overshoot what the server said is left. When the server also
+  tells its limit, what is left refills at limit / 60 s (both providers
+  document continuously replenished buckets, and OpenAI's reset is the time
+  until the bucket is *full*): a deployment with nothing left is ready
+  again when one request's worth has refilled. Without the limit it gets no
+  request until its reset.
 
 Token estimates
 ---------------
@@ -83,6 +87,8 @@ class Learned:
     requests_reset: float | None = None
     tokens: float | None = None
     tokens_reset: float | None = None
+    requests_limit: float | None = None
+    tokens_limit: float | None = None
 
 
 class RoutingStore(ABC):
@@ -151,12 +157,16 @@ class _Deployment:
         "in_flight",
         "load",
         "load_stamp",
+        "req_at",
         "req_left",
+        "req_rate",
         "req_reset",
         "row",
         "stamp",
         "starts",
+        "tok_at",
         "tok_left",
+        "tok_rate",
         "tok_reset",
         "tok_sum",
         "tokens",
@@ -173,8 +183,12 @@ class _Deployment:
         self.tok_sum = 0.0
         self.req_left = 0.0
         self.req_reset = -math.inf
+        self.req_rate = 0.0  # refill per second, when the server told its limit
+        self.req_at = 0.0
         self.tok_left = 0.0
         self.tok_reset = -math.inf
+        self.tok_rate = 0.0
+        self.tok_at = 0.0
         self.row = _Row()
 
 
@@ -329,10 +343,14 @@ class LocalRouting(RoutingStore):
         if learned.requests is not None:
             dep.req_left = learned.requests - others
             dep.req_reset = now + (learned.requests_reset or WINDOW)
+            dep.req_rate = (learned.requests_limit or 0.0) / WINDOW
+            dep.req_at = now
         if learned.tokens is not None:
             self.counts_tokens = True
             dep.tok_left = learned.tokens
             dep.tok_reset = now + (learned.tokens_reset or WINDOW)
+            dep.tok_rate = (learned.tokens_limit or 0.0) / WINDOW
+            dep.tok_at = now
 
     def _expire(self, dep: _Deployment, now: float) -> None:
         edge = now - WINDOW
@@ -378,13 +396,19 @@ def _capacity(
                     break
             ready = max(ready, at + WINDOW - now)
     if dep.req_reset > now:
-        left_req = dep.req_left if left_req is None else min(left_req, dep.req_left)
-        if dep.req_left <= 0:
-            ready = max(ready, dep.req_reset - now)
+        # What the server said was left, refilled since at limit / 60 s when
+        # it told its limit (the providers' buckets refill continuously).
+        left = dep.req_left + dep.req_rate * (now - dep.req_at)
+        left_req = left if left_req is None else min(left_req, left)
+        if left < 1:
+            wait = (1 - left) / dep.req_rate if dep.req_rate else math.inf
+            ready = max(ready, min(wait, dep.req_reset - now))
     if dep.tok_reset > now:
-        left_tok = dep.tok_left if left_tok is None else min(left_tok, dep.tok_left)
-        if dep.tok_left < tokens:
-            ready = max(ready, dep.tok_reset - now)
+        left = dep.tok_left + dep.tok_rate * (now - dep.tok_at)
+        left_tok = left if left_tok is None else min(left_tok, left)
+        if left < tokens:
+            wait = (tokens - left) / dep.tok_rate if dep.tok_rate else math.inf
+            ready = max(ready, min(wait, dep.tok_reset - now))
     return max(ready, 0.0), left_req, left_tok
 
 
@@ -413,21 +437,28 @@ def learn_headers(headers: Mapping[str, str]) -> Learned | None:
             _duration(headers.get("x-ratelimit-reset-requests")),
             tokens,
             _duration(headers.get("x-ratelimit-reset-tokens")),
+            _positive_count(headers.get("x-ratelimit-limit-requests")),
+            _positive_count(headers.get("x-ratelimit-limit-tokens")),
         )
-    requests = _count(headers.get("anthropic-ratelimit-requests-remaining"))
-    tokens = _count(headers.get("anthropic-ratelimit-tokens-remaining"))
-    tokens_reset = headers.get("anthropic-ratelimit-tokens-reset")
-    if tokens is None:
-        tokens = _count(headers.get("anthropic-ratelimit-input-tokens-remaining"))
-        tokens_reset = headers.get("anthropic-ratelimit-input-tokens-reset")
+    a = "anthropic-ratelimit-"
+    requests = _count(headers.get(a + "requests-remaining"))
+    kind = "tokens" if headers.get(a + "tokens-remaining") is not None else "input-tokens"
+    tokens = _count(headers.get(f"{a}{kind}-remaining"))
     if requests is None and tokens is None:
         return None
     return Learned(
         requests,
-        _instant(headers.get("anthropic-ratelimit-requests-reset")),
+        _instant(headers.get(a + "requests-reset")),
         tokens,
-        _instant(tokens_reset),
+        _instant(headers.get(f"{a}{kind}-reset")),
+        _positive_count(headers.get(a + "requests-limit")),
+        _positive_count(headers.get(f"{a}{kind}-limit")),
     )
+
+
+def _positive_count(value: str | None) -> float | None:
+    number = _count(value)
+    return number if number else None
 
 
 def _count(value: str | None) -> float | None:
