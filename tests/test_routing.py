@@ -544,3 +544,22 @@ async def test_room_taken_for_a_skipped_deployment_is_given_back(anyio_backend: 
     assert len(a.calls) == 1
     view = llm.deployments()["a"]
     assert (view.in_flight, view.remaining_requests) == (0, 99)
+
+
+async def test_a_deployment_with_an_open_breaker_goes_last_in_its_tier(
+    anyio_backend: object,
+) -> None:
+    """While a's breaker is open b leads (no skip, no fallback); once it may probe, a leads again."""
+    a = ScriptedProvider([Fail(ProviderError("down", status_code=503)), Stream(["a"])], name="a")
+    b = deployment("b")
+    llm = routed(
+        a, b, routing=Routing(tiers=[["a", "b"]]), health=HealthPolicy(open_after=1, open_for=5.0)
+    )
+    assert await stream_once(llm) == "ab"  # a fails, b serves; a's breaker opens until t=5
+    with fallback_scope():
+        assert await stream_once(llm) == "ab"
+        assert take_last_provider_fallback() is None  # b was the first candidate
+    assert len(a.calls) == 1
+    await anyio.sleep(5.0)
+    assert await stream_once(llm) == "a"  # a leads again: its probe succeeds
+    assert llm.health()[("a", "m")].state == "closed"

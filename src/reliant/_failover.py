@@ -301,13 +301,27 @@ class Planner:
     async def routed(
         self,
         pool: Sequence[tuple[str, Provider]],
+        model: str,
         messages: Sequence[ChatMessage] | None,
         prompt: Sequence[str | None] = (),
     ) -> tuple[Sequence[tuple[str, Provider]], Any]:
-        """``pool`` in routing's order for this request, and its decision (None: no routing)."""
+        """``pool`` in routing's order for this request, and its decision (None: no routing).
+
+        Routing is told which deployments provider health knows to be down
+        for ``model`` (it puts them last in their tier; the walk would only
+        skip them).
+        """
         if self.router is None:
             return pool, None
-        return await self.router.route(pool, messages, prompt)
+        health, down = self.health, None
+        if health is not None:
+            now = current_backend().current_time()
+            model_id = self.model_id
+
+            def down(name: str) -> bool:
+                return health.is_down((name, model_id(name, model)), now)
+
+        return await self.router.route(pool, messages, prompt, down)
 
     async def settle(self) -> None:
         """After a routed request: give back room its decision took and no attempt used."""
@@ -329,7 +343,7 @@ class Planner:
         ``prompt`` is what routing reads of a call without history
         (``messages`` None): its system prompt and message.
         """
-        pool, decision = await self.routed(self.providers, messages, prompt)
+        pool, decision = await self.routed(self.providers, model, messages, prompt)
         run = self.attempts(
             model=model,
             messages=messages,

@@ -319,6 +319,15 @@ class HealthStore(ABC):
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """Every known route's state, as best this store knows it without I/O."""
 
+    def is_down(self, key: RouteKey, now: float) -> bool:
+        """True while ``key``'s breaker is open or its probe is out, as known without I/O.
+
+        Routing puts such a deployment last in its tier (the planner would
+        only skip it); once its open period is over it is not down, so it
+        leads again and the planner's probe goes to it.
+        """
+        return False
+
 
 class RetryBudget:
     """Retries allowed as a share of requests over a sliding window (see the module comment).
@@ -519,6 +528,15 @@ class LocalHealth(HealthStore):
         self._routes.clear()
         self._budgets.clear()
         self._prune_at = _PRUNE_AT
+
+    def is_down(self, key: RouteKey, now: float) -> bool:
+        """See :meth:`HealthStore.is_down`."""
+        route = self._routes.get(key)
+        return (
+            route is not None
+            and route.state != "closed"
+            and (route.probe or now < route.opened_until)
+        )
 
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """See :meth:`HealthStore.snapshot`."""

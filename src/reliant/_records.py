@@ -130,7 +130,11 @@ class RouterDriver(Protocol):
     """Routing as the planner's drivers use it (``_router.Router``): the pool, ordered."""
 
     async def route(
-        self, pool: Sequence[tuple[str, Any]], messages: Any, prompt: Sequence[str | None]
+        self,
+        pool: Sequence[tuple[str, Any]],
+        messages: Any,
+        prompt: Sequence[str | None],
+        down: Callable[[str], bool] | None,
     ) -> tuple[tuple[tuple[str, Any], ...], Any]: ...
     async def settle(self) -> None: ...
 

@@ -585,6 +585,15 @@ class RedisHealth(HealthStore):
         self._local_probes.discard(key)
         self._local.release_nowait(key)
 
+    def is_down(self, key: RouteKey, now: float) -> bool:
+        """See :meth:`HealthStore.is_down` (from the mirror, or in process during an outage)."""
+        if self._down:
+            return self._local.is_down(key, now)
+        m = self._mirror.get(key)
+        return (
+            m is not None and m.state != "closed" and (m.probe or now < self._to_loop(m.until_ms))
+        )
+
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """Every route this process has seen, as of its last round trip (no I/O).
 

@@ -161,8 +161,12 @@ class Router:
         pool: Sequence[tuple[str, Provider]],
         messages: Sequence[ChatMessage] | None,
         prompt: Sequence[str | None] = (),
+        down: Callable[[str], bool] | None = None,
     ) -> tuple[tuple[tuple[str, Provider], ...], RouteDecision]:
         """The pool in routing order for one request, and the decision to report.
+
+        ``down`` tells a deployment provider health knows to be down (its
+        breaker open): it goes last in its tier.
 
         Raises:
             NoCapacityError: No deployment will have capacity within ``max_wait``.
@@ -186,7 +190,8 @@ class Router:
         while True:
             now = be.current_time()
             views = store.rows(names, now, limits, tokens)
-            ordered, reason = order(tiers, views, routing, self.rng, key)
+            out = frozenset(n for n in names if down(n)) if down is not None else frozenset()
+            ordered, reason = order(tiers, views, routing, self.rng, key, out)
             if ordered:
                 # The decision takes the chosen deployment's room at once (one
                 # round trip with a shared store); its first attempt uses it.

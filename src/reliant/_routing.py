@@ -336,6 +336,7 @@ def order(
     routing: Routing,
     rng: random.Random,
     key: str | None = None,
+    down: frozenset[str] = frozenset(),
 ) -> tuple[list[str], str]:
     """The candidates for one request, in order, and why the first one leads.
 
@@ -346,6 +347,9 @@ def order(
         routing: The policy.
         rng: The random source (seeded in tests).
         key: The request's affinity key, or None.
+        down: Deployments whose breaker is open: last in their tier, in
+            the order the strategy gave them (still candidates: the planner
+            skips them, and tries them last of all).
     """
     out: list[str] = []
     reason = ""
@@ -363,6 +367,10 @@ def order(
                 first, why = _affine(peers, views, routing, key)
                 ranked.remove(first)
                 ranked.insert(0, first)
+        if down and len(ranked) > 1 and not down.isdisjoint(ranked):
+            ranked = [n for n in ranked if n not in down] + [n for n in ranked if n in down]
+            if ranked[0] not in down:
+                why += "; breaker open on " + ", ".join(n for n in ranked if n in down)
         if not out:
             reason = "next in the chain" if len(tier) == 1 else why
         out.extend(ranked)
