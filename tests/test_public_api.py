@@ -138,8 +138,9 @@ PROVIDERS = {
     "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "create_client", "parse_retry_after",
 }  # fmt: skip
 TESTING = {
-    "Behavior", "BehaviorKind", "Disconnect", "Empty", "Fail", "FakeLLMServer", "FakeRequest",
-    "Hang", "NoJitter", "Outcome", "Reply", "Script", "ScriptedCall", "ScriptedProvider", "Stream",
+    "Behavior", "BehaviorKind", "Deployment", "DeploymentStats", "Disconnect", "Empty", "Fail",
+    "FakeLLMServer", "FakeRequest", "Hang", "NoJitter", "Outcome", "Reply", "Script",
+    "ScriptedCall", "ScriptedProvider", "Stream",
     "serve_fake_llm",
 }  # fmt: skip
 # reliant.testing.fake_server re-exports the server's names from reliant.testing; these are its own.

@@ -13,6 +13,8 @@ from . import _fake_azure as _fake_azure
 from . import _fake_bedrock as _fake_bedrock
 from . import _fake_gemini as _fake_gemini
 from . import _fake_responses as _fake_responses
+from ._fake_deployments import Deployment as Deployment
+from ._fake_deployments import DeploymentStats as DeploymentStats
 from ._fake_server import Behavior as Behavior
 from ._fake_server import BehaviorKind as BehaviorKind
 from ._fake_server import Disconnect as Disconnect
@@ -33,6 +35,8 @@ from ._scripted import Stream as Stream
 __all__ = [
     "Behavior",
     "BehaviorKind",
+    "Deployment",
+    "DeploymentStats",
     "Disconnect",
     "Empty",
     "Fail",

@@ -188,13 +188,14 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, NamedTuple, TypeAlias, get_args
 
 import h11
 import trio
 
 from .._exceptions import FAKE_SERVER_SPEC_HEADER
+from ._fake_deployments import DeploymentControls, Deployments, Style, Visit, split_deployment
 from ._raw import RawResponse, RawScripts, send_raw
 
 __all__ = [
@@ -562,12 +563,14 @@ class FakeRequest:
         connection: Number of the connection that carried it (0, 1, ... in
             accept order), to check keep-alive.
         method: HTTP method.
-        path: Request target (path and query).
+        path: Request target (path and query), without a ``/d/<name>`` prefix.
         headers: Request headers, names lower-case (repeated ones joined by ``", "``).
         json: The parsed JSON body, or None when it was not JSON.
         received_at: ``trio.current_time()`` when the request was complete.
         model: The body's ``model`` field, if any; else the URL-decoded model
             id of a Bedrock path (``/model/{model}/converse``).
+        deployment: The deployment named by a ``/d/<name>`` prefix, which
+            ``path`` no longer carries; None without one.
     """
 
     index: int
@@ -578,6 +581,7 @@ class FakeRequest:
     json: Any
     received_at: float
     model: str | None
+    deployment: str | None = None
 
     @property
     def stream(self) -> bool:
@@ -600,8 +604,13 @@ _Action: TypeAlias = Literal["keep", "close", "reset", "hang", "raw_keep"]
 # Bedrock's routes: the model id (URL-encoded) in the path, streaming by the action.
 
 
-class FakeLLMServer:
-    """A running fake server; get one from :func:`serve_fake_llm`."""
+class FakeLLMServer(DeploymentControls):
+    """A running fake server; get one from :func:`serve_fake_llm`.
+
+    Deployments (``/d/<name>/...``, each with its own latency, rate limits
+    and prompt cache) are declared with :meth:`deployment`; see
+    :mod:`reliant.testing._fake_deployments`.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -613,6 +622,7 @@ class FakeLLMServer:
         self._raw = RawScripts()
         self._connections = 0
         self._changed = trio.Event()
+        self._deployments = Deployments()
 
     # -- addresses -----------------------------------------------------------
 
@@ -682,7 +692,8 @@ class FakeLLMServer:
         self._raw.set(model, responses)
 
     def clear(self) -> None:
-        """Forget scripts and records."""
+        """Forget scripts, deployments and records."""
+        self._deployments.clear()
         self._raw.queues.clear()
         self._scripts.clear()
         self.requests.clear()
@@ -808,7 +819,7 @@ class FakeLLMServer:
         except ValueError:
             payload = None
         model = payload.get("model") if isinstance(payload, dict) else None
-        target = head.target.decode("latin-1")
+        deployment, target = split_deployment(head.target.decode("latin-1"))
         if not isinstance(model, str):
             route = _route_for(target.split("?", 1)[0])
             model = route.model(target) if route is not None else None
@@ -821,6 +832,7 @@ class FakeLLMServer:
             json=payload,
             received_at=trio.current_time(),
             model=model if isinstance(model, str) else None,
+            deployment=deployment,
         )
         self.requests.append(request)
         self._notify()
@@ -1038,6 +1050,13 @@ class _Protocol:
     # ``_respond``'s SSE loop.
     own_response = False
 
+    # Whose rate-limit headers a deployment with limits sends (None: none);
+    # ``anthropic`` also counts cached tokens outside ``input_tokens``.
+    ratelimit_style: Style | None = None
+    # A prefix-cache deployment's (input, cached) token estimate, replacing
+    # the behaviour's numbers in the usage.
+    cache_usage: tuple[int, int] | None = None
+
     def __init__(self, request: FakeRequest, behavior: Behavior) -> None:
         self.request = request
         self.behavior = behavior
@@ -1130,7 +1149,10 @@ class _Protocol:
 
     def usage_numbers(self) -> tuple[int, int, int]:
         b = self.behavior
-        return b.input_tokens, len(self.answer_texts()) + b.reasoning, b.cached_tokens
+        output = len(self.answer_texts()) + b.reasoning
+        if self.cache_usage is not None:
+            return self.cache_usage[0], output, self.cache_usage[1]
+        return b.input_tokens, output, b.cached_tokens
 
     def error_payload(self, status: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -1176,6 +1198,7 @@ class _Protocol:
 
 class _OpenAI(_Protocol):
     sse_terminator = b"data: [DONE]\n\n"
+    ratelimit_style = "openai"
 
     def _tool_name(self, tool: dict[str, Any]) -> Any:
         function = tool.get("function")
@@ -1354,6 +1377,7 @@ class _OpenAI(_Protocol):
 class _Anthropic(_Protocol):
     sse_terminator = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
     continues_by_default = True
+    ratelimit_style = "anthropic"
 
     def _tool_name(self, tool: dict[str, Any]) -> Any:
         return tool.get("name")
@@ -1589,6 +1613,17 @@ def _registered_protocol(path: str) -> type[_Protocol] | None:
 async def _respond(
     conn: h11.Connection, stream: trio.SocketStream, request: FakeRequest, server: FakeLLMServer
 ) -> _Action:
+    early = server._deployments.early_answer(
+        request.method, request.path, request.deployment, request.json
+    )
+    if early is not None:
+        # A deployment control request (/_fake/deployments), or an undeclared /d/<name>.
+        status, answer = early
+        spec = []
+        if status >= 400:
+            spec = [(FAKE_SERVER_SPEC_HEADER, _header_safe(answer["error"]["message"]))]
+        await _send_json(conn, stream, status, _dumps(answer), spec)
+        return "keep"
     if request.method == "GET" and request.path.split("?")[0] == "/v1/models":
         models = {"object": "list", "data": [{"id": "ok", "object": "model", "owned_by": "fake"}]}
         await _send_json(conn, stream, 200, _dumps(models))
@@ -1613,13 +1648,27 @@ async def _respond(
         await _send_json(conn, stream, 404, _dumps(error))
         return "keep"
 
-    raw = server._raw.take(request.model if request.model in server._raw.queues else None)
+    # A deployment admits the request, or refuses it with a rate-limit 429
+    # that consumes no script (see _fake_deployments).
+    visit: Visit | None = None
+    if request.deployment is not None:
+        visit = server._deployments.admit(request.deployment, request.json)
+    refusal = visit.refusal if visit is not None else None
+    raw = None
+    if refusal is None:
+        raw = server._raw.take(request.model if request.model in server._raw.queues else None)
     if raw is not None:
         await send_raw(stream, raw)
         return {"close": "close", "hang": "hang", "keep": "raw_keep"}[raw.then]  # type: ignore[return-value]
 
     try:
-        behavior = server.behavior_for(request.model)
+        if refusal is not None:
+            retry_after = None if refusal.retry_after is None else str(refusal.retry_after)
+            behavior = Behavior(
+                "status", status=429, message=refusal.message, retry_after=retry_after
+            )
+        else:
+            behavior = server.behavior_for(request.model)
     except ValueError as exc:
         message = f"reliant fake server: {exc}"
         logger.info("request %d %s model=%r -> 400: %s", request.index, path, request.model, exc)
@@ -1640,9 +1689,17 @@ async def _respond(
     logger.info(
         "request %d %s model=%r -> %s", request.index, path, request.model, describe(behavior)
     )
+    if visit is not None and refusal is None and visit.ttft > 0:
+        behavior = replace(behavior, ttft=behavior.ttft + visit.ttft)
     proto = protocol_cls(request, behavior)
     b = behavior
     extra = list(b.headers.items())
+    if visit is not None:
+        # Output tokens of an answer (not of an error), the limit and cache headers, usage.
+        answered = b.kind not in ("status", "hang_headers") and proto.rejection() is None
+        output = proto.usage_numbers()[1] if answered else 0
+        headers, proto.cache_usage = visit.finish(output, proto.ratelimit_style)
+        extra += headers
 
     if b.kind == "hang_headers":
         return "hang"

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 
 import trio
 
+from ._fake_deployments import Deployment as Deployment
+from ._fake_deployments import DeploymentStats as DeploymentStats
 from ._fake_server import Behavior as Behavior
 from ._fake_server import BehaviorKind as BehaviorKind
 from ._fake_server import Disconnect as Disconnect
@@ -48,6 +50,8 @@ from ._raw import trickle as trickle
 __all__ = [
     "Behavior",
     "BehaviorKind",
+    "Deployment",
+    "DeploymentStats",
     "Disconnect",
     "FakeLLMServer",
     "FakeRequest",
