@@ -275,8 +275,13 @@ class _Bucket:
         self.level = min(self.level, float(capacity))
 
     def wait_for(self, amount: int) -> float:
-        """Seconds until it holds ``amount`` (after :meth:`refill`)."""
-        return max(0.0, (amount - self.level) / self.rate)
+        """Seconds until it holds ``amount`` (after :meth:`refill`).
+
+        A shortfall of a billionth is none: refills summed over many small
+        steps must not refuse a request at the exact time it is due.
+        """
+        short = amount - self.level
+        return 0.0 if short <= 1e-9 else short / self.rate
 
     def until_full(self) -> float:
         return max(0.0, (self.capacity - self.level) / self.rate)
