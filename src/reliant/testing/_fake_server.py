@@ -165,10 +165,32 @@ Usage is deterministic: ``input_tokens`` (default 10), ``cached_tokens``
 (default 0) and output tokens = number of text pieces in this answer (a
 continuation's or a refusal's own pieces) + reasoning pieces.
 
+Deployments (routing across several deployments of one model)
+--------------------------------------------------------------
+``server.deployment("east", ttft=0.05, rpm=600, tpm=None, prefix_cache=True)``
+declares a deployment, reachable under the path prefix ``/d/east`` before
+any route above (``/d/east/v1/chat/completions``, ``/d/east/v1/messages``,
+...; ``server.deployment_url("east")`` is its root), and a later call
+changes its settings while the server runs (arguments left out are kept).
+Per deployment: ``ttft`` seconds added before the first piece (or the
+JSON answer) of every request; ``rpm``/``tpm`` limits kept as token buckets
+on the loop clock, reported on every response in the provider's own
+headers (``x-ratelimit-*-requests``/``-tokens``, or Anthropic's
+``anthropic-ratelimit-*``) and enforced with 429s in the provider's error
+shape, with ``retry-after``; a prompt-prefix cache reporting
+``x-fake-cache: hit|miss`` and cached tokens in the usage. A prefix naming
+no declared deployment gets a 404 (and the fake-server-error header) that
+names it. ``server.deployment_stats(name)`` counts requests, 429s, cache
+hits and misses and tokens; ``server.rate_limited`` all 429s sent by
+limits; ``POST``/``GET /_fake/deployments/<name>`` does the same over HTTP.
+The algorithms, the token estimate and the header formats are in
+:mod:`reliant.testing._fake_deployments`.
+
 Records
 -------
 ``server.requests`` lists every request as a :class:`FakeRequest` (in
-arrival order; ``received_at`` is the trio time the request was complete).
+arrival order; ``received_at`` is the trio time the request was complete;
+``deployment`` the ``/d/<name>`` it came through, its ``path`` without it).
 ``server.disconnects`` lists ``(request_index, trio_time)`` whenever a client
 closed a connection, with the index of the last request on it; the close is
 seen at once, even while the server sleeps between chunks, because a watcher
