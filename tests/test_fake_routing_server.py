@@ -513,6 +513,27 @@ async def test_without_prefix_cache_the_behaviour_usage_is_kept(
     assert (await client.post("/d/east" + OPENAI, json=body)).headers["x-fake-cache"] == "miss"
 
 
+async def test_settings_changes_reach_the_cache_at_the_next_request(
+    server: FakeLLMServer, client: httpx2.AsyncClient
+) -> None:
+    """Off and on again with no request between still forgets; a smaller size keeps the newest."""
+    server.deployment("east", prefix_cache=True)
+
+    async def verdicts(systems: str) -> list[str]:
+        out = []
+        for system in systems:
+            response = await client.post("/d/east" + OPENAI, json=chat(system=system))
+            out.append(response.headers["x-fake-cache"])
+        return out
+
+    assert await verdicts("AA") == ["miss", "hit"]
+    server.deployment("east", prefix_cache=False)
+    server.deployment("east", prefix_cache=True)
+    assert await verdicts("ABC") == ["miss", "miss", "miss"]
+    server.deployment("east", cache_size=1)
+    assert await verdicts("CB") == ["hit", "miss"]
+
+
 async def test_a_rate_limited_request_does_not_touch_the_cache(
     server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:

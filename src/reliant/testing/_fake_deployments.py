@@ -53,7 +53,7 @@ is answered as usual):
     ``-remaining`` and ``-reset`` and the ``anthropic-ratelimit-tokens-*``
     twins, the reset an RFC 3339 UTC time in whole seconds, rounded up
     (``"2025-01-01T00:00:07Z"``): the loop clock mapped onto the wall clock
-    at the server's first request. Only configured limits are reported;
+    at the server's first request to a deployment. Only configured limits are reported;
     remaining is the whole units left, never below 0.
 ``prefix_cache``
     The deployment remembers the prompt prefixes it has seen: the system
@@ -312,11 +312,22 @@ class _State:
         self.cache_hits = 0
         self.cache_misses = 0
         self.tokens = 0
+        # Turning the cache off bumps ``forgotten``; the server's loop clears
+        # the cache when it sees the bump (see sync_cache), so a caller on
+        # another thread never touches the cache the server is reading.
+        self.forgotten = 0
+        self.cleared = 0
 
     def update(self, settings: Deployment) -> None:
+        if self.settings.prefix_cache and not settings.prefix_cache:
+            self.forgotten += 1
         self.settings = settings
-        if not settings.prefix_cache:
+
+    def sync_cache(self, settings: Deployment) -> None:
+        """Apply the settings to the cache: forget it if it was turned off, trim it to size."""
+        if self.cleared != self.forgotten:
             self.cache.clear()
+            self.cleared = self.forgotten
         while len(self.cache) > settings.cache_size:
             self.cache.popitem(last=False)
 
@@ -427,7 +438,9 @@ class Visit:
     def look_up(self, body: Mapping[str, Any]) -> None:
         """Consult the prompt cache (when the deployment has one) for this request's prefix."""
         state = self._state
-        if not state.settings.prefix_cache or self.refusal is not None:
+        settings = state.settings
+        state.sync_cache(settings)
+        if not settings.prefix_cache or self.refusal is not None:
             return
         key, chars = _prefix(body)
         if key is None:
@@ -443,8 +456,7 @@ class Visit:
         self.cache = "miss"
         state.cache_misses += 1
         state.cache[key] = None
-        while len(state.cache) > state.settings.cache_size:
-            state.cache.popitem(last=False)
+        state.sync_cache(settings)
 
     def finish(
         self, output_tokens: int, style: Style | None
