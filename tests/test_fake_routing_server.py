@@ -117,12 +117,22 @@ async def test_settings_are_a_frozen_record_and_arguments_left_out_are_kept(
     assert server.deployment_stats("east") == DeploymentStats()
 
 
-async def test_ttft_delays_the_first_piece_and_the_json_answer(
+async def test_ttft_delays_the_whole_response(
     client: httpx2.AsyncClient, server: FakeLLMServer, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A deployment's ttft adds to the behaviour's: first piece at 1.5 s, a JSON answer at 0.5 s."""
+    """ttft=0.5: headers and the role chunk at 0.5 s, the behaviour's ttft=1 piece at 1.5 s."""
     server.deployment("east", ttft=0.5)
-    assert await first_piece_at(client, "/d/east" + OPENAI, chat("ok:ttft=1")) == 1.5
+    start = trio.current_time()
+    seen: list[tuple[float, bytes]] = []
+    body = {**chat("ok:ttft=1:chunks=1"), "stream": True}
+    async with client.stream("POST", "/d/east" + OPENAI, json=body) as response:
+        seen.append((trio.current_time() - start, b"headers"))
+        async for raw in response.aiter_raw():
+            seen.append((trio.current_time() - start, raw))
+    assert [round(at, 9) for at, _ in seen[:3]] == [0.5, 0.5, 1.5]
+    assert b'"role":"assistant"' in seen[1][1]
+    assert b"tok0" not in seen[1][1]
+    assert b"tok0" in seen[2][1]
     start = trio.current_time()
     await client.post("/d/east" + ANTHROPIC, json=chat(max_tokens=10))
     assert round(trio.current_time() - start, 9) == 0.5

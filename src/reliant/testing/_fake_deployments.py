@@ -15,9 +15,15 @@ What a deployment does to each request on a model route (``GET /v1/models``
 is answered as usual):
 
 ``ttft``
-    Seconds added to the behaviour's own ``ttft``: before the first piece of
-    a stream, before the body of a JSON answer. Read when the request
-    arrives, so a change applies to the next request.
+    Seconds before the response head of every answered request (added to
+    the behaviour's ``delay``), so nothing arrives earlier: not the headers,
+    not the stream's preamble (OpenAI's role chunk, Anthropic's
+    ``message_start``), not the first piece, not a JSON answer. A busy
+    deployment's queue and prefill look like that to every client, whichever
+    event it times (LiteLLM's latency routing times the first chunk, the
+    preamble). The behaviour's own ``ttft`` still counts from the headers.
+    Error answers of the behaviour wait too; a rate-limit 429 does not. Read
+    when the request arrives, so a change applies from the next request.
 ``rpm``, ``tpm``
     Rate limits, kept as token buckets on the server's loop clock, as both
     providers document their limits ("continuously replenished", Anthropic;
@@ -149,8 +155,8 @@ class Deployment:
     Attributes:
         name: Its path segment: ``/d/<name>/...``. Letters, digits and
             ``._~-``, at most 64 characters, not starting with punctuation.
-        ttft: Seconds added before the first piece (or the JSON answer) of
-            every request.
+        ttft: Seconds before the response (headers, preamble, first piece,
+            or JSON answer) of every request.
         rpm: Requests per minute, or None for no limit.
         tpm: Tokens per minute (estimated per request), or None for no limit.
         prefix_cache: Remember prompt prefixes and report cache hits.
@@ -717,7 +723,8 @@ class DeploymentControls:
 
         Args:
             name: The path segment (letters, digits, ``._~-``).
-            ttft: Seconds added before the first piece of every answer.
+            ttft: Seconds before the response of every request (its headers and
+                first piece).
             rpm: Requests per minute, enforced with 429s and reported in headers.
             tpm: Estimated tokens per minute, likewise.
             prefix_cache: Remember prompt prefixes; report hits and misses.

@@ -172,8 +172,9 @@ declares a deployment, reachable under the path prefix ``/d/east`` before
 any route above (``/d/east/v1/chat/completions``, ``/d/east/v1/messages``,
 ...; ``server.deployment_url("east")`` is its root), and a later call
 changes its settings while the server runs (arguments left out are kept).
-Per deployment: ``ttft`` seconds added before the first piece (or the
-JSON answer) of every request; ``rpm``/``tpm`` limits kept as token buckets
+Per deployment: ``ttft`` seconds before the response (headers, the
+stream's preamble and first piece, or the JSON answer) of every request;
+``rpm``/``tpm`` limits kept as token buckets
 on the loop clock, reported on every response in the provider's own
 headers (``x-ratelimit-*-requests``/``-tokens``, or Anthropic's
 ``anthropic-ratelimit-*``) and enforced with 429s in the provider's error
@@ -1712,7 +1713,7 @@ async def _respond(
         "request %d %s model=%r -> %s", request.index, path, request.model, describe(behavior)
     )
     if visit is not None and refusal is None and visit.ttft > 0:
-        behavior = replace(behavior, ttft=behavior.ttft + visit.ttft)
+        behavior = replace(behavior, delay=behavior.delay + visit.ttft)
     proto = protocol_cls(request, behavior)
     b = behavior
     extra = list(b.headers.items())
