@@ -59,8 +59,8 @@ is answered as usual):
     ``-remaining`` and ``-reset`` and the ``anthropic-ratelimit-tokens-*``
     twins, the reset an RFC 3339 UTC time in whole seconds, rounded up
     (``"2025-01-01T00:00:07Z"``): the loop clock mapped onto the wall clock
-    at the server's first request to a deployment. Only configured limits are reported;
-    remaining is the whole units left, never below 0.
+    at the server's first request to a deployment. Only configured limits
+    are reported; remaining is the whole units left, never below 0.
 ``prefix_cache``
     The deployment remembers the prompt prefixes it has seen: the system
     prompt (``system``, ``systemInstruction`` or ``instructions``) and every
