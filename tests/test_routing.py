@@ -549,7 +549,7 @@ async def test_room_taken_for_a_skipped_deployment_is_given_back(anyio_backend: 
 async def test_a_deployment_with_an_open_breaker_goes_last_in_its_tier(
     anyio_backend: object,
 ) -> None:
-    """While a's breaker is open b leads (no skip, no fallback); once it may probe, a leads again."""
+    """While a's breaker is open b leads (no skip, no fallback); when a may probe, a leads."""
     a = ScriptedProvider([Fail(ProviderError("down", status_code=503)), Stream(["a"])], name="a")
     b = deployment("b")
     llm = routed(
