@@ -564,8 +564,12 @@ async def run_all(
     strategies: Sequence[str] = STRATEGIES,
     prefix: str = "ll",
     progress: Callable[[str], None] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every case under every strategy: ``{"results": {case: {strategy: figures}}, ...}``."""
+    """Every case under every strategy: ``{"results": {case: {strategy: figures}}, ...}``.
+
+    ``overrides`` replaces parameters of every case run (after scaling).
+    """
     scale = QUICK if quick else 1.0
     run = uuid.uuid4().hex[:6]
     await warm_up(url, prefix)
@@ -574,7 +578,9 @@ async def run_all(
         for strategy in strategies:
             if progress is not None:
                 progress(f"litellm {case} {strategy}")
-            figures = await run_case(case, strategy, url, scale=scale, prefix=prefix, run=run)
+            figures = await run_case(
+                case, strategy, url, scale=scale, prefix=prefix, run=run, overrides=overrides
+            )
             results.setdefault(case, {})[strategy] = figures
     versions = {}
     for dist in ("litellm", "httpx", "openai"):
@@ -633,6 +639,7 @@ def run_subprocess(
     strategies: Sequence[str] = STRATEGIES,
     prefix: str = "ll",
     timeout: float = 3600,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_all` under LiteLLM's interpreter ``python``; its JSON as a dict."""
     env = {
@@ -646,6 +653,8 @@ def run_subprocess(
     argv += ["--cases", ",".join(cases), "--strategies", ",".join(strategies)]
     if quick:
         argv.append("--quick")
+    if overrides:
+        argv += ["--overrides", json.dumps(overrides)]
     done = subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
@@ -686,6 +695,9 @@ def main() -> int:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--prefix", default="ll", help="deployment name prefix")
     parser.add_argument("--out", help="also write the JSON to this file")
+    parser.add_argument(
+        "--overrides", help='JSON: parameters replaced in every case, e.g. {"rpm": [30, 30]}'
+    )
     args = parser.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     strategies = [s for s in args.strategies.split(",") if s]
@@ -705,6 +717,7 @@ def main() -> int:
                 strategies=strategies,
                 prefix=args.prefix,
                 progress=lambda text: print(text, file=sys.stderr, flush=True),
+                overrides=json.loads(args.overrides) if args.overrides else None,
             )
         )
     finally:

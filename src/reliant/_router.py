@@ -66,6 +66,7 @@ _RESERVED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "reliant_route_reserved", default=None
 )
 _SETTLE_TIMEOUT = 1.0
+_NONE_DOWN: frozenset[str] = frozenset()
 
 
 @contextmanager
@@ -190,7 +191,7 @@ class Router:
         while True:
             now = be.current_time()
             views = store.rows(names, now, limits, tokens)
-            out = frozenset(n for n in names if down(n)) if down is not None else frozenset()
+            out = _NONE_DOWN if down is None else frozenset([n for n in names if down(n)])
             ordered, reason = order(tiers, views, routing, self.rng, key, out)
             if ordered:
                 # The decision takes the chosen deployment's room at once (one
@@ -255,8 +256,9 @@ class Router:
         """
         box = _RESERVED.get()
         if box and box[0] == name:
+            taken_at: float = box[1]
             box.clear()  # shared by hedged racers' copies of the context: used once
-            return current_backend().current_time()
+            return taken_at
         now = current_backend().current_time()
         wait = await self._acquire(name, now, tokens)
         if wait > 0:
