@@ -563,3 +563,15 @@ async def test_a_deployment_with_an_open_breaker_goes_last_in_its_tier(
     await anyio.sleep(5.0)
     assert await stream_once(llm) == "a"  # a leads again: its probe succeeds
     assert llm.health()[("a", "m")].state == "closed"
+
+
+def test_a_store_seen_from_a_clock_behind_its_stamps_does_not_overflow() -> None:
+    """Times older than a deployment's last stamp (another loop's clock) read as no decay."""
+    from reliant import LocalRouting
+
+    store = LocalRouting(decay=1.0)
+    assert store.acquire_nowait("a", 100_000.0, None, 0) == 0.0
+    store.observe_nowait("a", 100_000.0, 0.2, False)
+    assert store.acquire_nowait("a", 1.0, None, 0) == 0.0  # a clock far behind
+    view = store.view("a", 1.0, None, 0)
+    assert view.latency == 0.2 and view.load == 2.0

@@ -130,7 +130,7 @@ for i = 1, n do
   local tq, ta = tonumber(f.tq) or 0, tonumber(f.ta) or 0
   local changed = false
   if sample then
-    local w = math.exp(-(now - stamp) / decay)
+    local w = math.exp(-math.max(0, now - stamp) / decay)
     if not (failed and sample <= cost * w) then
       if sample > cost then cost = sample else cost = cost * w + sample * (1 - w) end
       stamp = now
@@ -209,7 +209,7 @@ for i = 1, n do
       reqs[sec] = (reqs[sec] or 0) + 1
       toks[sec] = (toks[sec] or 0) + tokens
       nreq, ntok = nreq + 1, ntok + tokens
-      load = load * math.exp(-(now - lstamp) / decay) + 1
+      load = load * math.exp(-math.max(0, now - lstamp) / decay) + 1
       lstamp = now
       if rl and rr > now then rl = rl - 1 end
       if tl and tr > now then tl = tl - tokens end

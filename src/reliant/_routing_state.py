@@ -232,8 +232,8 @@ class LocalRouting(RoutingStore):
         return DeploymentView(
             name,
             dep.in_flight,
-            dep.cost * math.exp(-(now - dep.stamp) / self.decay),
-            dep.load * math.exp(-(now - dep.load_stamp) / self.decay),
+            dep.cost * _fade(now - dep.stamp, self.decay),
+            dep.load * _fade(now - dep.load_stamp, self.decay),
             ready,
             left_req,
             left_tok,
@@ -254,8 +254,8 @@ class LocalRouting(RoutingStore):
             dep = self._deps.get(name) or self._dep(name)
             row = dep.row
             row.in_flight = dep.in_flight
-            row.latency = dep.cost * math.exp((dep.stamp - now) / decay) if dep.cost else 0.0
-            row.load = dep.load * math.exp((dep.load_stamp - now) / decay) if dep.load else 0.0
+            row.latency = dep.cost * _fade(now - dep.stamp, decay) if dep.cost else 0.0
+            row.load = dep.load * _fade(now - dep.load_stamp, decay) if dep.load else 0.0
             limit = limits.get(name)
             if limit is None and dep.req_reset <= now and dep.tok_reset <= now:
                 row.ready_in = 0.0
@@ -279,7 +279,7 @@ class LocalRouting(RoutingStore):
             if ready > 0:
                 return ready
         dep.in_flight += 1
-        dep.load = dep.load * math.exp((dep.load_stamp - now) / self.decay) + 1.0
+        dep.load = dep.load * _fade(now - dep.load_stamp, self.decay) + 1.0
         dep.load_stamp = now
         if limit is not None:  # the windows are kept only where a limit reads them
             dep.starts.append(now)
@@ -297,7 +297,7 @@ class LocalRouting(RoutingStore):
     def observe_nowait(self, name: str, now: float, latency: float, failed: bool) -> None:
         """:meth:`observe` (the same; named like the other in-process twins)."""
         dep = self._dep(name)
-        w = math.exp(-(now - dep.stamp) / self.decay)
+        w = _fade(now - dep.stamp, self.decay)
         if failed and latency <= dep.cost * w:
             return  # a quick failure says nothing about how fast answers come
         # Peak EWMA (see the module comment).
@@ -360,6 +360,13 @@ class LocalRouting(RoutingStore):
         entries = dep.tokens
         while entries and entries[0][0] <= edge:
             dep.tok_sum -= entries.popleft()[1]
+
+
+def _fade(elapsed: float, decay: float) -> float:
+    # exp(-elapsed / decay), never above 1: a store shared by loops whose
+    # clocks differ (a test's virtual clock beside real time) may see a
+    # stamp from its "future", which must not overflow or grow the value.
+    return math.exp(-elapsed / decay) if elapsed > 0 else 1.0
 
 
 def _correct(dep: _Deployment, estimate: int, used: int) -> None:
