@@ -55,7 +55,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 import _routing_litellm as ll  # noqa: E402  (the same cases, numbers and server controls)
-from _util import RESULTS  # noqa: E402
+from _util import RESULTS, Instant  # noqa: E402
 from reliant import (  # noqa: E402
     ChatMessage,
     NoCapacityError,
@@ -351,50 +351,41 @@ async def affinity_case(url: str, label: str, scale: float, affinity: bool) -> d
     return {"case": "affinity", "strategy": label, "deployments": names, **out}
 
 
-async def _one_decision(llm: ReliableProvider, messages: list[ChatMessage]) -> None:
-    # What routing adds to one request: the decision, the attempt's start
-    # (using the room the decision took), its latency sample and its end.
-    router = llm._router
-    assert router is not None
-    _, decision = await router.route(llm._planner.providers, messages)
-    started = await router.start(decision.chosen, 0)
-    router.sample(decision.chosen, started, False)
-    await router.end(decision.chosen, 0, None)
-    await router.settle()
+class _Named(Instant):
+    """An instant in-process provider with a name (as deployments have)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 async def decision_cost(inner: int) -> dict[str, Any]:
-    """Microseconds per request of routing in process: the decision, the attempt's start and end."""
-    from reliant.testing import Reply, ScriptedProvider
+    """Microseconds routing adds to one request in process, by strategy.
 
+    A non-streaming call through ``ReliableProvider`` over three instant
+    in-process deployments, with routing and without (the plain chain), in
+    interleaved runs; the figure is the difference of the medians: the
+    decision, the attempt's start and latency sample, its end.
+    """
     messages = [ChatMessage.system("You are brief."), ChatMessage.user("hi")]
-    provs = [ScriptedProvider([Reply("ok")], name=n) for n in "abc"]
-    figures: dict[str, Any] = {}
+    deployments = [_Named(n) for n in "abc"]
+    variants: dict[str, ReliableProvider] = {"plain chain": ReliableProvider(deployments)}
     for strategy in ("priority", "weighted", "least_busy", "latency"):
         for affinity in (None, "prefix"):
-            llm = ReliableProvider(
-                provs,
-                routing=Routing(tiers=[["a", "b", "c"]], strategy=strategy, affinity=affinity),  # type: ignore[arg-type]
-                rng=random.Random(1),
-            )
-            runs = []
-            for _ in range(7):
-                t0 = time.perf_counter()
-                for _ in range(inner):
-                    await _one_decision(llm, messages)
-                runs.append((time.perf_counter() - t0) / inner * 1e6)
-            runs.sort()
-            figures[f"{strategy}{'+prefix' if affinity else ''}"] = runs[len(runs) // 2]
-    # The planner's own cost per call, for scale: a call through ReliableProvider without routing.
-    plain = ReliableProvider(provs[:1])
-    runs = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            await plain.chat_with_history(messages, "m", 0.0)
-        runs.append((time.perf_counter() - t0) / inner * 1e6)
-    runs.sort()
-    figures["reference: one whole call without routing"] = runs[len(runs) // 2]
+            routing = Routing(tiers=[["a", "b", "c"]], strategy=strategy, affinity=affinity)  # type: ignore[arg-type]
+            label = f"{strategy}{' + prefix affinity' if affinity else ''}"
+            variants[label] = ReliableProvider(deployments, routing=routing, rng=random.Random(1))
+    runs: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(9):
+        for label, llm in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                await llm.chat_with_history(messages, "m", 0.0)
+            runs[label].append((time.perf_counter() - t0) / inner * 1e6)
+    medians = {label: sorted(v)[len(v) // 2] for label, v in runs.items()}
+    plain = medians.pop("plain chain")
+    figures: dict[str, Any] = {"plain chain: one whole call, us": plain}
+    for label, value in medians.items():
+        figures[label] = value - plain
     return figures
 
 
@@ -472,7 +463,7 @@ def render(reliant: dict[str, Any], litellm: dict[str, Any] | None, cost: dict[s
             if r["failed"]:
                 line += f"  errors {r['errors']}"
             lines.append(line)
-    lines.append("== decision cost, us per request (median of 7 runs)")
+    lines.append("== decision cost: us routing adds per request (difference of medians of 9)")
     for k, v in cost.items():
         lines.append(f"  {k:40} {v:6.2f}")
     return "\n".join(lines)

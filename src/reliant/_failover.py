@@ -314,7 +314,7 @@ class Planner:
         if self.router is None:
             return pool, None
         health, down = self.health, None
-        if health is not None:
+        if health is not None and health.any_open():
             now = current_backend().current_time()
             model_id = self.model_id
 
@@ -325,10 +325,11 @@ class Planner:
 
     async def settle(self) -> None:
         """After a routed request: give back room its decision took and no attempt used."""
-        if self.router is not None:
+        router = self.router
+        if router is not None and router.unsettled:  # mostly not: the first attempt used it
             be = current_backend()
             with be.CancelScope(shield=True):
-                await self.router.settle()
+                await router.settle()
 
     async def call(
         self,

@@ -319,6 +319,10 @@ class HealthStore(ABC):
     def snapshot(self) -> dict[RouteKey, RouteHealth]:
         """Every known route's state, as best this store knows it without I/O."""
 
+    def any_open(self) -> bool:
+        """False when no breaker is known to be open (routing then asks no route); no I/O."""
+        return True
+
     def is_down(self, key: RouteKey, now: float) -> bool:
         """True while ``key``'s breaker is open or its probe is out, as known without I/O.
 
@@ -411,7 +415,7 @@ class LocalHealth(HealthStore):
         policy: The thresholds and durations.
     """
 
-    __slots__ = ("_budgets", "_prune_at", "_routes", "policy")
+    __slots__ = ("_budgets", "_opened", "_prune_at", "_routes", "policy")
 
     def __init__(self, policy: HealthPolicy | None = None) -> None:
         self.policy = HealthPolicy() if policy is None else policy
@@ -420,6 +424,7 @@ class LocalHealth(HealthStore):
         self._routes: dict[RouteKey, _Route] = {}
         self._budgets: dict[RouteKey, RetryBudget] = {}
         self._prune_at = _PRUNE_AT
+        self._opened: set[RouteKey] = set()  # routes whose breaker is not closed
 
     def _budget(self, key: RouteKey, now: float) -> RetryBudget:
         budget = self._budgets.get(key)
@@ -482,6 +487,7 @@ class LocalHealth(HealthStore):
             if route is not None and (route.state != "closed" or route.failures):
                 was = route.state
                 route.state, route.failures, route.probe = "closed", 0, False
+                self._opened.discard(key)
                 route.open_for = self.policy.open_for
                 if was != "closed":
                     return _view(route, current_time())
@@ -502,6 +508,7 @@ class LocalHealth(HealthStore):
             # (capped like every Retry-After wait), and no doubling.
             duration = min(max(outcome.open_for, 0.0), _backoff.MAX_RETRY_AFTER)
             route.open(now, duration, max_open, double=False)
+            self._opened.add(key)
             return _view(route, now)
         # A failed probe re-opens, a silent route opens at once, and a
         # closed route opens at the threshold; each doubles the period, up
@@ -510,6 +517,7 @@ class LocalHealth(HealthStore):
         if probe or outcome.silent or threshold:
             cap = max_open if outcome.silent else self.policy.fast_cap
             route.open(now, min(route.open_for, cap), cap, double=True)
+            self._opened.add(key)
             return _view(route, now)
         return None
 
@@ -527,7 +535,12 @@ class LocalHealth(HealthStore):
         """Forget every route and every retry budget's window (a fresh start)."""
         self._routes.clear()
         self._budgets.clear()
+        self._opened.clear()
         self._prune_at = _PRUNE_AT
+
+    def any_open(self) -> bool:
+        """See :meth:`HealthStore.any_open`."""
+        return bool(self._opened)
 
     def is_down(self, key: RouteKey, now: float) -> bool:
         """See :meth:`HealthStore.is_down`."""

@@ -445,6 +445,7 @@ class RedisRouting(RoutingStore):
         if self._down or self._client is None:
             self._local.learn_nowait(name, now, learned)
             return
+        self.learned = True
         if learned.tokens is not None:
             self.counts_tokens = True
         self._learned[name] = learned

@@ -67,6 +67,7 @@ _RESERVED: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 )
 _SETTLE_TIMEOUT = 1.0
 _NONE_DOWN: frozenset[str] = frozenset()
+_PRIORITY_REASON = "first in priority order"
 
 
 @contextmanager
@@ -95,11 +96,6 @@ def estimate_tokens(
     if messages is not None:
         chars += sum([len(m.content) for m in messages])
     return -(-chars // 4) + OUTPUT_ALLOWANCE
-
-
-def store_tokens(router: Router) -> bool:
-    # True once a deployment's headers told a token budget (tokens then count).
-    return router.store.counts_tokens
 
 
 def _prefix(messages: Sequence[ChatMessage] | None, prompt: Sequence[str | None]) -> str | None:
@@ -147,7 +143,7 @@ class Router:
         self.store.bind({n: self.limits.get(n) for tier in self._tiers for n in tier})
         self._local = self.store if isinstance(self.store, LocalRouting) else None
         self.rng = rng if rng is not None else random.Random()
-        self._plans: dict[int, tuple[Any, list[list[str]], list[str], dict[str, Provider]]] = {}
+        self._plans: dict[int, Any] = {}
         self._tokens = any(limit.tpm is not None for limit in self.limits.values())
 
     def wrap(self, name: str, provider: Provider) -> RoutedProvider:
@@ -179,13 +175,29 @@ class Router:
             # ones): its tiers are worked out once.
             by_name = dict(pool)
             tiers = [[n for n in tier if n in by_name] for tier in self._tiers]
-            plan = self._plans[id(pool)] = (pool, tiers, [n for t in tiers for n in t], by_name)
-        _, tiers, names, by_name = plan
+            flat = [n for t in tiers for n in t]
+            static = None
+            routing = self.routing
+            if flat and routing.strategy == "priority" and not routing.affinity and not self.limits:
+                reason = "next in the chain" if len(tiers[0]) == 1 else _PRIORITY_REASON
+                static = (
+                    tuple([(n, by_name[n]) for n in flat]),
+                    RouteDecision("priority", flat[0], tuple(flat), reason),
+                )
+            plan = self._plans[id(pool)] = (pool, tiers, flat, by_name, static)
+        _, tiers, names, by_name, static = plan
+        if static is not None and down is None and self._local and not self._local.learned:
+            # The plain chain's order, no limit to read, nothing known down:
+            # the decision is the configured order (no state read, nothing built).
+            first, now = names[0], be.current_time()
+            self._local.acquire_nowait(first, now, None, 0)
+            _RESERVED.set([first, now, 0])
+            return static
         key = _KEY.get()
         if key is None and self.routing.affinity is not None:
             key = _prefix(messages, prompt)
         # Tokens are estimated only where a token limit can use them.
-        tokens = estimate_tokens(messages, prompt) if self._tokens or store_tokens(self) else 0
+        tokens = estimate_tokens(messages, prompt) if self.needs_tokens else 0
         routing, store, limits = self.routing, self.store, self.limits
         waited = 0.0
         while True:
@@ -196,7 +208,12 @@ class Router:
             if ordered:
                 # The decision takes the chosen deployment's room at once (one
                 # round trip with a shared store); its first attempt uses it.
-                wait = await self._acquire(ordered[0], now, tokens)
+                if self._local is not None:
+                    wait = self._local.acquire_nowait(
+                        ordered[0], now, limits.get(ordered[0]), tokens
+                    )
+                else:
+                    wait = await self.store.acquire(ordered[0], now, limits.get(ordered[0]), tokens)
                 if wait <= 0:
                     _RESERVED.set([ordered[0], now, tokens])
                     break
@@ -210,15 +227,29 @@ class Router:
                 raise NoCapacityError(wait, names, waited)
             await be.sleep(wait)
             waited += wait
-        chosen = tuple(ordered)
         if len(ordered) == len(names):
             left_out: tuple[str, ...] = ()
         else:
             left_out = tuple([n for n in names if n not in ordered])
         decision = RouteDecision(
-            routing.strategy, ordered[0] if ordered else "", chosen, reason, left_out, waited
+            routing.strategy,
+            ordered[0] if ordered else "",
+            tuple(ordered),
+            reason,
+            left_out,
+            waited,
         )
         return tuple([(n, by_name[n]) for n in ordered]), decision
+
+    @property
+    def needs_tokens(self) -> bool:
+        """True when a token limit (configured, or told by a server) reads request estimates."""
+        return self._tokens or self.store.counts_tokens
+
+    @property
+    def unsettled(self) -> bool:
+        """True when this request's decision took room that no attempt used (see :meth:`settle`)."""
+        return bool(_RESERVED.get())
 
     async def settle(self) -> None:
         """The request is over: give back the chosen deployment's room if no attempt used it.
@@ -231,7 +262,6 @@ class Router:
             name, taken_at, tokens = box
             box.clear()
             await self.end(name, tokens, None, sent=False, at=taken_at)
-        _RESERVED.set(None)
 
     async def _acquire(self, name: str, now: float, tokens: int) -> float:
         limit = self.limits.get(name)
@@ -343,6 +373,12 @@ class RoutedProvider(Provider):
     def __repr__(self) -> str:
         return f"RoutedProvider({self.name!r}, {self.inner!r})"
 
+    def _estimate(
+        self, messages: Sequence[ChatMessage] | None, prompt: Sequence[str | None] = ()
+    ) -> int:
+        # Only a token limit reads the estimate: without one, no count at all.
+        return estimate_tokens(messages, prompt) if self._router.needs_tokens else 0
+
     async def _call(self, tokens: int, call: Callable[[], Any]) -> Any:
         router, name = self._router, self.name
         started = await router.start(name, tokens)
@@ -389,7 +425,7 @@ class RoutedProvider(Provider):
     async def chat_with_system(
         self, system_prompt: str | None, message: str, model: str, temperature: float
     ) -> str:
-        tokens = estimate_tokens(None, (system_prompt, message))
+        tokens = self._estimate(None, (system_prompt, message))
         text: str = await self._call(
             tokens, lambda: self.inner.chat_with_system(system_prompt, message, model, temperature)
         )
@@ -397,7 +433,7 @@ class RoutedProvider(Provider):
 
     async def simple_chat(self, message: str, model: str, temperature: float) -> str:
         text: str = await self._call(
-            estimate_tokens(None, (message,)),
+            self._estimate(None, (message,)),
             lambda: self.inner.simple_chat(message, model, temperature),
         )
         return text
@@ -406,7 +442,7 @@ class RoutedProvider(Provider):
         self, messages: Sequence[ChatMessage], model: str, temperature: float
     ) -> str:
         text: str = await self._call(
-            estimate_tokens(messages),
+            self._estimate(messages),
             lambda: self.inner.chat_with_history(messages, model, temperature),
         )
         return text
@@ -419,14 +455,14 @@ class RoutedProvider(Provider):
         temperature: float,
     ) -> ChatResponse:
         response: ChatResponse = await self._call(
-            estimate_tokens(messages),
+            self._estimate(messages),
             lambda: self.inner.chat_with_tools(messages, tools, model, temperature),
         )
         return response
 
     async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
         response: ChatResponse = await self._call(
-            estimate_tokens(request.messages),
+            self._estimate(request.messages),
             lambda: self.inner.chat(request, model, temperature),
         )
         return response
@@ -441,7 +477,7 @@ class RoutedProvider(Provider):
     ) -> ChunkStream:
         return _closing(
             self._stream(
-                estimate_tokens(None, (system_prompt, message)),
+                self._estimate(None, (system_prompt, message)),
                 lambda: self.inner.stream_chat_with_system(
                     system_prompt, message, model, temperature, options
                 ),
@@ -457,7 +493,7 @@ class RoutedProvider(Provider):
     ) -> ChunkStream:
         return _closing(
             self._stream(
-                estimate_tokens(messages),
+                self._estimate(messages),
                 lambda: self.inner.stream_chat_with_history(messages, model, temperature, options),
             )
         )
@@ -471,7 +507,7 @@ class RoutedProvider(Provider):
     ) -> EventStream:
         return _closing(
             self._stream(
-                estimate_tokens(request.messages),
+                self._estimate(request.messages),
                 lambda: self.inner.stream_chat(request, model, temperature, options),
             )
         )

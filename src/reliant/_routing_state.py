@@ -103,6 +103,8 @@ class RoutingStore(ABC):
     decay: float = 10.0
     counts_tokens: bool = False
     """True once a response announced a token budget: requests' tokens then count."""
+    learned: bool = False
+    """True once a response announced any rate limit: every decision must then read room."""
 
     @abstractmethod
     def view(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> DeploymentView:
@@ -337,6 +339,7 @@ class LocalRouting(RoutingStore):
 
     def learn_nowait(self, name: str, now: float, learned: Learned) -> None:
         """:meth:`learn` (the same)."""
+        self.learned = True
         dep = self._dep(name)
         # The server counted this request, not the others still in flight.
         others = max(0, dep.in_flight - 1)
