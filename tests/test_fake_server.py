@@ -1,4 +1,9 @@
-"""The fault-injecting fake LLM server, driven over real loopback sockets."""
+"""The fault-injecting fake LLM server, driven over real loopback sockets.
+
+Every async test runs on both backends (``pytest.mark.anyio``), the server on
+the test's own loop and virtual clock; the command-line test alone stays on
+trio and real time (it waits on a subprocess).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,15 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 import trio
+from anyio.abc import SocketAttribute, SocketStream
 
 from reliant.testing.fake_server import Behavior, FakeLLMServer, serve_fake_llm
+
+pytestmark = pytest.mark.anyio
 
 OPENAI = "/v1/chat/completions"
 ANTHROPIC = "/v1/messages"
@@ -49,26 +58,22 @@ async def post(client: httpx2.AsyncClient, path: str, model: str, **extra: Any) 
     return await client.post(path, json={"model": model, "messages": [], **extra})
 
 
-async def raw_request(
-    server: FakeLLMServer, model: str, *, stream: bool = True
-) -> trio.SocketStream:
+async def raw_request(server: FakeLLMServer, model: str, *, stream: bool = True) -> SocketStream:
     """Send a request over a bare socket, so a test controls exactly when it closes."""
-    sock = await trio.open_tcp_stream(server.host, server.port)
+    sock = await anyio.connect_tcp(server.host, server.port)
     body = json.dumps({"model": model, "stream": stream, "messages": []}).encode()
     head = (
         f"POST {OPENAI} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\n\r\n"
     ).encode()
-    await sock.send_all(head + body)
+    await sock.send(head + body)
     return sock
 
 
-async def read_until(sock: trio.SocketStream, marker: bytes) -> bytes:
+async def read_until(sock: SocketStream, marker: bytes) -> bytes:
     seen = b""
     while marker not in seen:
-        data = await sock.receive_some(65536)
-        assert data, "server closed early"
-        seen += data
+        seen += await sock.receive(65536)  # EndOfStream: the server closed early
     return seen
 
 
@@ -97,13 +102,13 @@ async def test_requests_are_recorded(server: FakeLLMServer, client: httpx2.Async
     assert not request.stream
 
 
-async def test_received_at_uses_trio_time(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+async def test_received_at_uses_the_loop_clock(
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
-    """``received_at`` is trio time, so it follows the mock clock."""
-    await trio.sleep(7)
+    """``received_at`` is the loop's time, so it follows the virtual clock."""
+    await anyio.sleep(7)
     await post(client, OPENAI, "ok")
-    assert server.requests[0].received_at == pytest.approx(trio.current_time(), abs=1e-6)
+    assert server.requests[0].received_at == pytest.approx(anyio.current_time(), abs=1e-6)
     assert server.requests[0].received_at >= 7
 
 
@@ -517,70 +522,61 @@ async def test_not_sse(client: httpx2.AsyncClient) -> None:
     assert response.json()["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 tok4 "
 
 
-async def test_ttft_and_gap_follow_the_clock(
-    client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_ttft_and_gap_follow_the_clock(client: httpx2.AsyncClient) -> None:
     """Headers come at once; the first piece after ``ttft``, the next every ``gap``."""
-    start = trio.current_time()
+    start = anyio.current_time()
     times = []
     body = {"model": "ok:chunks=3:ttft=2:gap=0.5:delay=1", "stream": True}
     async with client.stream("POST", OPENAI, json=body) as response:
-        times.append(trio.current_time() - start)
+        times.append(anyio.current_time() - start)
         async for raw in response.aiter_raw():
-            times.extend(trio.current_time() - start for _ in range(raw.count(b'"content":"tok')))
+            times.extend(anyio.current_time() - start for _ in range(raw.count(b'"content":"tok')))
     assert times == pytest.approx([1.0, 3.0, 3.5, 4.0])
 
 
 # -- disconnects ---------------------------------------------------------------------------
 
 
-async def test_disconnect_while_hanging(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_disconnect_while_hanging(server: FakeLLMServer) -> None:
     """A client closing during ``hang_headers`` is recorded at that exact moment."""
     sock = await raw_request(server, "hang_headers")
     await server.wait_for_requests(1)
-    await trio.sleep(2.5)
-    closed_at = trio.current_time()
+    await anyio.sleep(2.5)
+    closed_at = anyio.current_time()
     await sock.aclose()
     assert await server.wait_for_disconnect(0) == closed_at
     assert server.aborted == [0]
 
 
-async def test_disconnect_seen_between_chunks(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_disconnect_seen_between_chunks(server: FakeLLMServer) -> None:
     """A close while the server sleeps between chunks is seen at once, not at the next write."""
     sock = await raw_request(server, "ok:chunks=5:gap=10")
     await read_until(sock, b"tok1 ")
-    closed_at = trio.current_time()
+    closed_at = anyio.current_time()
     assert closed_at == pytest.approx(10.0, abs=0.01)
     await sock.aclose()
     assert await server.wait_for_disconnect(0) == closed_at
     assert server.aborted == [0]
 
 
-async def test_close_after_complete_response(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_close_after_complete_response(server: FakeLLMServer) -> None:
     """Closing a keep-alive connection after a full response is a disconnect, not an abort."""
     sock = await raw_request(server, "ok")
     await read_until(sock, b"[DONE]")
-    await trio.sleep(1)
+    await anyio.sleep(1)
     await sock.aclose()
-    assert await server.wait_for_disconnect(0) == trio.current_time()
+    assert await server.wait_for_disconnect(0) == anyio.current_time()
     assert server.aborted == []
 
 
-async def test_reset_by_client_is_a_disconnect(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_reset_by_client_is_a_disconnect(server: FakeLLMServer) -> None:
     """A client that resets its connection mid-stream is recorded too."""
     sock = await raw_request(server, "hang_body")
     await read_until(sock, b"role")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw = sock.extra(SocketAttribute.raw_socket)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await sock.aclose()
-    assert await server.wait_for_disconnect(0) == trio.current_time()
+    assert await server.wait_for_disconnect(0) == anyio.current_time()
     assert server.aborted == [0]
 
 
@@ -598,13 +594,16 @@ async def test_many_concurrent_streams(server: FakeLLMServer) -> None:
             response = await post(client, OPENAI, "ok:chunks=20:gap=0.001", stream=True)
             texts.append(openai_text(response.text))
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as tasks:
             for _ in range(count):
-                nursery.start_soon(one)
+                tasks.start_soon(one)
     assert texts == [Behavior(chunks=20).full_text] * count
     assert len({r.connection for r in server.requests}) == count
 
 
+# Trio and real time: a virtual clock would jump while the test waits on the
+# subprocess's pipes (and the command runs the server on trio itself).
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_command_line() -> None:
     """Run alone, the server prints its base URLs and, with --verbose, logs each behaviour."""
     async with trio.open_nursery() as nursery:

@@ -79,7 +79,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import h11
-import trio
+from anyio.abc import SocketStream
 
 from ..providers._eventstream import encode_message
 from ._fake_server import (
@@ -290,7 +290,7 @@ class BedrockProtocol(_Protocol):
     # -- the response -----------------------------------------------------------------
 
     async def respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]
+        self, conn: h11.Connection, stream: SocketStream, extra: list[tuple[str, str]]
     ) -> _Action:
         """Write this request's whole response (after ``hang_headers`` and ``delay``)."""
         b = self.behavior
@@ -319,7 +319,7 @@ class BedrockProtocol(_Protocol):
         return await _send_stream(conn, stream, self, extra)
 
     async def _respond_json(
-        self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]
+        self, conn: h11.Connection, stream: SocketStream, extra: list[tuple[str, str]]
     ) -> _Action:
         b = self.behavior
         if b.kind == "malformed":

@@ -1,4 +1,4 @@
-"""A fault-injecting fake LLM server on loopback, built on trio and h11.
+"""A fault-injecting fake LLM server on loopback, built on anyio and h11.
 
 It speaks just enough of three wire protocols to drive real HTTP clients:
 
@@ -26,8 +26,10 @@ It speaks just enough of three wire protocols to drive real HTTP clients:
 Gemini and Azure deployment URLs name the model in the path: it chooses the
 behaviour as a body's ``model`` does elsewhere.
 
-Only trio time is used (``trio.sleep``, ``trio.current_time``), so tests can
-run it under ``autojump_clock`` with real loopback sockets: nothing
+It runs on the caller's own event loop, trio or asyncio (anyio's sockets,
+task groups and clock), and only that loop's time is used (``anyio.sleep``,
+``anyio.current_time``), so tests can run it on a virtual clock (trio's
+``MockClock``, looptime on asyncio) with real loopback sockets: nothing
 busy-waits, every wait is a sleep or a socket read.
 
 Choosing a behaviour
@@ -190,9 +192,9 @@ The algorithms, the token estimate and the header formats are in
 Records
 -------
 ``server.requests`` lists every request as a :class:`FakeRequest` (in
-arrival order; ``received_at`` is the trio time the request was complete;
+arrival order; ``received_at`` is the loop time the request was complete;
 ``deployment`` the ``/d/<name>`` it came through, its ``path`` without it).
-``server.disconnects`` lists ``(request_index, trio_time)`` whenever a client
+``server.disconnects`` lists ``(request_index, loop_time)`` whenever a client
 closed a connection, with the index of the last request on it; the close is
 seen at once, even while the server sleeps between chunks, because a watcher
 task reads the socket for EOF during every response. ``server.aborted`` lists
@@ -214,8 +216,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, NamedTuple, TypeAlias, get_args
 
+import anyio
 import h11
-import trio
+from anyio.abc import Listener, SocketAttribute, SocketStream
 
 from .._exceptions import FAKE_SERVER_SPEC_HEADER
 from ._fake_deployments import DeploymentControls, Deployments, Style, Visit, split_deployment
@@ -589,7 +592,8 @@ class FakeRequest:
         path: Request target (path and query), without a ``/d/<name>`` prefix.
         headers: Request headers, names lower-case (repeated ones joined by ``", "``).
         json: The parsed JSON body, or None when it was not JSON.
-        received_at: ``trio.current_time()`` when the request was complete.
+        received_at: ``anyio.current_time()`` (the loop's clock) when the
+            request was complete.
         model: The body's ``model`` field, if any; else the URL-decoded model
             id of a Bedrock path (``/model/{model}/converse``).
         deployment: The deployment named by a ``/d/<name>`` prefix, which
@@ -616,7 +620,7 @@ class FakeRequest:
 
 
 class Disconnect(NamedTuple):
-    """A client closed its connection (``request_index``, ``at`` trio time)."""
+    """A client closed its connection (``request_index``, ``at`` loop time)."""
 
     request_index: int
     at: float
@@ -644,7 +648,7 @@ class FakeLLMServer(DeploymentControls):
         self._scripts: dict[str | None, list[Behavior]] = {}
         self._raw = RawScripts()
         self._connections = 0
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
         self._deployments = Deployments()
 
     # -- addresses -----------------------------------------------------------
@@ -747,36 +751,29 @@ class FakeLLMServer(DeploymentControls):
             await self._wait_for_change()
 
     async def _wait_for_change(self) -> None:
-        if _on_trio():
-            await self._changed.wait()
-        else:
-            # From asyncio the server runs on its own trio loop in a thread
-            # (see serve_fake_llm): look again every millisecond.
-            import anyio
-
-            await anyio.sleep(0.001)
+        await self._changed.wait()
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
     def _record_disconnect(self, index: int, *, mid_response: bool) -> None:
-        self.disconnects.append(Disconnect(index, trio.current_time()))
+        self.disconnects.append(Disconnect(index, anyio.current_time()))
         if mid_response:
             self.aborted.append(index)
         self._notify()
 
     # -- connections ------------------------------------------------------------
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: SocketStream) -> None:
         try:
             await self._serve_connection(stream)
         except Exception:  # one broken connection must not stop the server
             logger.exception("fake server connection failed")
         finally:
-            await trio.aclose_forcefully(stream)
+            await anyio.aclose_forcefully(stream)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         connection = self._connections
         self._connections += 1
@@ -790,7 +787,10 @@ class FakeLLMServer(DeploymentControls):
             last_index = request.index
             action = await self._respond_watching(conn, stream, request)
             if action == "reset":
-                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # Closing with a zero linger sends RST (anyio's close, on either
+                # loop, closes the socket without a FIN first).
+                raw = stream.extra(SocketAttribute.raw_socket)
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
             if action == "raw_keep":
                 # The raw bytes bypassed h11: start a fresh machine, keeping
@@ -806,7 +806,7 @@ class FakeLLMServer(DeploymentControls):
             conn.start_next_cycle()
 
     async def _receive_request(
-        self, conn: h11.Connection, stream: trio.SocketStream, connection: int
+        self, conn: h11.Connection, stream: SocketStream, connection: int
     ) -> FakeRequest | None:
         head: h11.Request | None = None
         body = bytearray()
@@ -816,10 +816,7 @@ class FakeLLMServer(DeploymentControls):
             except h11.RemoteProtocolError:
                 return None
             if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                data = await _receive(stream)
                 conn.receive_data(data)
                 if not data and head is None and conn.their_state is h11.IDLE:
                     return None
@@ -853,7 +850,7 @@ class FakeLLMServer(DeploymentControls):
             path=target,
             headers=headers,
             json=payload,
-            received_at=trio.current_time(),
+            received_at=anyio.current_time(),
             model=model if isinstance(model, str) else None,
             deployment=deployment,
         )
@@ -862,19 +859,16 @@ class FakeLLMServer(DeploymentControls):
         return request
 
     async def _respond_watching(
-        self, conn: h11.Connection, stream: trio.SocketStream, request: FakeRequest
+        self, conn: h11.Connection, stream: SocketStream, request: FakeRequest
     ) -> _Action:
         """Respond while a watcher task reads the socket, so a client close is seen at once."""
         gone = False
         action: _Action = "close"
 
-        async def watch(scope: trio.CancelScope) -> None:
+        async def watch(scope: anyio.CancelScope) -> None:
             nonlocal gone
             while True:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                data = await _receive(stream)
                 if not data:
                     gone = True
                     self._record_disconnect(request.index, mid_response=True)
@@ -883,22 +877,27 @@ class FakeLLMServer(DeploymentControls):
                 # Bytes of a pipelined next request: keep them for the next cycle.
                 conn.receive_data(data)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(watch, nursery.cancel_scope)
             try:
                 action = await _respond(conn, stream, request, self)
                 if action == "hang":
-                    await trio.sleep_forever()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await anyio.sleep_forever()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 if not gone:
                     gone = True
                     self._record_disconnect(request.index, mid_response=True)
             nursery.cancel_scope.cancel()
         return "close" if gone else action
 
-    async def _serve(self, listeners: list[trio.SocketListener]) -> None:
-        async with trio.open_nursery() as handlers:
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=handlers)
+    async def _serve(self, listeners: list[Listener[SocketStream]]) -> None:
+        async with anyio.create_task_group() as handlers:
+            for listener in listeners:
+                # Named like the server's other tasks (by their qualified
+                # names): a test can tell them from its own by the prefix.
+                handlers.start_soon(
+                    listener.serve, self._handle, handlers, name=f"{__name__}.accept"
+                )
 
 
 @asynccontextmanager
@@ -918,83 +917,45 @@ async def serve_fake_llm(
     Yields:
         The running :class:`FakeLLMServer`.
 
-    From asyncio the server runs on a trio loop of its own, in a daemon
-    thread started on entry and joined on exit: the same server, the same
-    records (``received_at`` and disconnect times are then that loop's
-    clock, real time, not the caller's).
+    The server runs on the caller's event loop, trio or asyncio, in a task
+    group of its own: its records (``received_at``, disconnect times) are
+    that loop's clock, virtual when the test's is.
     """
-    if not _on_trio():
-        async with _serve_in_thread(host, port, script) as server:
-            yield server
-        return
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    listeners = list(multi.listeners)
     if port == 0:
         # Several addresses (IPv4 and IPv6) would each get a different free port.
         for extra in listeners[1:]:
             await extra.aclose()
         listeners = listeners[:1]
-    sockname = listeners[0].socket.getsockname()
-    server = FakeLLMServer(host, sockname[1])
+    server = FakeLLMServer(host, listeners[0].extra(SocketAttribute.local_port))
     for model, behaviors in (script or {}).items():
         server.script(model, behaviors)
     raised: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server._serve, listeners)
-        try:
-            yield server
-        except BaseException as exc:
-            # Re-raised outside the nursery so the caller's exception is not
-            # wrapped in an ExceptionGroup.
-            raised = exc
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as nursery:
+            nursery.start_soon(server._serve, listeners)
+            try:
+                yield server
+            except BaseException as exc:
+                # Re-raised outside the task group so the caller's exception
+                # is not wrapped in an ExceptionGroup.
+                raised = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
     if raised is not None:
         raise raised
 
 
-def _on_trio() -> bool:
-    from sniffio import thread_local
-
-    return thread_local.name == "trio"
-
-
-@asynccontextmanager
-async def _serve_in_thread(
-    host: str, port: int, script: Mapping[str | None, Sequence[Behavior | str]] | None
-) -> AsyncIterator[FakeLLMServer]:
-    """:func:`serve_fake_llm` for a caller that is not on trio (asyncio)."""
-    import threading
-
-    import anyio.to_thread
-
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def host_it() -> None:
-        async with serve_fake_llm(host=host, port=port, script=script) as server:
-            stop = trio.Event()
-            box.update(server=server, token=trio.lowlevel.current_trio_token(), stop=stop)
-            ready.set()
-            await stop.wait()
-
-    def run() -> None:
-        try:
-            trio.run(host_it)
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=run, name="reliant fake LLM server", daemon=True)
-    thread.start()
-    await anyio.to_thread.run_sync(ready.wait)
-    if "server" not in box:
-        raise RuntimeError("the fake LLM server did not start") from box.get("error")
+async def _receive(stream: SocketStream) -> bytes:
+    """The next bytes from the client; ``b""`` once it closed (or broke) the connection."""
     try:
-        yield box["server"]
-    finally:
-        box["token"].run_sync_soon(box["stop"].set)
-        await anyio.to_thread.run_sync(thread.join)
+        return await stream.receive(65536)
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        return b""
 
 
 # -- responses --------------------------------------------------------------------
@@ -1115,7 +1076,7 @@ class _Protocol:
         raise NotImplementedError
 
     async def respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, extra: list[tuple[str, str]]
+        self, conn: h11.Connection, stream: SocketStream, extra: list[tuple[str, str]]
     ) -> _Action:
         """The whole response, for a protocol with ``own_response``."""
         raise NotImplementedError
@@ -1552,7 +1513,7 @@ class _Anthropic(_Protocol):
 
 async def _send_json_answer(
     conn: h11.Connection,
-    stream: trio.SocketStream,
+    stream: SocketStream,
     b: Behavior,
     payload: bytes,
     extra: list[tuple[str, str]],
@@ -1562,24 +1523,24 @@ async def _send_json_answer(
         headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
         await _send(conn, stream, h11.Response(status_code=200, headers=headers + extra))
         if b.ttft > 0:
-            await trio.sleep(b.ttft)
+            await anyio.sleep(b.ttft)
         await _send(conn, stream, h11.Data(data=payload[: len(payload) // 2]))
         return {"cut": "close", "reset": "reset"}.get(b.kind, "hang")  # type: ignore[return-value]
     if b.ttft > 0:
-        await trio.sleep(b.ttft)
+        await anyio.sleep(b.ttft)
     await _send_json(conn, stream, 200, payload, extra)
     return "keep"
 
 
-async def _send(conn: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
+async def _send(conn: h11.Connection, stream: SocketStream, event: h11.Event) -> None:
     data = conn.send(event)
     if data:
-        await stream.send_all(data)
+        await stream.send(data)
 
 
 async def _send_json(
     conn: h11.Connection,
-    stream: trio.SocketStream,
+    stream: SocketStream,
     status: int,
     payload: bytes,
     extra: Iterable[tuple[str, str]] = (),
@@ -1595,7 +1556,7 @@ async def _send_json(
     data = conn.send(response) or b""
     data += conn.send(h11.Data(data=payload)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(data)
+    await stream.send(data)
 
 
 # Protocols served beside the two built in (Bedrock, Gemini, the Responses API,
@@ -1634,7 +1595,7 @@ def _registered_protocol(path: str) -> type[_Protocol] | None:
 
 
 async def _respond(
-    conn: h11.Connection, stream: trio.SocketStream, request: FakeRequest, server: FakeLLMServer
+    conn: h11.Connection, stream: SocketStream, request: FakeRequest, server: FakeLLMServer
 ) -> _Action:
     early = server._deployments.early_answer(
         request.method, request.path, request.deployment, request.json
@@ -1727,7 +1688,7 @@ async def _respond(
     if b.kind == "hang_headers":
         return "hang"
     if b.delay > 0:
-        await trio.sleep(b.delay)
+        await anyio.sleep(b.delay)
     if proto.own_response:
         # Its own framing (Bedrock's event stream, its error headers): it writes it all.
         return await proto.respond(conn, stream, extra)
@@ -1762,7 +1723,7 @@ async def _respond(
 
 
 async def _send_stream(
-    conn: h11.Connection, stream: trio.SocketStream, proto: _Protocol, extra: list[tuple[str, str]]
+    conn: h11.Connection, stream: SocketStream, proto: _Protocol, extra: list[tuple[str, str]]
 ) -> _Action:
     # A streamed answer, paced by ttft/gap, with the behaviour's fault after
     # ``after`` content pieces; the protocol frames it (its stream_* hooks).
@@ -1771,9 +1732,9 @@ async def _send_stream(
     await _send(conn, stream, h11.Response(status_code=200, headers=headers, reason=b"OK"))
     if b.kind == "empty":
         if b.ttft > 0:
-            await trio.sleep(b.ttft)
+            await anyio.sleep(b.ttft)
         data = conn.send(h11.Data(data=proto.stream_empty())) or b""
-        await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
+        await stream.send(data + (conn.send(h11.EndOfMessage()) or b""))
         return "keep"
 
     faulty = b.kind in ("cut", "reset", "hang_body", "inband_error", "malformed")
@@ -1795,7 +1756,7 @@ async def _send_stream(
             wait = b.ttft if sent == 0 else b.gap
             if wait > 0:
                 await flush()
-                await trio.sleep(wait)
+                await anyio.sleep(wait)
             sent += 1
         pending.append(piece.data)
         position += 1
@@ -1823,5 +1784,5 @@ async def _send_stream(
     # The last events and the end of the chunked body go out in one write, so
     # a client that stops at the terminator still finds the body complete.
     data = conn.send(h11.Data(data=b"".join(pending))) if pending else b""
-    await stream.send_all(data + (conn.send(h11.EndOfMessage()) or b""))
+    await stream.send(data + (conn.send(h11.EndOfMessage()) or b""))
     return "keep"

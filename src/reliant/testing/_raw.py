@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import trio
+import anyio
+from anyio.abc import SocketStream
 
 __all__ = ["RawResponse", "gzip_bomb", "http_response", "send_raw", "trickle"]
 
@@ -29,7 +30,7 @@ class RawResponse:
 
     Attributes:
         chunks: Written one after another, each with one ``send_all``.
-        gap: Seconds of (trio) sleep before every chunk after the first.
+        gap: Seconds of sleep (on the loop's clock) before every chunk after the first.
         then: After the last chunk: ``"close"`` the connection, ``"hang"``
             (keep it open, send nothing more), or ``"keep"`` serving the next
             request on the same connection, as a kept-alive server would.
@@ -87,12 +88,12 @@ def gzip_bomb(size: int, *, unit: bytes = b"a") -> bytes:
     return b"".join(parts)
 
 
-async def send_raw(stream: trio.SocketStream, raw: RawResponse) -> None:
+async def send_raw(stream: SocketStream, raw: RawResponse) -> None:
     """Write ``raw``'s chunks to ``stream``, ``gap`` apart."""
     for i, chunk in enumerate(raw.chunks):
         if i and raw.gap > 0:
-            await trio.sleep(raw.gap)
-        await stream.send_all(chunk)
+            await anyio.sleep(raw.gap)
+        await stream.send(chunk)
 
 
 @dataclass(slots=True)
