@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
-import trio
 
 from reliant import (
     ChatMessage,
@@ -27,6 +27,8 @@ from reliant import (
 from reliant.providers import Anthropic
 from reliant.providers._anthropic import _tool_call
 from reliant.testing.fake_server import Behavior, FakeLLMServer
+
+pytestmark = pytest.mark.anyio
 
 KEY = "anthropic-custom-key-0001"
 TEXT = "tok0 tok1 tok2 tok3 tok4 "
@@ -288,13 +290,13 @@ async def test_tool_input_fallback_and_pings(provider: Anthropic) -> None:
 
 
 async def test_leaving_a_stream_early_closes_the_connection(
-    server: FakeLLMServer, provider: Anthropic, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, provider: Anthropic
 ) -> None:
     """Leaving the ``async with`` early closes the upstream connection at once."""
     async with provider.stream_chat(ChatRequest([]), "ok:chunks=50:gap=2", 0) as events:
         async for _ in events:
             break
-        left_at = trio.current_time()
+        left_at = anyio.current_time()
     assert await server.wait_for_disconnect(0) == left_at
     assert server.aborted == [0]
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 from reliant import ChatMessage, FailoverError, FakeServerSpecError, ReliableProvider
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import FakeLLMServer
+
+pytestmark = pytest.mark.anyio
 
 HI = [ChatMessage.user("hi")]
 
@@ -41,9 +42,7 @@ def paths(server: FakeLLMServer) -> list[tuple[str, str | None]]:
 
 
 async def test_fake_server_typo_is_raised_as_is_not_failed_over(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """A behaviour typo (``ok:chunk=2``) raises FakeServerSpecError at once: no retry, no backup."""
     rp = chain(pair, "ok:chunk=2")
@@ -55,13 +54,11 @@ async def test_fake_server_typo_is_raised_as_is_not_failed_over(
     )
     assert caught.value.kind == "fake_server_spec" and caught.value.status_code == 400
     assert paths(server) == [("/v1/chat/completions", "ok:chunk=2")]
-    assert trio.current_time() == 0.0
+    assert anyio.current_time() == 0.0
 
 
 async def test_misread_behaviour_in_a_stream_is_raised_from_the_iteration(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """A failover test written with ``hang`` is not served by the primary nor the backup."""
     rp = chain(pair, "hang")
@@ -72,9 +69,7 @@ async def test_misread_behaviour_in_a_stream_is_raised_from_the_iteration(
     assert paths(server) == [("/v1/chat/completions", "hang")]
 
 
-async def test_provider_named_once_and_the_trail_uses_one_name(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_provider_named_once_and_the_trail_uses_one_name(server: FakeLLMServer) -> None:
     """Bare providers take their own name; a pair's name wins, in the whole trail line."""
     async with (
         OpenAICompatible(name="openai", base_url=server.openai_base_url, api_key="sk-o-1") as a,

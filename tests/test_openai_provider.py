@@ -6,9 +6,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
-import trio
 
 from reliant import (
     ChatMessage,
@@ -28,6 +28,8 @@ from reliant import (
 from reliant.providers import DEFAULT_TIMEOUT, OpenAICompatible, create_client
 from reliant.providers._openai import _accumulate, _chunk_from_delta, _finish
 from reliant.testing.fake_server import Behavior, FakeLLMServer
+
+pytestmark = pytest.mark.anyio
 
 KEY = "sk-test-0123456789abcdef"
 SSE = {"content-type": "text/event-stream"}
@@ -401,16 +403,16 @@ async def test_shared_client_is_not_closed(server: FakeLLMServer) -> None:
     assert {r.connection for r in server.requests} == {0}
 
 
-async def test_timeouts(server: FakeLLMServer, autojump_clock: trio.testing.MockClock) -> None:
+async def test_timeouts(server: FakeLLMServer) -> None:
     """A float timeout applies to every phase; a hung server becomes a transport error."""
     async with OpenAICompatible(
         base_url=server.openai_base_url, api_key=KEY, timeout=5.0
     ) as provider:
         assert provider._timeout == httpx2.Timeout(5.0)
-        start = trio.current_time()
+        start = anyio.current_time()
         with pytest.raises(ProviderError) as info:
             await provider.simple_chat("x", "hang_headers", 0)
-        assert trio.current_time() - start == pytest.approx(5.0)
+        assert anyio.current_time() - start == pytest.approx(5.0)
         assert info.value.status_code is None
         assert "ReadTimeout" in str(info.value)
     assert OpenAICompatible(api_key=KEY)._timeout == DEFAULT_TIMEOUT
@@ -418,9 +420,7 @@ async def test_timeouts(server: FakeLLMServer, autojump_clock: trio.testing.Mock
     assert expected == DEFAULT_TIMEOUT
 
 
-async def test_shared_client_timeout(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_shared_client_timeout(server: FakeLLMServer) -> None:
     """The leaf timeout overrides a shared client's short default; None defers to the client."""
     async with httpx2.AsyncClient(timeout=1.0) as client:
         patient = OpenAICompatible(base_url=server.openai_base_url, api_key=KEY, client=client)
@@ -429,10 +429,10 @@ async def test_shared_client_timeout(
         strict = OpenAICompatible(
             base_url=server.openai_base_url, api_key=KEY, client=client, timeout=None
         )
-        start = trio.current_time()
+        start = anyio.current_time()
         with pytest.raises(ProviderError, match="ReadTimeout: timed out"):
             await collect(strict.stream_chat_with_system(None, "q", "ok:ttft=3", 0))
-        assert trio.current_time() - start == pytest.approx(1.0)
+        assert anyio.current_time() - start == pytest.approx(1.0)
 
 
 async def test_warmup(server: FakeLLMServer, provider: OpenAICompatible) -> None:
@@ -458,37 +458,37 @@ async def test_repr_hides_the_key(provider: OpenAICompatible, server: FakeLLMSer
 
 
 async def test_leaving_a_stream_early_closes_the_connection(
-    server: FakeLLMServer, provider: OpenAICompatible, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, provider: OpenAICompatible
 ) -> None:
     """Leaving the ``async with`` after one chunk closes the upstream connection at once."""
     async with provider.stream_chat_with_system(None, "q", "ok:chunks=100:gap=1", 0) as chunks:
         async for chunk in chunks:
             assert chunk == StreamChunk("tok0 ")
             break
-        left_at = trio.current_time()
+        left_at = anyio.current_time()
     assert await server.wait_for_disconnect(0) == left_at
     assert server.aborted == [0]
 
 
 async def test_cancelling_a_stream_closes_the_connection(
-    server: FakeLLMServer, provider: OpenAICompatible, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, provider: OpenAICompatible
 ) -> None:
     """Cancelling the caller mid-stream closes the upstream connection at that moment."""
     received = []
-    with trio.move_on_after(3.5):
+    with anyio.move_on_after(3.5):
         async with provider.stream_chat(ChatRequest([]), "ok:chunks=100:gap=1", 0) as events:
             async for event in events:
                 received.append(event)
-    assert await server.wait_for_disconnect(0) == pytest.approx(trio.current_time())
+    assert await server.wait_for_disconnect(0) == pytest.approx(anyio.current_time())
     assert received == [TextDelta(f"tok{i} ") for i in range(4)]
     assert server.aborted == [0]
 
 
 async def test_cancelling_while_waiting_for_headers(
-    server: FakeLLMServer, provider: OpenAICompatible, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, provider: OpenAICompatible
 ) -> None:
     """Cancelling before the response headers closes the connection too."""
-    with trio.move_on_after(2):
+    with anyio.move_on_after(2):
         await collect(provider.stream_chat_with_system(None, "q", "hang_headers", 0))
     assert await server.wait_for_disconnect(0) == pytest.approx(
         2.0 + server.requests[0].received_at, abs=0.01

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import trio.testing
+import pytest
 
 from reliant import (
     ChatMessage,
@@ -20,6 +20,8 @@ from reliant.providers import OpenAICompatible
 from reliant.testing import FakeLLMServer
 from reliant.testing.fake_server import RawResponse, http_response
 
+pytestmark = pytest.mark.anyio
+
 RECORDED = Path(__file__).parent / "recorded"
 SSE = {"content-type": "text/event-stream"}
 HI = [ChatMessage.user("hi")]
@@ -31,9 +33,7 @@ def replay(server: FakeLLMServer, model: str, name: str) -> None:
     server.script_raw(model, [RawResponse([http_response(body, headers=SSE)], then="close")])
 
 
-async def test_openrouter_usage_beside_a_null_finish_reason_is_read(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_openrouter_usage_beside_a_null_finish_reason_is_read(server: FakeLLMServer) -> None:
     """OpenRouter's trailing usage chunk (empty delta, null finish) reaches events and chunks."""
     replay(server, "qwen/qwen3", "openrouter_usage_null_finish.sse")
     usage = TokenUsage(input_tokens=14, output_tokens=2)

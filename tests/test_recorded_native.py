@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -33,6 +33,8 @@ from reliant.classify import classify
 from reliant.providers import AzureOpenAI, Gemini, OpenAIResponses
 from reliant.testing import FakeLLMServer
 from reliant.testing.fake_server import RawResponse, http_response
+
+pytestmark = pytest.mark.anyio
 
 RECORDED = Path(__file__).parent / "recorded"
 # The fake server closes the connection after each raw answer; saying so keeps
@@ -74,9 +76,7 @@ async def test_gemini_stream_with_thoughts_and_a_function_call(server: FakeLLMSe
     ]
 
 
-async def test_gemini_429_retry_delay_from_the_body(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_gemini_429_retry_delay_from_the_body(server: FakeLLMServer) -> None:
     """A RESOURCE_EXHAUSTED body's RetryInfo (17s) is the wait: retried 17 s later exactly."""
     body = (RECORDED / "gemini_429_retry_info.json").read_bytes()
     ok = b'{"candidates": [{"content": {"parts": [{"text": "ok"}]}, "finishReason": "STOP"}]}'
@@ -94,9 +94,9 @@ async def test_gemini_429_retry_delay_from_the_body(
         assert (info.value.status_code, info.value.retry_after) == (429, 17.0)
         assert classify(info.value).rate_limited
         llm = ReliableProvider([("gemini", p)], max_retries=1)
-        start = trio.current_time()
+        start = anyio.current_time()
         assert await llm.simple_chat("x", "m", 0) == "ok"
-    assert trio.current_time() - start == pytest.approx(17.0)
+    assert anyio.current_time() - start == pytest.approx(17.0)
 
 
 async def test_responses_stream_with_reasoning_and_a_function_call(server: FakeLLMServer) -> None:

@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -30,6 +28,8 @@ from reliant import (
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import FakeLLMServer
 from reliant.testing.fake_server import RawResponse, http_response
+
+pytestmark = pytest.mark.anyio
 
 HI = [ChatMessage.user("hi")]
 CANON = "".join(f"tok{i} " for i in range(6))
@@ -60,9 +60,7 @@ async def providers(
 
 
 @pytest.fixture
-async def three(
-    server: FakeLLMServer,
-) -> AsyncIterator[Three]:
+async def three(server: FakeLLMServer) -> AsyncIterator[Three]:
     """An OpenAI-compatible primary, an Anthropic backup and a second OpenAI-compatible one."""
     async with (
         OpenAICompatible(name="oa", base_url=server.openai_base_url, api_key="k") as oa,
@@ -115,11 +113,7 @@ async def event_text(llm: ReliableProvider) -> tuple[str, list[StreamEvent]]:
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_error_mode_surfaces_the_break(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    fault: str,
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer, fault: str, api: str
 ) -> None:
     """mid_stream="error": a break after 2 chunks is a StreamError; the backup is never asked."""
     llm = chain(providers, FAULTS[fault], "error")
@@ -131,11 +125,7 @@ async def test_error_mode_surfaces_the_break(
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_restart_mode_delivers_the_whole_answer_after_the_signal(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    fault: str,
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer, fault: str, api: str
 ) -> None:
     """mid_stream="restart": after the signal the text is exactly the canonical answer."""
     llm = chain(providers, FAULTS[fault], "restart")
@@ -158,11 +148,7 @@ async def test_restart_mode_delivers_the_whole_answer_after_the_signal(
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_continue_mode_finishes_the_same_answer(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    fault: str,
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer, fault: str, api: str
 ) -> None:
     """mid_stream="continue": one answer, no restart, the prefill is the delivered text."""
     llm = chain(providers, FAULTS[fault], "continue")
@@ -192,10 +178,7 @@ async def test_continue_mode_finishes_the_same_answer(
     )
 
 
-async def test_continuation_overlap_is_trimmed(
-    three: Three,
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def test_continuation_overlap_is_trimmed(three: Three) -> None:
     """A continuation that repeats the last 9 characters of the prefill is trimmed."""
     oa, an, _ = three
     llm = chain((oa, an, "ok:chunks=6:overlap=9"), FAULTS["cut"], "continue")
@@ -204,9 +187,7 @@ async def test_continuation_overlap_is_trimmed(
 
 
 async def test_rejected_prefill_restarts_with_the_signal(
-    server: FakeLLMServer,
-    three: Three,
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, three: Three
 ) -> None:
     """A backup that rejects prefill with a 400: the next candidate restarts; complete answer."""
     oa, an, third = three
@@ -233,11 +214,7 @@ async def test_rejected_prefill_restarts_with_the_signal(
     assert info.recoveries[0].mode == "restart"
 
 
-async def test_tool_call_in_progress_restarts(
-    server: FakeLLMServer,
-    three: Three,
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def test_tool_call_in_progress_restarts(server: FakeLLMServer, three: Three) -> None:
     """A cut inside a tool call's arguments restarts the answer even in continue mode."""
     oa, an, _ = three
     llm = chain((oa, an, "tools"), "cut:after=3:calls=1:chunks=2", "continue")
@@ -247,11 +224,7 @@ async def test_tool_call_in_progress_restarts(
     assert server.requests[-1].json["messages"][-1]["role"] == "user"
 
 
-async def test_recovery_limit_over_http(
-    server: FakeLLMServer,
-    three: Three,
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def test_recovery_limit_over_http(server: FakeLLMServer, three: Three) -> None:
     """max_stream_recoveries=1 and two breaking candidates: StreamError, third never asked."""
     a, b, c = three
     llm = ReliableProvider(
@@ -271,10 +244,7 @@ async def test_recovery_limit_over_http(
 
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_finish_reason_without_done_completes(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer, api: str
 ) -> None:
     """A clean end after a finish reason, without [DONE]/message_stop, is a complete answer."""
     llm = chain(providers, "no_done:chunks=3", "error")
@@ -284,9 +254,7 @@ async def test_finish_reason_without_done_completes(
 
 
 async def test_no_finish_reason_and_no_done_is_an_error(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer
 ) -> None:
     """A clean end without finish reason or terminator stays a StreamError."""
     llm = chain(providers, "no_terminator:chunks=3", "error")
@@ -295,9 +263,7 @@ async def test_no_finish_reason_and_no_done_is_an_error(
 
 
 async def test_overflow_moves_to_a_larger_context_candidate(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer
 ) -> None:
     """One huge message overflows a 500-char window, is never retried there, the backup serves."""
     primary, backup, _ = providers
@@ -321,9 +287,7 @@ async def test_overflow_moves_to_a_larger_context_candidate(
 
 
 async def test_content_filter_is_final_over_http(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer
 ) -> None:
     """A content-filter refusal is one call in total; the opt-in falls back."""
     llm = chain(providers, "content_filter", "error", max_retries=2)
@@ -343,11 +307,7 @@ INBAND = "inband_error:after=2:chunks=6:status=529"  # Anthropic: overloaded_err
 @pytest.mark.parametrize("mode", ["error", "restart", "continue"])
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_in_band_break_keeps_the_leafs_provider_error_as_cause(
-    providers: tuple[Provider, Provider, str],
-    server: FakeLLMServer,
-    mode: str,
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    providers: tuple[Provider, Provider, str], server: FakeLLMServer, mode: str, api: str
 ) -> None:
     """Once recovery is spent, an in-band break's direct cause is the leaf's ProviderError."""
     primary, backup, _ = providers
@@ -364,7 +324,7 @@ async def test_in_band_break_keeps_the_leafs_provider_error_as_cause(
 
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_in_band_content_filter_after_text_is_final_with_its_cause(
-    server: FakeLLMServer, api: str, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, api: str
 ) -> None:
     """A content-filter error event after text is never recovered; its cause is the filter."""
     body = (

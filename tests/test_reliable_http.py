@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -22,6 +21,8 @@ from reliant import (
 )
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import FakeLLMServer
+
+pytestmark = pytest.mark.anyio
 
 HI = [ChatMessage.user("hi")]
 
@@ -54,9 +55,7 @@ def paths(server: FakeLLMServer) -> list[tuple[str, str | None]]:
 
 
 async def test_500_is_retried_then_falls_back(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """A 500 is retried max_retries times on the primary, then the backup serves."""
     rp = chain(pair, "status:500", "ok:chunks=2", max_retries=1)
@@ -79,16 +78,14 @@ async def test_401_is_not_retried(
 ) -> None:
     """A 401 moves to the backup at once, with no retry and no backoff."""
     rp = chain(pair, "status:401", "ok:chunks=1", max_retries=3)
-    start = trio.current_time()
+    start = anyio.current_time()
     assert await rp.simple_chat("hi", "m", 0.0) == "tok0 "
     assert [m for _, m in paths(server)] == ["status:401", "ok:chunks=1"]
-    assert trio.current_time() - start < 0.5
+    assert anyio.current_time() == start  # no backoff at all
 
 
 async def test_429_waits_its_retry_after(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """A 429 with retry-after: 3 is retried on the same provider exactly 3 s later."""
     a, _ = pair
@@ -115,13 +112,11 @@ async def test_all_fail_lists_every_attempt_with_status(
 
 
 async def test_hung_upstream_fails_over_at_first_chunk_timeout(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """A primary that never sends headers is dropped at first_chunk_timeout; the backup streams."""
     rp = chain(pair, "hang_headers", "ok:chunks=3", max_retries=0, first_chunk_timeout=2.0)
-    start = trio.current_time()
+    start = anyio.current_time()
     async with rp.stream_chat_with_history(HI, "m", 0.0) as chunks:
         text = "".join([c.delta async for c in chunks])
     assert text == "tok0 tok1 tok2 "
@@ -145,9 +140,7 @@ async def test_cut_stream_raises_after_commit(
 
 
 async def test_cut_before_commit_fails_over(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """A stream cut before its first chunk is retried, then served by the backup."""
     rp = chain(pair, "cut:after=0", "ok:chunks=2", max_retries=1)
@@ -160,26 +153,22 @@ async def test_leaving_a_stream_closes_the_upstream_connection(
     server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """Leaving the block mid-stream closes the connection; the server sees it at once."""
-    rp = chain(pair, "ok:chunks=100000:gap=0.001", "ok:chunks=1")
+    rp = chain(pair, "ok:chunks=100:gap=1", "ok:chunks=1")
     async with rp.stream_chat_with_history(HI, "m", 0.0) as chunks:
         for _ in range(3):
             await chunks.__anext__()
-        left = trio.current_time()
-    with trio.fail_after(1):
-        closed = await server.wait_for_disconnect(0)
-    assert closed - left < 0.05
+        left = anyio.current_time()
+    assert await server.wait_for_disconnect(0) == left
     assert server.aborted == [0]
     assert len(server.requests) == 1
 
 
 async def test_cancelling_the_caller_closes_the_upstream_connection(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic]
 ) -> None:
     """The caller's deadline expiring during a hung request closes it; nothing else is sent."""
     rp = chain(pair, "hang_headers", "ok:chunks=1", first_chunk_timeout=None)
-    with trio.move_on_after(5):
+    with anyio.move_on_after(5):
         async with rp.stream_chat_with_history(HI, "m", 0.0) as chunks:
             async for _ in chunks:
                 pass
@@ -202,11 +191,7 @@ async def test_streamed_failover_records_fallback_info(
 @pytest.mark.parametrize("order", ["openai-first", "anthropic-first"])
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_a_stream_of_only_its_terminator_fails_over(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    order: str,
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic], order: str, api: str
 ) -> None:
     """A primary that sends only [DONE] / message_stop is empty: the backup answers at once."""
     a, b = pair
@@ -232,15 +217,12 @@ async def test_a_stream_of_only_its_terminator_fails_over(
     assert (text, reason) == ("tok0 tok1 ", "stop")
     assert info is not None and info.actual_provider == "backup"
     assert [r.model for r in server.requests] == ["empty", "ok:chunks=2"]
-    assert trio.current_time() == 0.0  # no backoff: an empty stream is not retried
+    assert anyio.current_time() == 0.0  # no backoff: an empty stream is not retried
 
 
 @pytest.mark.parametrize("api", ["chunks", "events"])
 async def test_every_candidate_only_a_terminator_is_a_clean_empty_answer(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    api: str,
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic], api: str
 ) -> None:
     """When every candidate sends only its terminator, the caller gets one bare final, no error."""
     llm = chain(pair, "empty", "empty")
@@ -257,10 +239,7 @@ async def test_every_candidate_only_a_terminator_is_a_clean_empty_answer(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_429_with_retry_after_2_is_waited_out_on_the_primary(
-    server: FakeLLMServer,
-    pair: tuple[OpenAICompatible, Anthropic],
-    stream: bool,
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, pair: tuple[OpenAICompatible, Anthropic], stream: bool
 ) -> None:
     """A real 429 with retry-after: 2 makes the request wait 2 s for its preferred route."""
     server.script("busy", ["status:429:retry_after=2", "ok:chunks=2"])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 from reliant import ChatMessage, FailoverError, ReliableProvider
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import FakeLLMServer
+
+pytestmark = pytest.mark.anyio
 
 HI = [ChatMessage.user("hi")]
 N = 200
@@ -16,7 +17,7 @@ N = 200
 
 @pytest.mark.parametrize("health", ["default", "off"])
 async def test_burst_of_200_is_served_whole_with_default_health(
-    server: FakeLLMServer, health: str, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, health: str
 ) -> None:
     """200 concurrent requests; two dead providers first, the third fails each once: 200 served."""
     aliases: dict[str, dict[str, str]] = {"dead-a": {}, "dead-b": {}, "serving": {}}
@@ -46,7 +47,7 @@ async def test_burst_of_200_is_served_whole_with_default_health(
             except FailoverError as err:
                 failed.append(err)
 
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             for i in range(N):
                 nursery.start_soon(one, i)
     assert not failed, failed[0]
