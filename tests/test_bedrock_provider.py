@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 import trio
@@ -487,6 +488,7 @@ async def test_bad_crc_is_malformed(provider: Bedrock, after: int) -> None:
     assert "message CRC mismatch" in str(error)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("after", [0, 2])
 async def test_cut_mid_frame_is_broken(provider: Bedrock, after: int) -> None:
     """A connection cut inside a frame is a failure, never a silent success."""
@@ -711,9 +713,8 @@ async def test_a_guardrail_refusal_is_final(
     assert [r.model for r in server.requests] == ["content_filter"]
 
 
-async def test_hung_call_fails_over_at_its_request_timeout(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+@pytest.mark.anyio
+async def test_hung_call_fails_over_at_its_request_timeout(server: FakeLLMServer) -> None:
     """A Bedrock call that never answers is dropped at request_timeout; Anthropic serves."""
     async with (
         Bedrock(base_url=server.bedrock_base_url, api_key=KEY, request_timeout=5.0) as b,
@@ -721,11 +722,12 @@ async def test_hung_call_fails_over_at_its_request_timeout(
     ):
         llm = reliable(("bedrock", b), ("anthropic", a), "hang_headers", "ok:chunks=1")
         assert await llm.chat_with_history(HI, "m", 0.0) == "tok0 "
-    assert trio.current_time() == 5.0
+    assert anyio.current_time() == 5.0
 
 
+@pytest.mark.anyio
 async def test_throttling_is_retried_after_backoff_then_serves(
-    server: FakeLLMServer, pair: tuple[Bedrock, Anthropic], autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, pair: tuple[Bedrock, Anthropic]
 ) -> None:
     """A throttlingException frame is retried on Bedrock after its backoff, then serves."""
     b, a = pair
@@ -743,6 +745,7 @@ async def test_throttling_is_retried_after_backoff_then_serves(
     assert [(r.model, r.received_at) for r in server.requests] == [("busy", 0.0), ("busy", 0.5)]
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     "fault",
     ["inband_error:after=2:status=429", "cut:after=2", "malformed:after=2", "reset:after=2"],

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import trio
 
 import reliant
 from reliant import (
@@ -174,10 +173,11 @@ async def test_committed_stream_break_chain_is_clean(registered: None) -> None:
     assert SECRET not in text and SK not in text
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", ["openai", "anthropic"])
 @pytest.mark.parametrize("stream", [False, True])
 async def test_transport_error_requests_in_the_chain_carry_no_key(
-    server: FakeLLMServer, name: str, stream: bool, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, name: str, stream: bool
 ) -> None:
     """A reset connection's httpx2 error under FailoverError keeps its request, keys masked."""
     server.script(None, ["reset:after=0"])

@@ -6,9 +6,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -386,22 +385,20 @@ async def test_resource_exhausted_takes_retry_delay_from_the_body(
     assert classify(info.value).rate_limited
 
 
-async def test_retry_delay_honoured_by_reliable_provider(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+@pytest.mark.anyio
+async def test_retry_delay_honoured_by_reliable_provider(server: FakeLLMServer) -> None:
     """ReliableProvider waits the body's retryDelay exactly (7 s), then succeeds."""
     server.script("m", ["status:429:retry_after=7", "ok"])
     async with Gemini(base_url=server.gemini_base_url, api_key=KEY) as p:
         llm = ReliableProvider([("gemini", p)], max_retries=1, base_backoff=0.5)
-        start = trio.current_time()
+        start = anyio.current_time()
         assert await llm.simple_chat("x", "m", 0) == TEXT
-    assert trio.current_time() - start == pytest.approx(7.0)
+    assert anyio.current_time() - start == pytest.approx(7.0)
     assert server.requests[1].received_at - server.requests[0].received_at == pytest.approx(7.0)
 
 
-async def test_unavailable_is_retried(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+@pytest.mark.anyio
+async def test_unavailable_is_retried(server: FakeLLMServer) -> None:
     """A 503 UNAVAILABLE is retryable: the next attempt answers."""
     server.script("m", ["status:503", "ok"])
     async with Gemini(base_url=server.gemini_base_url, api_key=KEY) as p:

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -199,6 +198,7 @@ def test_parse_retry_after_integer_seconds(seconds: int) -> None:
 # -- transport errors --------------------------------------------------------------------------
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", NAMES)
 async def test_transport_error_on_closed_port(name: str) -> None:
     """A refused connection is a ProviderError without status; the key is not in it."""
@@ -218,9 +218,8 @@ async def test_transport_error_on_closed_port(name: str) -> None:
             assert str(info.value).startswith(f"{name} transport error: ConnectError: ")
 
 
-async def test_read_timeout_after_commit(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+@pytest.mark.anyio
+async def test_read_timeout_after_commit(server: FakeLLMServer) -> None:
     """A stream that stalls after its first chunk ends in a StreamError caused by ReadTimeout."""
     for name in NAMES:
         async with build(name, server, timeout=httpx2.Timeout(10.0, read=4.0)) as provider:
@@ -255,6 +254,7 @@ async def test_inband_error_after_commit(provider: Any, kind: str) -> None:
     assert str(info.value).startswith(f"{provider.name} stream broke after the first chunk: ")
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 async def test_cut_before_commit(provider: Any, kind: str) -> None:
     """A connection closed before any item is a retryable ProviderError without status."""
@@ -264,6 +264,7 @@ async def test_cut_before_commit(provider: Any, kind: str) -> None:
     assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 async def test_cut_after_commit(provider: Any, kind: str) -> None:
     """A connection cut after text is a StreamError, never a silent success."""
@@ -274,6 +275,7 @@ async def test_cut_after_commit(provider: Any, kind: str) -> None:
     assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 async def test_reset_after_commit(provider: Any, kind: str) -> None:
     """A connection reset after text is a StreamError caused by a ReadError."""

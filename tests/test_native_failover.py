@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx2
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -31,6 +30,8 @@ from reliant import (
 from reliant._provider import Provider
 from reliant.providers import AzureOpenAI, Gemini, OpenAIResponses, create_client
 from reliant.testing import FakeLLMServer, serve_fake_llm
+
+pytestmark = pytest.mark.anyio
 
 HI = [ChatMessage.user("hi")]
 KINDS = ["gemini", "responses", "azure"]
@@ -117,11 +118,7 @@ BEFORE_FIRST_ITEM = [
 @pytest.mark.parametrize("fault", BEFORE_FIRST_ITEM)
 @pytest.mark.parametrize("kind", KINDS)
 async def test_stream_fault_before_first_item_fails_over(
-    server: FakeLLMServer,
-    kind: str,
-    fault: str,
-    events: bool,
-    autojump_clock: trio.testing.MockClock,
+    server: FakeLLMServer, kind: str, fault: str, events: bool
 ) -> None:
     """A fault before the first item moves to the backup, which answers; one request each."""
     llm = pair(kind, server, fault)
@@ -131,7 +128,7 @@ async def test_stream_fault_before_first_item_fails_over(
     assert info is not None and info.actual_provider == "backup"
     assert [r.model for r in server.requests] == [fault, "ok:chunks=2"]
     hung = fault.startswith("hang")
-    assert trio.current_time() == pytest.approx(5.0 if hung else 0.0)
+    assert anyio.current_time() == pytest.approx(5.0 if hung else 0.0)
 
 
 AFTER_FIRST_ITEM = [
@@ -146,7 +143,7 @@ AFTER_FIRST_ITEM = [
 @pytest.mark.parametrize("fault", AFTER_FIRST_ITEM)
 @pytest.mark.parametrize("kind", KINDS)
 async def test_stream_fault_after_first_item_is_a_stream_error(
-    server: FakeLLMServer, kind: str, fault: str, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, kind: str, fault: str
 ) -> None:
     """After the first item the stream is committed: the caller gets a StreamError, no failover."""
     llm = pair(kind, server, fault)
@@ -159,17 +156,15 @@ async def test_stream_fault_after_first_item_is_a_stream_error(
     assert [r.model for r in server.requests] == [fault]
 
 
-async def test_hang_after_first_item_hits_the_idle_timeout(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_hang_after_first_item_hits_the_idle_timeout(server: FakeLLMServer) -> None:
     """A stream stalling after its first items breaks at idle_timeout exactly, for each kind."""
     for kind in KINDS:
         llm = pair(kind, server, "hang_body:after=1", idle_timeout=3.0)
         with pytest.raises(StreamError, match="no data for 3 s"):
             async with llm.stream_chat_with_history(HI, "m", 0.0) as chunks:
                 async for _ in chunks:
-                    start = trio.current_time()
-        assert trio.current_time() - start == pytest.approx(3.0)
+                    start = anyio.current_time()
+        assert anyio.current_time() - start == pytest.approx(3.0)
 
 
 NON_STREAMING = [
@@ -186,20 +181,18 @@ NON_STREAMING = [
 
 @pytest.mark.parametrize("fault", NON_STREAMING)
 @pytest.mark.parametrize("kind", KINDS)
-async def test_non_streaming_fault_fails_over(
-    server: FakeLLMServer, kind: str, fault: str, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_non_streaming_fault_fails_over(server: FakeLLMServer, kind: str, fault: str) -> None:
     """Non-streaming: each fault (a hang at request_timeout, 10 s) moves to the backup."""
     llm = pair(kind, server, fault)
     assert await llm.chat_with_history(HI, "m", 0.0) == ANSWER
     assert [r.model for r in server.requests] == [fault, "ok:chunks=2"]
-    assert trio.current_time() == pytest.approx(10.0 if fault.startswith("hang") else 0.0)
+    assert anyio.current_time() == pytest.approx(10.0 if fault.startswith("hang") else 0.0)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
 async def test_content_filter_is_final_unless_fallback_is_asked_for(
-    server: FakeLLMServer, kind: str, stream: bool, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, kind: str, stream: bool
 ) -> None:
     """A refusal is a ContentFilterError with no fallback; fallback_on_content_filter moves on."""
     fault = "content_filter" if kind != "responses" else "content_filter:status=200"
@@ -223,7 +216,7 @@ async def test_content_filter_is_final_unless_fallback_is_asked_for(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_every_candidate_failing_lists_both_attempts(
-    server: FakeLLMServer, kind: str, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, kind: str
 ) -> None:
     """When both candidates fail the trail names both, with their status."""
     llm = ReliableProvider(
@@ -236,9 +229,7 @@ async def test_every_candidate_failing_lists_both_attempts(
     assert "503" in str(info.value)
 
 
-async def test_failover_across_gemini_responses_and_azure(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_failover_across_gemini_responses_and_azure(server: FakeLLMServer) -> None:
     """AI Studio (429) -> Responses (response.failed after 200) -> Azure answers, streamed."""
     llm = ReliableProvider(
         [

@@ -508,10 +508,11 @@ async def test_key_never_leaks_in_any_spelling(
             assert_no_key(everything_about(record.exc_info[1]))
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("name", NAMES)
 async def test_transport_error_requests_carry_no_key(
-    server: FakeLLMServer, name: str, stream: bool, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, name: str, stream: bool
 ) -> None:
     """A reset under FailoverError keeps its httpx2 request, whose URL and headers hold no key."""
     server.script(None, ["reset:after=0"])

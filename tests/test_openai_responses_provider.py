@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
 
 from reliant import (
     ChatMessage,
@@ -297,9 +295,8 @@ async def test_response_failed_without_an_error_object(
         await collect(provider.stream_chat(ChatRequest(HI), "m", 0))
 
 
-async def test_failed_stream_fails_over(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+@pytest.mark.anyio
+async def test_failed_stream_fails_over(server: FakeLLMServer) -> None:
     """A response.failed stream fails over to the next provider, which answers."""
     async with (
         OpenAIResponses(name="a", base_url=server.responses_base_url, api_key=KEY) as a,

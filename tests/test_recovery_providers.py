@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import trio
 
 from reliant import (
     ChatMessage,
@@ -506,9 +505,8 @@ async def test_break_during_text_is_not_a_tool_call(provider: Any) -> None:
     assert not info.value.tool_call_in_progress
 
 
-async def test_stall_inside_the_second_tool_call(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+@pytest.mark.anyio
+async def test_stall_inside_the_second_tool_call(server: FakeLLMServer) -> None:
     """A read timeout while a second tool call arrives (the first delivered) is in progress."""
     server.script(None, [Behavior(kind="hang_body", calls=2, chunks=0, after=3)])
     async with build("anthropic", server, timeout=5.0) as provider:
