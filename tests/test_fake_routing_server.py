@@ -1,7 +1,8 @@
 """The fake server's deployments (/d/<name>): latency, rate limits, prefix cache, controls.
 
-Over real loopback HTTP, on trio's MockClock (``autojump_clock``), so every
-time asserted is exact virtual time.
+Over real loopback HTTP, on both backends (trio's MockClock, looptime on
+asyncio), the server on the test's own loop, so every time asserted is exact
+virtual time.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
-import trio
-import trio.testing
 
 from reliant import ChatMessage, FakeServerSpecError, ProviderError, ReliableProvider
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import Deployment, DeploymentStats, FakeLLMServer, serve_fake_llm
+
+pytestmark = pytest.mark.anyio
 
 OPENAI = "/v1/chat/completions"
 ANTHROPIC = "/v1/messages"
@@ -49,13 +51,13 @@ def limit_headers(response: httpx2.Response) -> dict[str, str]:
 
 async def first_piece_at(client: httpx2.AsyncClient, path: str, body: dict[str, Any]) -> float:
     """Seconds (to the nanosecond) from sending a streamed request to its first content piece."""
-    start = trio.current_time()
+    start = anyio.current_time()
     first: float | None = None
     async with client.stream("POST", path, json={**body, "stream": True}) as response:
         assert response.status_code == 200
         async for raw in response.aiter_raw():
             if first is None and b"tok0" in raw:
-                first = trio.current_time() - start
+                first = anyio.current_time() - start
     assert first is not None, "no content piece"
     return round(first, 9)
 
@@ -118,29 +120,29 @@ async def test_settings_are_a_frozen_record_and_arguments_left_out_are_kept(
 
 
 async def test_ttft_delays_the_whole_response(
-    client: httpx2.AsyncClient, server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+    client: httpx2.AsyncClient, server: FakeLLMServer
 ) -> None:
     """ttft=0.5: headers and the role chunk at 0.5 s, the behaviour's ttft=1 piece at 1.5 s."""
     server.deployment("east", ttft=0.5)
-    start = trio.current_time()
+    start = anyio.current_time()
     seen: list[tuple[float, bytes]] = []
     body = {**chat("ok:ttft=1:chunks=1"), "stream": True}
     async with client.stream("POST", "/d/east" + OPENAI, json=body) as response:
-        seen.append((trio.current_time() - start, b"headers"))
+        seen.append((anyio.current_time() - start, b"headers"))
         async for raw in response.aiter_raw():
-            seen.append((trio.current_time() - start, raw))
+            seen.append((anyio.current_time() - start, raw))
     assert [round(at, 9) for at, _ in seen[:3]] == [0.5, 0.5, 1.5]
     assert b'"role":"assistant"' in seen[1][1]
     assert b"tok0" not in seen[1][1]
     assert b"tok0" in seen[2][1]
-    start = trio.current_time()
+    start = anyio.current_time()
     await client.post("/d/east" + ANTHROPIC, json=chat(max_tokens=10))
-    assert round(trio.current_time() - start, 9) == 0.5
+    assert round(anyio.current_time() - start, 9) == 0.5
     assert await first_piece_at(client, OPENAI, chat("ok:ttft=1")) == 1.0
 
 
 async def test_ttft_changes_while_the_server_runs(
-    client: httpx2.AsyncClient, server: FakeLLMServer, autojump_clock: trio.testing.MockClock
+    client: httpx2.AsyncClient, server: FakeLLMServer
 ) -> None:
     """Changing ttft mid-run applies from the next request; other deployments keep theirs."""
     server.deployment("east", ttft=0.05)
@@ -225,7 +227,7 @@ async def test_invalid_settings_are_refused_by_name(
 
 
 async def test_rpm_sends_openai_headers_and_429s_beyond_the_bucket(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """rpm=3: three answers count down, the fourth is a 429 (retry-after 20); at t=20 one more."""
     server.deployment("east", rpm=3)
@@ -255,9 +257,9 @@ async def test_rpm_sends_openai_headers_and_429s_beyond_the_bucket(
             "code": "rate_limit_exceeded",
         }
     }
-    await trio.sleep(19.9)
+    await anyio.sleep(19.9)
     assert (await client.post("/d/east" + OPENAI, json=chat())).status_code == 429
-    await trio.sleep(0.1)
+    await anyio.sleep(0.1)
     again = await client.post("/d/east" + OPENAI, json=chat())
     assert again.status_code == 200
     assert again.headers["x-ratelimit-reset-requests"] == "1m0s"
@@ -268,21 +270,21 @@ async def test_rpm_sends_openai_headers_and_429s_beyond_the_bucket(
 
 
 async def test_the_bucket_refills_continuously_and_resets_read_like_openai(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """rpm=600 refills one request per 100 ms: 1 used reads ``100ms``, 2.2 used ``220ms``."""
     server.deployment("east", rpm=600)
     first = await client.post("/d/east" + OPENAI, json=chat())
     assert first.headers["x-ratelimit-reset-requests"] == "100ms"
     await client.post("/d/east" + OPENAI, json=chat())
-    await trio.sleep(0.08)
+    await anyio.sleep(0.08)
     third = await client.post("/d/east" + OPENAI, json=chat())
     assert third.headers["x-ratelimit-remaining-requests"] == "597"
     assert third.headers["x-ratelimit-reset-requests"] == "220ms"
 
 
 async def test_tpm_counts_a_quarter_of_the_characters_plus_max_tokens_or_the_answer(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """Tokens = ceil(chars/4) of all message text + max_tokens, or + the answer's output tokens."""
     server.deployment("east", tpm=100)
@@ -311,7 +313,7 @@ async def test_tpm_counts_a_quarter_of_the_characters_plus_max_tokens_or_the_ans
         "Request too large for deployment 'east' on tokens per min (TPM): Limit 100, "
         "Requested 1001."
     )
-    await trio.sleep(22.2)
+    await anyio.sleep(22.2)
     assert (await client.post("/d/east" + OPENAI, json=chat(user="y" * 396))).status_code == 200
 
 
@@ -328,7 +330,7 @@ async def test_error_answers_carry_the_headers_but_take_no_output_tokens(
 
 
 async def test_anthropic_gets_its_own_headers_with_rfc3339_resets(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """/v1/messages reports anthropic-ratelimit-* with resets 30 s apart, and 429s as Anthropic."""
     server.deployment("east", rpm=2, tpm=1000)
@@ -380,19 +382,19 @@ async def test_other_protocols_get_429s_in_their_own_shape(
 
 
 async def test_a_rate_limited_request_consumes_no_scripted_behaviour(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """Script [500, ok] with rpm=1: 500, then a 429 that leaves ``ok`` for t=60."""
     server.deployment("east", rpm=1)
     server.script(None, ["status:500", "ok"])
     statuses = [(await client.post("/d/east" + OPENAI, json=chat())).status_code for _ in "ab"]
-    await trio.sleep(60)
+    await anyio.sleep(60)
     statuses.append((await client.post("/d/east" + OPENAI, json=chat())).status_code)
     assert statuses == [500, 429, 200]
 
 
 async def test_changing_a_limit_keeps_what_the_bucket_holds(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """Raising rpm 2 -> 4 keeps the empty bucket, refilling 4/min; ``rpm=None`` lifts the limit."""
     server.deployment("east", rpm=2)
@@ -401,7 +403,7 @@ async def test_changing_a_limit_keeps_what_the_bucket_holds(
     server.deployment("east", rpm=4)
     refused = await client.post("/d/east" + OPENAI, json=chat())
     assert refused.headers["retry-after"] == "15"
-    await trio.sleep(15)
+    await anyio.sleep(15)
     assert (await client.post("/d/east" + OPENAI, json=chat())).status_code == 200
     server.deployment("east", rpm=None)
     free = await client.post("/d/east" + OPENAI, json=chat())
@@ -409,9 +411,7 @@ async def test_changing_a_limit_keeps_what_the_bucket_holds(
     assert limit_headers(free) == {}
 
 
-async def test_reliant_fails_over_from_a_rate_limited_deployment(
-    server: FakeLLMServer, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_reliant_fails_over_from_a_rate_limited_deployment(server: FakeLLMServer) -> None:
     """east (rpm=1) serves the first call; its 429 sends the second to west at once."""
     server.deployment("east", rpm=1)
     server.deployment("west")
@@ -430,7 +430,7 @@ async def test_reliant_fails_over_from_a_rate_limited_deployment(
         llm = ReliableProvider([e, w], max_retries=0)
         assert await llm.chat_with_history(HI, "ok:chunks=1", 0.0) == "tok0 "
     assert [r.deployment for r in server.requests] == ["east", "east", "east", "west"]
-    assert trio.current_time() == 0
+    assert anyio.current_time() == 0
 
 
 # -- prefix cache ------------------------------------------------------------------------------
@@ -561,7 +561,7 @@ async def test_a_rate_limited_request_does_not_touch_the_cache(
 
 
 async def test_http_controls_declare_change_and_read_deployments(
-    server: FakeLLMServer, client: httpx2.AsyncClient, autojump_clock: trio.testing.MockClock
+    server: FakeLLMServer, client: httpx2.AsyncClient
 ) -> None:
     """POST /_fake/deployments/<name> declares or changes one; GET reads settings and counters."""
     created = await client.post("/_fake/deployments/east", json={"ttft": 0.05, "rpm": 600})
@@ -630,10 +630,8 @@ async def test_clear_forgets_deployments(server: FakeLLMServer, client: httpx2.A
     assert (await client.post("/d/east" + OPENAI, json=chat())).status_code == 404
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])  # real clocks: a real server thread
 async def test_deployments_work_when_served_to_asyncio(anyio_backend: Any) -> None:
-    """On either backend (asyncio: the server's own trio thread), limits and the cache hold."""
+    """On either backend, a server of the test's own (not the fixture's): limits and cache hold."""
     async with serve_fake_llm() as server, httpx2.AsyncClient() as client:
         server.deployment("east", rpm=2, prefix_cache=True)
         url = server.deployment_url("east") + OPENAI

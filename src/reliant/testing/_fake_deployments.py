@@ -92,8 +92,7 @@ Bad settings get a 400 that names them.
 Clock: the buckets read the loop's clock (:func:`reliant._backend.current_time`)
 only while answering a request, on the server's own loop; declaring or
 changing a deployment reads no clock, so it is safe from a caller on
-another loop or thread (see :func:`~reliant.testing.serve_fake_llm` from
-asyncio).
+another loop or thread.
 """
 
 from __future__ import annotations
