@@ -6,8 +6,8 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import anyio
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
