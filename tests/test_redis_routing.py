@@ -44,8 +44,10 @@ async def test_redis_routing_must_be_entered_before_use() -> None:
         await llm.simple_chat("hi", "m", 0.0)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])  # real time: Redis keeps its own
 async def test_two_providers_in_one_process_share_the_rpm_budget(
-    redis_server: RedisServer, redis_prefix: str
+    anyio_backend: str, redis_server: RedisServer, redis_prefix: str
 ) -> None:
     """Two ReliableProviders on two connections: rpm=3 is three requests between them."""
     limits = {"a": RateLimit(rpm=3)}

@@ -575,3 +575,33 @@ def test_a_store_seen_from_a_clock_behind_its_stamps_does_not_overflow() -> None
     assert store.acquire_nowait("a", 1.0, None, 0) == 0.0  # a clock far behind
     view = store.view("a", 1.0, None, 0)
     assert view.latency == 0.2 and view.load == 2.0
+
+
+async def test_a_deployment_that_stalls_loses_traffic_before_its_first_slow_answer(
+    anyio_backend: object,
+) -> None:
+    """An attempt in flight past a's average makes a costlier at once: no wait for its answer."""
+    delay = {"a": 0.05}
+
+    def a_script(index: int, model: str) -> Stream:
+        return Stream(["a"], first_delay=delay["a"])
+
+    a = ScriptedProvider(a_script, name="a")
+    b = deployment("b", 0.05)
+    llm = routed(a, b, routing=Routing(tiers=[["a", "b"]], strategy="latency"))
+    for _ in range(10):
+        await stream_once(llm)
+    assert len(a.calls) >= 3 and len(b.calls) >= 3
+    delay["a"] = 30.0  # a stalls
+    async with anyio.create_task_group() as tg:
+        while not (a.calls and a.calls[-1].finished_at is None):
+            tg.start_soon(stream_once, llm)  # until one request is stuck on a
+            await anyio.sleep(0.1)
+        stuck = len(a.calls)
+        await anyio.sleep(1.0)
+        assert llm.deployments()["a"].latency >= 1.0  # its oldest request's age
+        before = len(b.calls)
+        for _ in range(10):
+            await stream_once(llm)
+        assert len(b.calls) - before == 10 and len(a.calls) <= stuck + 1
+        tg.cancel_scope.cancel()

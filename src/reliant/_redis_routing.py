@@ -72,7 +72,7 @@ from ._routing_state import Learned, LocalRouting, RoutingStore
 __all__ = ["ROUTING_SCRIPT", "RedisRouting"]
 
 _PER = 10  # ARGV per deployment
-_OUT = 11  # reply values per deployment
+_OUT = 12  # reply values per deployment
 
 # ARGV: 1 op ("a" acquire, "r" release, "s" sync), 2 target (1-based, 0 none),
 #   3 member, 4 tokens, 5 used ("" unknown, "unsent": the room goes back),
@@ -85,7 +85,7 @@ _OUT = 11  # reply values per deployment
 # Reply: {server now ms, wait ms (0: granted or not asked), then per
 #   deployment: in flight, cost, stamp, load, lstamp, requests in window,
 #   tokens in window, ready ms, requests left (or ""), tokens left (or ""),
-#   requests reset ms}.
+#   requests reset ms, start ms of the oldest attempt in flight (or "")}.
 ROUTING_SCRIPT: Final = r"""
 local op, target, member = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local tokens = tonumber(ARGV[4])
@@ -234,8 +234,11 @@ for i = 1, n do
   local left_r, left_t = '', ''
   if rl and rr > now then left_r = tostring(rl + rq * (now - ra)) end
   if tl and tr > now then left_t = tostring(tl + tq * (now - ta)) end
+  local oldest = ''
+  local first = redis.call('ZRANGE', zk, 0, 0, 'WITHSCORES')
+  if #first == 2 then oldest = first[2] end
   for _, v in ipairs({live, tostring(cost), stamp, tostring(load), lstamp, nreq, tostring(ntok),
-      ready, left_r, left_t, rr}) do
+      ready, left_r, left_t, rr, oldest}) do
     table.insert(out, v)
   end
 end
@@ -257,6 +260,7 @@ class _Mirror:
     ready_ms: int = 0
     left_requests: float | None = None
     left_tokens: float | None = None
+    oldest_ms: float | None = None  # start of the oldest attempt in flight
 
 
 class RedisRouting(RoutingStore):
@@ -396,10 +400,13 @@ class RedisRouting(RoutingStore):
         if limit is not None and limit.tpm is not None:
             room = limit.tpm - m.tokens
             left_tokens = room if left_tokens is None else min(room, left_tokens)
+        latency = m.cost * math.exp(-max(0.0, server_now - m.stamp_ms) / decay)
+        if m.cost and m.oldest_ms is not None:  # as LocalRouting: the oldest in flight's age
+            latency = max(latency, (server_now - m.oldest_ms) / 1000)
         return DeploymentView(
             name,
             m.in_flight,
-            m.cost * math.exp(-max(0.0, server_now - m.stamp_ms) / decay),
+            latency,
             m.load * math.exp(-max(0.0, server_now - m.lstamp_ms) / decay),
             ready,
             left_requests,
@@ -544,6 +551,7 @@ class RedisRouting(RoutingStore):
                 int(float(v[7])),
                 float(v[8]) if v[8] else None,
                 float(v[9]) if v[9] else None,
+                float(v[11]) if v[11] else None,
             )
         return float(values[1]) / 1000, now_ms
 

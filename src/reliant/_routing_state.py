@@ -10,6 +10,8 @@ Per deployment the store keeps
 ------------------------------
 - ``in_flight``: attempts started and not yet ended (a stream ends when the
   caller lets go of it, not at its first item);
+- the start times of the attempts in flight, so a decision can see how long
+  the oldest has waited;
 - a peak EWMA of latency (Finagle's ``PeakEwma``)::
 
       on a sample s at time t:   w = exp(-(t - stamp) / decay)
@@ -19,7 +21,9 @@ Per deployment the store keeps
 
   so a slow sample counts at once, fast ones pull the average down over
   ``decay`` seconds, and an old sample fades toward zero (the deployment
-  gets tried again);
+  gets tried again). A decision reads the larger of that and the age of
+  the oldest attempt still in flight: a deployment that has just slowed
+  down shows it before its first slow answer returns;
 - ``load``: requests routed to it, decayed the same way (affinity's bound);
 - the rate-limit windows: the start times of the last 60 s of requests
   (``rpm``), and (time, tokens) of the last 60 s (``tpm``). A request may
@@ -159,6 +163,7 @@ class _Deployment:
         "in_flight",
         "load",
         "load_stamp",
+        "pending",
         "req_at",
         "req_left",
         "req_rate",
@@ -176,6 +181,7 @@ class _Deployment:
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self.pending: deque[float] = deque()  # start times of those in flight, oldest first
         self.cost = 0.0
         self.stamp = 0.0
         self.load = 0.0
@@ -234,7 +240,7 @@ class LocalRouting(RoutingStore):
         return DeploymentView(
             name,
             dep.in_flight,
-            dep.cost * _fade(now - dep.stamp, self.decay),
+            _expected(dep, now, self.decay),
             dep.load * _fade(now - dep.load_stamp, self.decay),
             ready,
             left_req,
@@ -256,7 +262,7 @@ class LocalRouting(RoutingStore):
             dep = self._deps.get(name) or self._dep(name)
             row = dep.row
             row.in_flight = dep.in_flight
-            row.latency = dep.cost * _fade(now - dep.stamp, decay) if dep.cost else 0.0
+            row.latency = _expected(dep, now, decay)
             row.load = dep.load * _fade(now - dep.load_stamp, decay) if dep.load else 0.0
             limit = limits.get(name)
             if limit is None and dep.req_reset <= now and dep.tok_reset <= now:
@@ -281,6 +287,7 @@ class LocalRouting(RoutingStore):
             if ready > 0:
                 return ready
         dep.in_flight += 1
+        dep.pending.append(now)
         dep.load = dep.load * _fade(now - dep.load_stamp, self.decay) + 1.0
         dep.load_stamp = now
         if limit is not None:  # the windows are kept only where a limit reads them
@@ -317,6 +324,10 @@ class LocalRouting(RoutingStore):
         """:meth:`release` without a coroutine."""
         dep = self._deps.get(name) or self._dep(name)
         dep.in_flight = max(0, dep.in_flight - 1)
+        if dep.pending:
+            # Which one ended is not known: the oldest goes (requests of one
+            # deployment mostly end in the order they started).
+            dep.pending.popleft()
         if not dep.starts and dep.req_reset <= now and dep.tok_reset <= now:
             return  # no window and nothing learned: only the in-flight count moves
         if not sent:
@@ -363,6 +374,21 @@ class LocalRouting(RoutingStore):
         entries = dep.tokens
         while entries and entries[0][0] <= edge:
             dep.tok_sum -= entries.popleft()[1]
+
+
+def _expected(dep: _Deployment, now: float, decay: float) -> float:
+    # The latency a decision reads: the decayed peak EWMA, or the age of the
+    # oldest request still in flight when that is longer. A deployment that
+    # has just slowed down shows it before its first slow answer comes back:
+    # its requests stay in flight past what its average says.
+    if not dep.cost:
+        return 0.0
+    latency = dep.cost * _fade(now - dep.stamp, decay)
+    if dep.pending:
+        age = now - dep.pending[0]
+        if age > latency:
+            return age
+    return latency
 
 
 def _fade(elapsed: float, decay: float) -> float:
