@@ -67,7 +67,7 @@ from ._backend import current_time
 from ._log import logger
 from ._redis_health import _describe, _positive, _redact
 from ._routing import DeploymentView, RateLimit
-from ._routing_state import Learned, LocalRouting, RoutingStore
+from ._routing_state import STALL, Learned, LocalRouting, RoutingStore
 
 __all__ = ["ROUTING_SCRIPT", "RedisRouting"]
 
@@ -401,8 +401,10 @@ class RedisRouting(RoutingStore):
             room = limit.tpm - m.tokens
             left_tokens = room if left_tokens is None else min(room, left_tokens)
         latency = m.cost * math.exp(-max(0.0, server_now - m.stamp_ms) / decay)
-        if m.cost and m.oldest_ms is not None:  # as LocalRouting: the oldest in flight's age
-            latency = max(latency, (server_now - m.oldest_ms) / 1000)
+        if m.cost and m.oldest_ms is not None:  # as LocalRouting: a stalled attempt's age
+            age = (server_now - m.oldest_ms) / 1000
+            if age > STALL * latency:
+                latency = age
         return DeploymentView(
             name,
             m.in_flight,

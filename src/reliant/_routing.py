@@ -254,7 +254,8 @@ class DeploymentView:
         name: The provider name.
         in_flight: Requests it is serving now.
         latency: The decayed peak-EWMA latency in seconds, or the age of its
-            oldest request in flight when that is longer (0 when never measured).
+            oldest request in flight when that is over three times as long (a
+            stall); 0 when never measured.
         load: Requests recently routed to it (a count decayed with ``decay``).
         ready_in: Seconds until it has rate-limit capacity (0: now).
         remaining_requests: Requests left in its window (configured or

@@ -21,9 +21,10 @@ Per deployment the store keeps
 
   so a slow sample counts at once, fast ones pull the average down over
   ``decay`` seconds, and an old sample fades toward zero (the deployment
-  gets tried again). A decision reads the larger of that and the age of
-  the oldest attempt still in flight: a deployment that has just slowed
-  down shows it before its first slow answer returns;
+  gets tried again). A decision reads instead the age of the oldest attempt
+  still in flight when that is over :data:`STALL` (3) times the average: a
+  deployment that has just slowed down shows it before its first slow
+  answer returns;
 - ``load``: requests routed to it, decayed the same way (affinity's bound);
 - the rate-limit windows: the start times of the last 60 s of requests
   (``rpm``), and (time, tokens) of the last 60 s (``tpm``). A request may
@@ -75,6 +76,9 @@ WINDOW = 60.0
 
 OUTPUT_ALLOWANCE = 256
 """Tokens assumed for an answer before its usage is known."""
+
+STALL = 3.0
+"""An attempt in flight this many times a deployment's average counts as its latency."""
 
 MAX_RESET = 3600.0
 """A reset further away than this (a lying or broken header) is read as this."""
@@ -378,15 +382,17 @@ class LocalRouting(RoutingStore):
 
 def _expected(dep: _Deployment, now: float, decay: float) -> float:
     # The latency a decision reads: the decayed peak EWMA, or the age of the
-    # oldest request still in flight when that is longer. A deployment that
-    # has just slowed down shows it before its first slow answer comes back:
-    # its requests stay in flight past what its average says.
+    # oldest request still in flight when that is STALLED (over STALL times
+    # the average). A deployment that has just slowed down shows it before
+    # its first slow answer comes back. Not any age above the average: on a
+    # busy client every deployment has requests a little late, and reading
+    # them as slowness sent traffic to a deployment four times slower.
     if not dep.cost:
         return 0.0
     latency = dep.cost * _fade(now - dep.stamp, decay)
     if dep.pending:
         age = now - dep.pending[0]
-        if age > latency:
+        if age > STALL * latency:
             return age
     return latency
 
