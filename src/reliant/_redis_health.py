@@ -65,21 +65,16 @@ import itertools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 try:
-    import coredis
-    from coredis.exceptions import NoScriptError
-    from coredis.retry import NoRetryPolicy
+    import coredis  # noqa: F401  (the extra's dependency: a clear error when missing)
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisHealth needs coredis, in the 'redis' extra: pip install 'reliant[redis]'"
     ) from err
 
 from . import backoff as _backoff
-from ._backend import current as current_backend
 from ._backend import current_time
 from ._health import (
     ALLOW,
@@ -94,8 +89,7 @@ from ._health import (
     RouteHealth,
     RouteKey,
 )
-from ._log import logger
-from ._sanitize import collapse_whitespace, sanitize_api_error
+from ._redis_link import RedisLink, positive, redact
 
 __all__ = ["SCRIPT", "RedisHealth"]
 
@@ -243,29 +237,7 @@ class _Mirror:
     error: str | None
 
 
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"RedisHealth {name} must be a positive number of seconds, got {value!r}")
-    if value == float("inf"):
-        raise ValueError(f"RedisHealth {name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _redact(url: str) -> str:
-    """The URL without its credentials, for repr and log lines."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-class RedisHealth(HealthStore):
+class RedisHealth(RedisLink, HealthStore):
     """Provider health shared by every process that uses the same Redis.
 
     Same semantics as :class:`~reliant.LocalHealth` (breakers per route,
@@ -315,21 +287,21 @@ class RedisHealth(HealthStore):
         connect_timeout: float = 1.0,
         reconnect_interval: float = 1.0,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("RedisHealth url must start with redis://, rediss:// or unix://")
+        self._link(
+            url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            reconnect_interval=reconnect_interval,
+        )
         self.policy = HealthPolicy() if policy is None else policy
         if not isinstance(self.policy, HealthPolicy):
             raise TypeError(f"policy must be a HealthPolicy, got {type(policy).__name__}")
         for label, text in (("prefix", prefix), ("name", name)):
             if not isinstance(text, str) or not text:
                 raise ValueError(f"RedisHealth {label} must be a non-empty string")
-        self._url = url
         self.prefix = prefix
         self.name = name
-        self.timeout = _positive("timeout", timeout)
-        self.probe_ttl = _positive("probe_ttl", probe_ttl)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
-        self.reconnect_interval = _positive("reconnect_interval", reconnect_interval)
+        self.probe_ttl = positive("probe_ttl", probe_ttl)
         p = self.policy
         self._policy_args = [
             str(p.open_after),
@@ -343,10 +315,6 @@ class RedisHealth(HealthStore):
         ]
         self._fast_cap = _ms(p.fast_cap)
         self._keys: dict[RouteKey, tuple[str, str, str]] = {}
-        self._client: coredis.Redis[bytes] | None = None
-        self._entered = False
-        # Offset of the server's clock from the loop's, seen at the last reply.
-        self._offset = 0.0
         self._mirror: dict[RouteKey, _Mirror] = {}
         # The in-process fallback, and who granted each held probe slot.
         self._local = LocalHealth(self.policy)
@@ -354,61 +322,15 @@ class RedisHealth(HealthStore):
         self._local_probes: set[RouteKey] = set()
         self._instance = secrets.token_hex(6)
         self._counter = itertools.count()
-        # Outage state: down since the first failure, next try not before
-        # retry_at, and at most one try in flight while down.
-        self._down = False
-        self._retry_at = 0.0
-        self._trying = False
+
+    _SCRIPT = SCRIPT
+    _SHA = _SHA
 
     def __repr__(self) -> str:
         return (
-            f"RedisHealth({_redact(self._url)!r}, {self.policy!r}, "
+            f"RedisHealth({redact(self._url)!r}, {self.policy!r}, "
             f"prefix={self.prefix!r}, name={self.name!r})"
         )
-
-    # -- lifetime ------------------------------------------------------------
-
-    async def __aenter__(self) -> RedisHealth:
-        if self._entered:
-            raise RuntimeError("a RedisHealth can be entered only once")
-        self._entered = True
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            self._url,
-            decode_responses=False,
-            retry_policy=NoRetryPolicy(),
-            connect_timeout=self.connect_timeout,
-        )
-        await client.__aenter__()
-        self._client = client
-        # Connect and load the script now, while nobody waits on it, so the
-        # first request does not pay for it; a failure is an outage like any.
-        with current_backend().move_on_after(self.connect_timeout) as scope:
-            try:
-                await client.script_load(SCRIPT)
-            except Exception as err:
-                self._mark_down(_describe(err))
-        if scope.cancelled_caught:
-            self._mark_down(f"no answer within {self.connect_timeout:g} s")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connections (from the task that entered the store)."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.__aexit__(None, None, None)
-
-    @property
-    def shared(self) -> bool:
-        """True while decisions go to Redis (False during an outage or when not open)."""
-        return self._client is not None and not self._down
 
     # -- the round trip ----------------------------------------------------------
 
@@ -427,40 +349,10 @@ class RedisHealth(HealthStore):
 
     async def _call(self, key: RouteKey, op: str, token: str, extra: Sequence[str]) -> str | None:
         """Run the script for ``key``; the decision, or None to decide in process."""
-        client = self._client
-        if client is None:
-            return None
-        trying = False
-        if self._down:
-            if self._trying or current_time() < self._retry_at:
-                return None
-            self._trying = trying = True
-        try:
-            sent = current_time()
-            # Shielded (for at most `timeout`) so that a request cancelled
-            # meanwhile still learns the answer: a probe slot granted by the
-            # server is then held by the planner and given back, instead of
-            # staying taken, unknown to everyone, until it expires.
-            be = current_backend()
-            with be.CancelScope(shield=True), be.move_on_after(self.timeout):
-                keys = self._route_keys(key)
-                args = [op, token, *self._policy_args, *extra]
-                try:
-                    reply = await client.evalsha(_SHA, keys, args)
-                except NoScriptError:  # a restarted or flushed server: load it again
-                    await client.script_load(SCRIPT)
-                    reply = await client.evalsha(_SHA, keys, args)
-                decision = self._apply(key, reply, (sent + current_time()) / 2)
-                self._mark_up()
-                return decision
-            problem = f"no answer within {self.timeout * 1000:g} ms"
-        except Exception as err:  # a request must never fail because of Redis
-            problem = _describe(err)
-        finally:
-            if trying:
-                self._trying = False
-        self._mark_down(problem)
-        return None
+        args = [op, token, *self._policy_args, *extra]
+        return await self._eval(
+            self._route_keys(key), args, lambda reply, seen_at: self._apply(key, reply, seen_at)
+        )
 
     def _apply(self, key: RouteKey, reply: object, seen_at: float) -> str:
         if not isinstance(reply, list) or len(reply) != 8:
@@ -481,30 +373,17 @@ class RedisHealth(HealthStore):
             )
         return decision.decode() if isinstance(decision, bytes) else str(decision)
 
-    def _mark_down(self, problem: str) -> None:
-        self._retry_at = current_time() + self.reconnect_interval
-        if not self._down:
-            self._down = True
-            logger.warning(
-                "Redis health store unavailable; provider health is per process until it "
-                "answers again",
-                extra={"store": self.name, "url": _redact(self._url), "error": problem},
-            )
+    _DOWN_MESSAGE = (
+        "Redis health store unavailable; provider health is per process until it answers again"
+    )
+    _UP_MESSAGE = "Redis health store answers again; provider health is shared"
 
-    def _mark_up(self) -> None:
-        if self._down:
-            self._down = False
-            # Redis is the source of truth again: what this process learned
-            # alone during the outage is dropped, not merged.
-            self._local.clear()
-            self._local_probes.clear()
-            logger.info(
-                "Redis health store answers again; provider health is shared",
-                extra={"store": self.name, "url": _redact(self._url)},
-            )
+    def _log_extra(self) -> dict[str, object]:
+        return {"store": self.name, "url": redact(self._url)}
 
-    def _to_loop(self, server_ms: int) -> float:
-        return server_ms / 1000 - self._offset
+    def _resynced(self) -> None:
+        self._local.clear()
+        self._local_probes.clear()
 
     # -- HealthStore -------------------------------------------------------------
 
@@ -624,8 +503,3 @@ class RedisHealth(HealthStore):
 
 def _ms(seconds: float) -> str:
     return str(round(seconds * 1000))
-
-
-def _describe(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return collapse_whitespace(sanitize_api_error(text))

@@ -50,22 +50,16 @@ import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final
 
 try:
-    import coredis
-    from coredis.exceptions import NoScriptError
-    from coredis.retry import NoRetryPolicy
+    import coredis  # noqa: F401  (the extra's dependency: a clear error when missing)
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisRouting needs coredis, in the 'redis' extra: pip install 'reliant[redis]'"
     ) from err
 
-from ._backend import current as current_backend
-from ._backend import current_time
-from ._log import logger
-from ._redis_health import _describe, _positive, _redact
+from ._redis_link import RedisLink, positive, redact
 from ._routing import DeploymentView, RateLimit
 from ._routing_state import STALL, Learned, LocalRouting, RoutingStore
 
@@ -263,7 +257,7 @@ class _Mirror:
     oldest_ms: float | None = None  # start of the oldest attempt in flight
 
 
-class RedisRouting(RoutingStore):
+class RedisRouting(RedisLink, RoutingStore):
     """Routing state shared by every process that uses the same Redis and ``prefix``.
 
     Use it as an async context manager, which owns the connections, and
@@ -301,20 +295,17 @@ class RedisRouting(RoutingStore):
         connect_timeout: float = 1.0,
         reconnect_interval: float = 1.0,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("RedisRouting url must start with redis://, rediss:// or unix://")
+        self._link(
+            url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            reconnect_interval=reconnect_interval,
+        )
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("RedisRouting prefix must be a non-empty string")
-        self._url = url
         self.prefix = prefix
-        self.decay = _positive("decay", decay)
-        self.timeout = _positive("timeout", timeout)
-        self.max_hold = _positive("max_hold", max_hold)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
-        self.reconnect_interval = _positive("reconnect_interval", reconnect_interval)
-        self._client: coredis.Redis[bytes] | None = None
-        self._entered = False
-        self._offset = 0.0  # server clock minus the loop's, at the last reply
+        self.decay = positive("decay", decay)
+        self.max_hold = positive("max_hold", max_hold)
         self._mirror: dict[str, _Mirror] = {}
         self._limits: dict[str, RateLimit | None] = {}
         self._keys: dict[str, tuple[str, str]] = {}
@@ -324,54 +315,12 @@ class RedisRouting(RoutingStore):
         self._local = LocalRouting(self.decay)
         self._instance = secrets.token_hex(6)
         self._counter = itertools.count()
-        self._down = False
-        self._retry_at = 0.0
-        self._trying = False
+
+    _SCRIPT = ROUTING_SCRIPT
+    _SHA = _SHA
 
     def __repr__(self) -> str:
-        return f"RedisRouting({_redact(self._url)!r}, prefix={self.prefix!r})"
-
-    # -- lifetime ------------------------------------------------------------
-
-    async def __aenter__(self) -> RedisRouting:
-        if self._entered:
-            raise RuntimeError("a RedisRouting can be entered only once")
-        self._entered = True
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            self._url,
-            decode_responses=False,
-            retry_policy=NoRetryPolicy(),
-            connect_timeout=self.connect_timeout,
-        )
-        await client.__aenter__()
-        self._client = client
-        with current_backend().move_on_after(self.connect_timeout) as scope:
-            try:
-                await client.script_load(ROUTING_SCRIPT)
-            except Exception as err:
-                self._mark_down(_describe(err))
-        if scope.cancelled_caught:
-            self._mark_down(f"no answer within {self.connect_timeout:g} s")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connections (from the task that entered the store)."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.__aexit__(None, None, None)
-
-    @property
-    def shared(self) -> bool:
-        """True while round trips go to Redis (False during an outage or when not open)."""
-        return self._client is not None and not self._down
+        return f"RedisRouting({redact(self._url)!r}, prefix={self.prefix!r})"
 
     # -- RoutingStore ------------------------------------------------------------
 
@@ -472,14 +421,6 @@ class RedisRouting(RoutingStore):
         self, op: str, name: str, member: str, tokens: int, used: str, second: int
     ) -> tuple[float, int] | None:
         """One script run; (seconds to wait, server ms) or None to decide in process."""
-        client = self._client
-        if client is None:
-            return None
-        trying = False
-        if self._down:
-            if self._trying or current_time() < self._retry_at:
-                return None
-            self._trying = trying = True
         self._mirror.setdefault(name, _Mirror())
         names = list(self._mirror)
         keys: list[str] = []
@@ -513,26 +454,7 @@ class RedisRouting(RoutingStore):
                 repr((facts.requests_limit or 0.0) / 60_000) if facts else "0",
                 repr((facts.tokens_limit or 0.0) / 60_000) if facts else "0",
             ]
-        try:
-            sent = current_time()
-            be = current_backend()
-            with be.CancelScope(shield=True), be.move_on_after(self.timeout):
-                try:
-                    reply = await client.evalsha(_SHA, keys, args)
-                except NoScriptError:
-                    await client.script_load(ROUTING_SCRIPT)
-                    reply = await client.evalsha(_SHA, keys, args)
-                result = self._apply(names, reply, (sent + current_time()) / 2)
-                self._mark_up()
-                return result
-            problem = f"no answer within {self.timeout * 1000:g} ms"
-        except Exception as err:  # a request must never fail because of Redis
-            problem = _describe(err)
-        finally:
-            if trying:
-                self._trying = False
-        self._mark_down(problem)
-        return None
+        return await self._eval(keys, args, lambda reply, seen: self._apply(names, reply, seen))
 
     def _apply(self, names: list[str], reply: object, seen_at: float) -> tuple[float, int]:
         if not isinstance(reply, list) or len(reply) != 2 + _OUT * len(names):
@@ -557,21 +479,10 @@ class RedisRouting(RoutingStore):
             )
         return float(values[1]) / 1000, now_ms
 
-    def _mark_down(self, problem: str) -> None:
-        self._retry_at = current_time() + self.reconnect_interval
-        if not self._down:
-            self._down = True
-            logger.warning(
-                "Redis routing store unavailable; routing state is per process until it "
-                "answers again",
-                extra={"url": _redact(self._url), "error": problem},
-            )
+    _DOWN_MESSAGE = (
+        "Redis routing store unavailable; routing state is per process until it answers again"
+    )
+    _UP_MESSAGE = "Redis routing store answers again; routing state is shared"
 
-    def _mark_up(self) -> None:
-        if self._down:
-            self._down = False
-            self._local = LocalRouting(self.decay)
-            logger.info(
-                "Redis routing store answers again; routing state is shared",
-                extra={"url": _redact(self._url)},
-            )
+    def _resynced(self) -> None:
+        self._local = LocalRouting(self.decay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -169,21 +170,33 @@ def _run_balance(args: argparse.Namespace, out: Console, err: Console) -> int:
     say(err, "balance: 900 streams over three deployments, about 10 s", "dim")
     report = trio.run(run_balance)
     out.print(Text(format_balance(report)), overflow="fold")
-    try:
-        if args.json is not None:
-            report.write_json(args.json)
-            say(err, f"wrote {args.json}", "dim")
-        if args.plot is not None:
-            plot_balance(report, args.plot)
-            say(err, f"wrote {args.plot}", "dim")
-    except ImportError:
-        say(err, NEEDS_PLOT_EXTRA, "red")
-        return EXIT_BAD_INPUT
-    except OSError as problem:
-        say(err, f"reliant bench: cannot write {problem.filename}: {problem.strerror}", "red")
+    if not _write(args, err, report.write_json, lambda path: plot_balance(report, path)):
         return EXIT_BAD_INPUT
     failed = sum(1 for s in report.samples if s.served_by is None)
     return EXIT_FAILED if failed else 0
+
+
+def _write(
+    args: argparse.Namespace,
+    err: Console,
+    write_json: Callable[[str], None],
+    draw: Callable[[str], None],
+) -> bool:
+    # --json and --plot, each said on stderr; False (after saying why) when one failed.
+    try:
+        if args.json is not None:
+            write_json(args.json)
+            say(err, f"wrote {args.json}", "dim")
+        if args.plot is not None:
+            draw(args.plot)
+            say(err, f"wrote {args.plot}", "dim")
+    except ImportError:
+        say(err, NEEDS_PLOT_EXTRA, "red")
+        return False
+    except OSError as problem:
+        say(err, f"reliant bench: cannot write {problem.filename}: {problem.strerror}", "red")
+        return False
+    return True
 
 
 def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -284,18 +297,7 @@ def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> i
         return EXIT_BAD_INPUT
 
     _render(out, report)
-    try:
-        if args.json is not None:
-            report.write_json(args.json)
-            say(err, f"wrote {args.json}", "dim")
-        if args.plot is not None:
-            plot(report, args.plot)
-            say(err, f"wrote {args.plot}", "dim")
-    except ImportError:
-        say(err, NEEDS_PLOT_EXTRA, "red")
-        return EXIT_BAD_INPUT
-    except OSError as problem:
-        say(err, f"reliant bench: cannot write {problem.filename}: {problem.strerror}", "red")
+    if not _write(args, err, report.write_json, lambda path: plot(report, path)):
         return EXIT_BAD_INPUT
     if any(r.errors for r in report.results):
         return EXIT_FAILED
