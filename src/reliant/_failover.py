@@ -54,6 +54,14 @@ Provider health (``_health``), when on, wraps every step of that walk::
         with the breaker bypassed (never refuse outright; a one-provider
         set-up behaves as without health)
 
+Routing (``_router``), when on, runs before the walk and only orders it: the
+drivers ask :meth:`Planner.routed` for the pool (the chosen deployment first,
+its tier's others in the balancer's order, then the next tiers; deployments
+without rate-limit room left out, those with an open breaker last in their
+tier) and hand it to the run as its candidates and its primary. After the
+request, :meth:`Planner.settle` gives back the room the decision took when
+no attempt used it. The walk itself is the same with or without routing.
+
 Outcomes reach the store at the next ``__anext__`` or at ``aclose()``, both
 async, because a shared store does I/O; ``Slot.failed`` stays synchronous.
 The in-process store never waits, so the run calls its ``*_nowait`` twins

@@ -364,9 +364,6 @@ class RedisRouting(RedisLink, RoutingStore):
             left_tokens,
         )
 
-    def snapshot(self, now: float) -> dict[str, DeploymentView]:
-        return {n: self.view(n, now, self._limits.get(n), 0) for n in self._mirror}
-
     async def acquire(self, name: str, now: float, limit: RateLimit | None, tokens: int) -> float:
         self._limits[name] = limit
         member = f"{self._instance}:{next(self._counter)}"

@@ -154,10 +154,6 @@ class RoutingStore(ABC):
         """The deployments a router will use, and their limits (a shared store refreshes them)."""
         return None
 
-    def snapshot(self, now: float) -> dict[str, DeploymentView]:
-        """Every known deployment's state (without limits: see ``ReliableProvider.deployments``)."""
-        return {}
-
 
 class _Deployment:
     # Its state, and `row`: what a decision reads, refreshed in place (no
@@ -250,9 +246,6 @@ class LocalRouting(RoutingStore):
             left_req,
             left_tok,
         )
-
-    def snapshot(self, now: float) -> dict[str, DeploymentView]:
-        return {name: self.view(name, now, None, 0) for name in self._deps}
 
     def rows(
         self, names: Sequence[str], now: float, limits: Mapping[str, RateLimit], tokens: int
