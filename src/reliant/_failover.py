@@ -62,11 +62,21 @@ tier) and hand it to the run as its candidates and its primary. After the
 request, :meth:`Planner.settle` gives back the room the decision took when
 no attempt used it. The walk itself is the same with or without routing.
 
-Outcomes reach the store at the next ``__anext__`` or at ``aclose()``, both
-async, because a shared store does I/O; ``Slot.failed`` stays synchronous.
-The in-process store never waits, so the run calls its ``*_nowait`` twins
-directly: health then costs about 2 us per request, not a coroutine and a
-shielded cancel scope per decision.
+Rooms. The run walks; each policy it consults sits in its own module behind
+a narrow interface, and the run imports none of their implementations:
+
+- provider health through one ``_admission.HealthGate`` per request
+  (``admit`` / ``record`` / ``release`` / ``aclose``): it holds probe slots
+  and the outcomes a shared store has not heard yet, and calls the
+  in-process store's ``*_nowait`` twins directly (health then costs about
+  2 us per request, not a coroutine and a shielded scope per decision);
+- hedging (``_hedge``), observation (``_observe``) and routing (``_router``)
+  through the protocols of ``_records``, handed in by ``_reliable``; hedging
+  drives the run through :meth:`FailoverRun.hedge`, ``note_failure`` and
+  ``lost``, mid-stream recovery (``_recovery``, in the bridge) through
+  :meth:`FailoverRun.recover`;
+- what happened is written to a ``_trail.Trail`` (failures, skips, lost
+  hedges, recoveries, the errors kept), which also builds the final error.
 
 Two deliberate departures from the seed, both about not wasting calls: a
 context-window failure on history that was already truncated moves on to the
@@ -87,33 +97,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any, TypeVar
 
 from . import backoff as _backoff
+from ._admission import HealthGate, silent
 from ._backend import current as current_backend
 from ._exceptions import (
     Attempt,
     ContextWindowExceededError,
     FailoverError,
     FailureReason,
-    ProviderError,
 )
 from ._fallback_info import (
     ProviderFallbackInfo,
     current_cell,
     record_provider_fallback,
 )
-from ._health import (
-    Decision,
-    HealthPolicy,
-    HealthStore,
-    LocalHealth,
-    Outcome,
-    RouteHealth,
-    RouteKey,
-)
+from ._health import Decision, HealthStore, Outcome, RouteKey
 from ._log import log
 from ._provider import Provider
 from ._records import (
@@ -124,7 +126,7 @@ from ._records import (
     RouterDriver,
     StreamRecovery,
 )
-from ._sanitize import collapse_whitespace, sanitize_api_error, scrub_exception
+from ._trail import Trail, describe_failure
 from ._types import ChatMessage
 from .classify import Classification, classify
 
@@ -491,23 +493,17 @@ class FailoverRun:
         "_began",
         "_deferred",
         "_empty_final",
-        "_errors",
         "_forcing",
+        "_gate",
         "_header",
-        "_health",
-        "_held",
-        "_local",
         "_max_attempts",
         "_mi",
         "_models",
         "_n",
-        "_new_request",
-        "_pending",
         "_pi",
         "_planner",
         "_pool",
         "_primary",
-        "_recoveries",
         "_requested",
         "_saw_error",
         "_sleep",
@@ -532,10 +528,6 @@ class FailoverRun:
     ) -> None:
         self._planner = planner
         self._primary = primary
-        self._health = planner.health
-        # The in-process store never waits: call it directly, no coroutine,
-        # no shielded scope (see "Overhead" in the module comment).
-        self._local = planner.health if isinstance(planner.health, LocalHealth) else None
         self._requested = model
         self._models = planner.model_chain(model)
         self._pool = pool
@@ -548,26 +540,22 @@ class FailoverRun:
         self._wait = planner.base_backoff
         self._sleep = 0.0
         self._state = _READY if pool else _EXHAUSTED
-        self._trail: list[Attempt] = []
         # The request's start: trail entries tell their times relative to it.
         self._be = be = current_backend()  # the running loop's primitives, bound once
         self._began = be.current_time()
-        self._errors: list[Exception] = []
+        # Made on the first entry: most requests never write one.
+        self._trail = _UNWRITTEN
         self._truncated = False
         self._saw_error = False
         self._empty_final: object = None  # the last bare final an empty stream sent
         self._waiting = False  # the next retry waits out a Retry-After (see _waits_out)
         self._all_context = True
-        # Provider health only: candidates skipped for an open breaker, the
-        # outcome not yet reported, the route whose probe slot is held.
+        # Provider health only: candidates skipped for an open breaker, and
+        # whether the walk is now forcing them through as last resorts.
         self._deferred: list[_Deferred] = []
         self._forcing = False
-        self._new_request = True
-        self._pending: list[tuple[RouteKey, Outcome, bool, int]] = []
-        self._held: list[RouteKey] = []
-        # Mid-stream recovery only: what was recovered, and candidates the
-        # bridge wants passed over (those that cannot continue a prefill).
-        self._recoveries: list[StreamRecovery] = []
+        # Mid-stream recovery only: candidates the bridge wants passed over
+        # (those that cannot continue a prefill).
         self.skip_if: Callable[[Provider], bool] | None = None
         # Events and the request record (``_events``): only when someone
         # listens or the caller is inside fallback_scope(). Every emission
@@ -583,6 +571,11 @@ class FailoverRun:
                 self._max_attempts,
                 planner.model_id(primary, model),
             )
+        # Provider health (``_admission``): asked before, told after each attempt.
+        health = planner.health
+        self._gate: HealthGate | None = None
+        if health is not None:
+            self._gate = HealthGate(health, be, None if self.obs is None else self.obs.circuit)
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -590,8 +583,8 @@ class FailoverRun:
     async def __anext__(self) -> Slot:
         if self._state is _PENDING:
             raise RuntimeError("report the previous attempt's outcome before asking for the next")
-        if self._health is not None:
-            return await self._next_with_health(self._health)
+        if self._gate is not None:
+            return await self._next_with_health(self._gate)
         if self.skip_if is not None:
             self._pass_over(self.skip_if)
         if self._state is not _READY:
@@ -629,49 +622,23 @@ class FailoverRun:
                 self.obs.attempt_started(slot)
         return slot
 
-    async def _admit(
-        self, health: HealthStore, *, new_request: bool = False, retry: bool, force: bool
-    ) -> tuple[Decision, RouteKey]:
-        # Ask provider health about the current candidate; an open breaker
-        # defers it (trail "circuit_open"), a granted probe is held until its
-        # outcome is reported or aclose() gives it back.
-        if self._local is not None:
-            return self._admit_nowait(self._local, new_request, retry, force)
-        key = self._route()
-        decision = await health.admit(key, new_request=new_request, retry=retry, force=force)
-        self._admitted(decision, key)
-        return decision, key
-
-    def _admit_nowait(
-        self, local: LocalHealth, new_request: bool, retry: bool, force: bool
-    ) -> tuple[Decision, RouteKey]:
-        # _admit with the in-process store: no coroutine on every attempt.
-        key = self._route()
-        decision = local.admit_nowait(key, new_request=new_request, retry=retry, force=force)
-        self._admitted(decision, key)
-        return decision, key
+    def _defer(self, decision: Decision, key: RouteKey) -> None:
+        # An open breaker skipped the candidate (trail "circuit_open"): it is
+        # tried as a last resort once nothing else is left.
+        wait = decision.reopens_at - self._be.current_time()
+        self._skip(key[0], key[1], "circuit_open", _open_detail(wait))
+        deferred = _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
+        self._deferred.append(deferred)
 
     def _route(self) -> RouteKey:
         name = self._pool[self._pi][0]
         return (name, self._planner.model_id(name, self._models[self._mi]))
 
-    def _admitted(self, decision: Decision, key: RouteKey) -> None:
-        if decision.admission == "skip":
-            wait = decision.reopens_at - self._be.current_time()
-            self._skip(key[0], key[1], "circuit_open", _open_detail(wait))
-            self._deferred.append(
-                _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
-            )
-        elif decision.admission == "probe":
-            self._held.append(key)
-
-    async def _next_with_health(self, health: HealthStore) -> Slot:
+    async def _next_with_health(self, gate: HealthGate) -> Slot:
         # The same walk, with every candidate first asked of provider health:
         # an open breaker defers the candidate (no call, no sleep), a retry
         # the budget refuses moves on, and deferred candidates come back,
         # soonest re-open first, once nothing else is left.
-        if self._local is None:
-            await self._settle(health)
         if self.skip_if is not None:
             self._pass_over(self.skip_if)
         while self._state is _READY:
@@ -680,14 +647,14 @@ class FailoverRun:
             # server asked this request to come back then.
             retry, force = self._n > 1, self._forcing or self._waiting or self._last_candidate()
             self._waiting = False
-            if self._local is not None:
-                decision, key = self._admit_nowait(self._local, self._new_request, retry, force)
+            key = self._route()
+            if gate.immediate:
+                decision = gate.admit_nowait(key, retry=retry, force=force)
             else:
-                decision, key = await self._admit(
-                    health, new_request=self._new_request, retry=retry, force=force
-                )
-            self._new_request = False
-            if decision.admission == "no_budget":
+                decision = await gate.admit(key, retry=retry, force=force)
+            if decision.admission == "skip":
+                self._defer(decision, key)
+            elif decision.admission == "no_budget":
                 self._skip(key[0], key[1], "retry_budget", _BUDGET_DETAIL)
             if decision.admission in ("skip", "no_budget"):
                 self._sleep = 0.0
@@ -711,16 +678,18 @@ class FailoverRun:
         if self._state is not _PENDING:
             raise RuntimeError("hedge() needs an attempt in flight")
         saved = (self._mi, self._pi, self._n, self._wait, self._forcing, list(self._deferred))
-        trail_len = len(self._trail)
+        trail_len = len(self._trail.attempts)
         self._next_candidate()
         while self._state is _READY and not self._forcing:
             if self.skip_if is not None and self.skip_if(self._pool[self._pi][1]):
                 self._next_candidate()
                 continue
             probe = False
-            if self._health is not None:
-                decision, _ = await self._admit(self._health, retry=True, force=False)
+            if self._gate is not None:
+                key = self._route()
+                decision = await self._gate.admit(key, retry=True, force=False)
                 if decision.admission == "skip":
+                    self._defer(decision, key)
                     self._next_candidate()
                     continue
                 if decision.admission == "no_budget":
@@ -735,7 +704,7 @@ class FailoverRun:
             return slot
         # Nothing to hedge to: put the walk back where it was.
         self._mi, self._pi, self._n, self._wait, self._forcing, self._deferred = saved
-        del self._trail[trail_len:]
+        del self._trail.attempts[trail_len:]
         self._state = _PENDING
         return None
 
@@ -760,23 +729,22 @@ class FailoverRun:
         """A racer was cancelled because another answered first: ``hedge_lost`` in the trail."""
         who = f"{winner.name} (model {winner.model_id})" if winner is not None else "another"
         detail = f"cancelled after {ended - started:.3f} s: {who} answered first"
-        self._note(slot.name, slot.model_id, slot.attempt, "hedge_lost", detail, started, ended)
+        self._write().note(
+            slot.name, slot.model_id, slot.attempt, "hedge_lost", detail, started, ended
+        )
         if self.obs is not None:
             self.obs.hedge_lost(slot, started, ended, winner)
         self.abandon(slot)
 
     def abandon(self, slot: Slot) -> None:
         """Forget a racer without an outcome: its probe slot, if any, is given back."""
-        key = (slot.name, slot.model_id)
-        # (a shared store's slot is released by aclose())
-        if slot.probe and key in self._held and self._local is not None:
-            self._held.remove(key)
-            self._local.release_nowait(key)
+        if slot.probe and self._gate is not None:
+            self._gate.release((slot.name, slot.model_id))
 
     def note_hedge_refused(self, slot: Slot, detail: str) -> None:
         """The hedge budget refused a hedge: the trail says so, and the race goes on alone."""
-        now = self._be.current_time()
-        self._note(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail, None, now)
+        now, trail = self._be.current_time(), self._write()
+        trail.note(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail, None, now)
         if self.obs is not None:
             self.obs.skipped(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail)
         log(
@@ -809,7 +777,7 @@ class FailoverRun:
         Returns the sanitized detail. Nothing is retried here: the caller
         already saw text. See :meth:`recover` for ``mid_stream`` recovery.
         """
-        detail = _detail(err)
+        detail = describe_failure(err)
         if self.obs is not None:
             self.obs.attempt_failed(slot, "stream_broken", detail, err)
         # Not as a probe: its slot was given back when the stream committed.
@@ -826,19 +794,11 @@ class FailoverRun:
         if self._state is not _DONE:
             raise RuntimeError("only a committed attempt can be recovered")
         detail = self.broke(slot, err)
-        self._note(
-            slot.name,
-            slot.model_id,
-            slot.attempt,
-            "stream_broken",
-            f"broke after {after_chars} characters, recovering ({mode}): {detail}",
-            slot.started_at,
-            self._be.current_time(),
-        )
+        recovery = StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode)
+        now, trail = self._be.current_time(), self._write()
+        trail.recovered(recovery, err, slot.attempt, slot.started_at, now)
         if self.obs is not None:
             self.obs.recovering()
-        self._errors.append(err)
-        self._recoveries.append(StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode))
         log(
             WARNING,
             "stream broke mid-answer, recovering",
@@ -858,8 +818,7 @@ class FailoverRun:
 
     def recovery_mode(self, mode: str) -> None:
         """Correct how the last recovery proceeds (a continuation that became a restart)."""
-        if self._recoveries:
-            self._recoveries[-1] = replace(self._recoveries[-1], mode=mode)
+        self._write().recovery_mode(mode)
 
     def _last_candidate(self) -> bool:
         # True when nothing else could serve after this candidate: a breaker
@@ -868,33 +827,15 @@ class FailoverRun:
             return False
         return self._mi == len(self._models) - 1 and self._pi == len(self._pool) - 1
 
-    def _note(
-        self,
-        name: str,
-        model_id: str,
-        attempt: int,
-        reason: FailureReason,
-        detail: str,
-        started: float | None = None,
-        ended: float | None = None,
-    ) -> None:
-        # One entry of the failure trail (what FailoverError and fallback info show).
-        self._trail.append(
-            Attempt(
-                name,
-                model_id,
-                attempt,
-                self._max_attempts,
-                reason,
-                detail,
-                started,
-                ended,
-                self._began,
-            )
-        )
+    def _write(self) -> Trail:
+        # The trail, made now if this is its first entry.
+        trail = self._trail
+        if trail is _UNWRITTEN:
+            trail = self._trail = Trail(self._max_attempts, self._began)
+        return trail
 
     def _skip(self, name: str, model_id: str, reason: FailureReason, detail: str) -> None:
-        self._note(name, model_id, self._n, reason, detail)
+        self._write().note(name, model_id, self._n, reason, detail)
         if self.obs is not None:
             self.obs.skipped(name, model_id, self._n, reason, detail)
         log(
@@ -910,37 +851,21 @@ class FailoverRun:
         That is, no backoff to sleep and no shared health store to ask; the
         streaming bridge then needs no cancel scope around it.
         """
-        return not self._sleep and (self._health is None or self._local is not None)
+        return not self._sleep and (self._gate is None or self._gate.immediate)
 
     @property
     def unsettled(self) -> bool:
         """True while :meth:`aclose` has something to report to provider health."""
-        return bool(self._pending or self._held)
-
-    async def _settle(self, health: HealthStore) -> None:
-        while self._pending:
-            key, outcome, probe, attempt = self._pending.pop(0)
-            self._transition(key, attempt, await health.record(key, outcome, probe=probe))
+        return self._gate is not None and self._gate.unsettled
 
     async def aclose(self) -> None:
         """Report the last outcome to provider health and give back an unused probe slot.
 
-        Runs shielded from cancellation (bounded to a second) because it is
-        exactly what a cancelled request must still do: a probe slot left
-        held would keep the route half-open for everyone else.
+        Shielded and bounded (see ``_admission``): a cancelled request must
+        still give back the probe slot it held.
         """
-        health = self._health
-        if health is None or not self.unsettled:
-            return
-        if self._local is not None:
-            while self._held:
-                self._local.release_nowait(self._held.pop())
-            return
-        be = self._be
-        with be.CancelScope(shield=True, deadline=be.current_time() + _SETTLE_TIMEOUT):
-            await self._settle(health)
-            while self._held:
-                await health.release(self._held.pop())
+        if self._gate is not None and self._gate.unsettled:
+            await self._gate.aclose()
 
     def finish(self, error: BaseException | None, value: object = None) -> None:
         """The driver is done with the request (call only when ``obs`` is set).
@@ -950,37 +875,37 @@ class FailoverRun:
         a non-streaming call (for its usage).
         """
         if self.obs is not None:
-            self.obs.request_finished(self._trail, self._recoveries, error, value)
+            self.obs.request_finished(self._trail.attempts, self._trail.recoveries, error, value)
 
     @property
     def trail(self) -> list[Attempt]:
         """The failed attempts so far."""
-        return list(self._trail)
+        return list(self._trail.attempts)
 
     def failure(self) -> Exception:
         """The error that ends an exhausted run."""
-        if not self._saw_error and self._trail:
+        if not self._saw_error and self._trail.attempts:
             # Skips never end a run on their own (skipped candidates are
             # tried last), so without any error every candidate was empty.
             return OnlyEmptyStreams(self._empty_final)
         if self._saw_error and self._all_context:
             header = CONTEXT_WINDOW_HEADER if self.messages is None else CANNOT_REDUCE_HEADER
-            return _error(ContextWindowExceededError, header, self._trail, self._errors)
-        return _error(FailoverError, self._header, self._trail, self._errors)
+            return self._trail.error(ContextWindowExceededError, header)
+        return self._trail.error(FailoverError, self._header)
 
     # -- transitions -------------------------------------------------------
 
     def _record(self, slot: Slot, reason: FailureReason, err: Exception) -> str:
-        detail = _detail(err)
-        own = err.provider if isinstance(err, ProviderError) else None
-        if own and own != slot.name and detail.startswith((f"{own} ", f"{own}:")):
-            # The leaf calls itself by its own name ("openai API error ...");
-            # the trail says provider=<the configured name>: one name per line.
-            detail = slot.name + detail[len(own) :]
-        now = self._be.current_time()
-        self._note(slot.name, slot.model_id, slot.attempt, reason, detail, slot.started_at, now)
-        if not isinstance(err, EmptyStream):
-            self._errors.append(err)
+        detail = self._write().failed(
+            slot.name,
+            slot.model_id,
+            slot.attempt,
+            reason,
+            err,
+            slot.started_at,
+            self._be.current_time(),
+            keep=not isinstance(err, EmptyStream),
+        )
         if self.obs is not None:
             self.obs.attempt_failed(slot, reason, detail, err)
         return detail
@@ -989,20 +914,9 @@ class FailoverRun:
         # Provider health hears about the attempt at once from the in-process
         # store, else at the next __anext__ or at aclose(), both async: a
         # shared store may need I/O, this method may not.
-        if self._health is not None:
-            key = (slot.name, slot.model_id)
+        if self._gate is not None:
             probe = slot.probe if probe is None else probe
-            if probe and key in self._held:
-                self._held.remove(key)  # recording the outcome frees the slot
-            if self._local is not None:
-                view = self._local.record_nowait(key, outcome, probe=probe)
-                self._transition(key, slot.attempt, view)
-            else:
-                self._pending.append((key, outcome, probe, slot.attempt))
-
-    def _transition(self, key: RouteKey, attempt: int, view: RouteHealth | None) -> None:
-        if view is not None and self.obs is not None:
-            self.obs.circuit(key, attempt, view)
+            self._gate.record((slot.name, slot.model_id), outcome, probe, slot.attempt)
 
     def _next_candidate(self) -> None:
         self._n = 1
@@ -1065,7 +979,7 @@ class FailoverRun:
                 assert self.messages is not None
                 self._truncated, self.messages = True, list(shorter)
                 if self.obs is not None:
-                    self.obs.truncated(slot, len(self._trail), err)
+                    self.obs.truncated(slot, len(self._trail.attempts), err)
                 log(
                     WARNING,
                     "context window exceeded; truncated history and retrying",
@@ -1116,12 +1030,12 @@ class FailoverRun:
         # open breaker), nor when the caller's own deadline would pass first.
         # The breaker still opens for the Retry-After (the fleet cools the
         # route down); the waiting request alone comes back through it.
-        assert self._health is not None  # a cooldown is health's verdict
+        assert self._gate is not None  # a cooldown is health's verdict
         ra = verdict.retry_after
         self._waiting = (
             verdict.rate_limited
             and ra is not None
-            and ra <= self._health.policy.max_retry_after_wait
+            and ra <= self._gate.policy.max_retry_after_wait
             and not slot.probe
             and not self._forcing
             and self._be.current_time() + delay < self._be.current_effective_deadline()
@@ -1144,25 +1058,26 @@ class FailoverRun:
         # sanitized detail and whether the failure opened the route's breaker
         # at once (a Retry-After, or a silent route).
         detail = self._record(slot, verdict.reason, err)
-        if self._health is None:
+        gate = self._gate
+        if gate is None:
             return detail, False
-        silent = _silent(slot, err, self._health.policy, self._be.current_time())
+        quiet = silent(err, slot.started_at, self._be.current_time(), gate.policy)
         open_for = verdict.retry_after if verdict.rate_limited else None
-        self._report(slot, Outcome(False, verdict.retryable, open_for, silent, detail))
-        return detail, silent or open_for is not None
+        self._report(slot, Outcome(False, verdict.retryable, open_for, quiet, detail))
+        return detail, quiet or open_for is not None
 
     def _succeeded(self, slot: Slot) -> None:
         if self._state is not _PENDING:
             raise RuntimeError("an attempt's outcome was reported twice")
         self._state = _DONE
         if self.obs is not None:
-            self.obs.succeeded(slot, next((r for r in self._recoveries if not r.to_provider), None))
+            self.obs.succeeded(slot, self._trail.open_recovery())
         self._report(slot, _SUCCESS)
         chain_model = slot.chain_model or self._models[self._mi]
         if (
             slot.attempt > 1
-            or self._recoveries
-            or self._trail
+            or self._trail.recoveries
+            or self._trail.attempts
             or self._truncated
             or chain_model != self._requested
             or slot.name != self._primary
@@ -1178,10 +1093,7 @@ class FailoverRun:
                     "context_truncated": self._truncated,
                 },
             )
-            recoveries = tuple(
-                r if r.to_provider else _took_over(r, slot) for r in self._recoveries
-            )
-            self._recoveries = list(recoveries)
+            recoveries = self._trail.taken_over(slot.name, slot.model_id)
             if current_cell() is not None:  # built only when someone will read it
                 record_provider_fallback(
                     ProviderFallbackInfo(
@@ -1190,34 +1102,19 @@ class FailoverRun:
                         slot.name,
                         slot.model_id,
                         recoveries,
-                        tuple(self._trail),
+                        tuple(self._trail.attempts),
                     )
                 )
 
 
-_SETTLE_TIMEOUT = 1.0
+_UNWRITTEN = Trail(0, 0.0)  # read-only: the trail of a run that wrote nothing yet
 _SUCCESS = Outcome(ok=True)
 _NEUTRAL = Outcome(ok=False)  # an error that says nothing about the route's health
 _BUDGET_DETAIL = "retry budget exhausted; retry not sent"
 
 
-def _took_over(recovery: StreamRecovery, slot: Slot) -> StreamRecovery:
-    return replace(recovery, to_provider=slot.name, to_model=slot.model_id)
-
-
 def _open_detail(wait: float) -> str:
     return f"circuit open; skipped without a call (probe allowed in {max(wait, 0.0):.3g} s)"
-
-
-def _silent(slot: Slot, err: Exception, policy: HealthPolicy, now: float) -> bool:
-    # A first-chunk or request timeout, or a transport failure (no status)
-    # after a long wait: the route swallowed the caller's time.
-    if isinstance(err, ProviderError):
-        if err.kind == "timeout":
-            return True
-        if err.status_code is None and err.kind is None:
-            return now - slot.started_at >= policy.silent_after
-    return False
 
 
 _READY = "ready"
@@ -1239,41 +1136,3 @@ def _verdict(err: Exception) -> Classification:
     if isinstance(err, FailoverError):
         return _NESTED_FINAL
     return classify(err)
-
-
-def _detail(err: BaseException) -> str:
-    # The one-line, sanitized text of a failure for the trail. Every error
-    # the run records passes here, so here its chain is scrubbed in place
-    # too (see _sanitize.scrub_exception): the errors kept under a
-    # FailoverError, given to observers or raised to the caller quote no
-    # key. A ProviderError with nothing chained was sanitized when it was
-    # made (its message is stored sanitized): only its whitespace is collapsed.
-    if type(err) is ProviderError and err.__cause__ is None and err.__context__ is None:
-        return collapse_whitespace(str(err))
-    scrub_exception(err)
-    return collapse_whitespace(sanitize_api_error(_describe(err)))
-
-
-def _describe(err: BaseException) -> str:
-    # Include the cause chain, as the seed's `{:#}` did, so the trail shows
-    # the root cause and not just the outermost wrapper.
-    parts = [str(err) or type(err).__name__]
-    seen = {id(err)}
-    cause = err.__cause__
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        text = str(cause) or type(cause).__name__
-        # Providers often quote their cause already; do not say it twice.
-        if not any(text in part for part in parts):
-            parts.append(text)
-        cause = cause.__cause__
-    return ": ".join(parts)
-
-
-def _error(
-    cls: type[FailoverError], header: str, trail: list[Attempt], errors: list[Exception]
-) -> FailoverError:
-    exc = cls(header, trail)
-    if errors:
-        exc.__cause__ = ExceptionGroup("errors of the failed attempts", errors)
-    return exc

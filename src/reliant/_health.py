@@ -9,8 +9,9 @@ several, or of a fleet with a shared store), what the last attempts taught.
 
 Interface
 ---------
-The failover planner is the only caller, and it stays the one place that
-decides the order of attempts. Before an attempt it asks
+The failover planner is the only caller (through one ``_admission.HealthGate``
+per request), and it stays the one place that decides the order of
+attempts. Before an attempt it asks
 :meth:`HealthStore.admit`; after it, it reports :meth:`HealthStore.record`
 (or :meth:`HealthStore.release` when the attempt was cancelled before it had
 an outcome). Both are ``async`` so a store may do I/O (the Redis store does
