@@ -1,4 +1,4 @@
-"""reliant: trio-native reliability for calls to LLM providers.
+"""reliant: reliability for calls to LLM providers, from trio and from asyncio.
 
 Retries with backoff and jitter, Retry-After, provider and model fallback
 chains, context-window recovery and streaming failover, with strict
