@@ -83,11 +83,16 @@ async def test_shared_store_hears_outcomes_before_the_next_admission() -> None:
     assert anyio.current_time() - start == pytest.approx(0.003)
 
 
+async def due_for_a_probe(store: LocalHealth) -> LocalHealth:
+    """``store`` with A's breaker opened by one failure, and its open period over."""
+    store.record_nowait(A, FAIL)
+    await anyio.sleep(POLICY.open_for)
+    return store
+
+
 async def test_probe_is_held_until_recorded() -> None:
     """A granted probe is held by the request; recording its outcome frees it."""
-    store = LocalHealth(POLICY)
-    store.record_nowait(A, FAIL)
-    await anyio.sleep(5.0)
+    store = await due_for_a_probe(LocalHealth(POLICY))
     gate = HealthGate(store, current_backend(), None)
     assert gate.admit_nowait(A, retry=False, force=False).admission == "probe"
     assert gate.unsettled
@@ -101,8 +106,7 @@ async def test_probe_is_held_until_recorded() -> None:
 async def test_aclose_gives_back_a_shared_probe_even_when_cancelled() -> None:
     """A cancelled request's aclose still reports its outcome and gives its probe slot back."""
     store = Awaiting(POLICY)
-    store.inner.record_nowait(A, FAIL)
-    await anyio.sleep(5.0)
+    await due_for_a_probe(store.inner)
     gate = HealthGate(store, current_backend(), None)
     assert (await gate.admit(A, retry=False, force=False)).admission == "probe"
     with anyio.CancelScope() as scope:
@@ -117,9 +121,7 @@ async def test_aclose_gives_back_a_shared_probe_even_when_cancelled() -> None:
 
 async def test_release_frees_an_in_process_probe() -> None:
     """A racer forgotten without an outcome gives its probe slot back at once."""
-    store = LocalHealth(POLICY)
-    store.record_nowait(A, FAIL)
-    await anyio.sleep(5.0)
+    store = await due_for_a_probe(LocalHealth(POLICY))
     gate = HealthGate(store, current_backend(), None)
     assert gate.admit_nowait(A, retry=False, force=False).admission == "probe"
     gate.release(A)
