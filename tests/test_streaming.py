@@ -40,7 +40,7 @@ from reliant._bridge import BUFFER_SIZE
 from reliant.testing import Empty, Fail, Hang, NoJitter, Reply, ScriptedProvider, Stream
 
 pytestmark = pytest.mark.anyio
-# For the few tests of trio's own machinery: run them on trio alone.
+# For the test of trio's own machinery (its task tree): run it on trio alone.
 TRIO_ONLY = pytest.mark.parametrize("anyio_backend", ["trio"], indirect=True)
 
 HI = [ChatMessage.user("hi")]
