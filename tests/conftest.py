@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from backends_support import BACKENDS, backend_options
 from redis_support import RedisServer, require_redis_server
 from reliant.testing import FakeLLMServer, serve_fake_llm
 
@@ -59,13 +61,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.own_markers[:] = [m for m in item.own_markers if m.name != "trio"]
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Each anyio test once on trio and once on asyncio, both on a virtual clock."""
-    if request.param == "trio":
-        import trio.testing
-
-        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
-    import looptime
-
-    return ("asyncio", {"loop_factory": looptime.new_event_loop})
+    return (request.param, backend_options(request.param))

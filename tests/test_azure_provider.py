@@ -23,6 +23,8 @@ from reliant.classify import classify
 from reliant.providers import AzureOpenAI, OpenAICompatible
 from reliant.testing.fake_server import FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 KEY = "azure-resource-key-0001"
 TEXT = "tok0 tok1 tok2 tok3 tok4 "
 HI = [ChatMessage.user("Hi")]
@@ -155,7 +157,6 @@ async def test_other_400s_are_not_retried_without_stream_options(
     assert len(server.requests) == 1
 
 
-@pytest.mark.anyio
 async def test_rate_limit_retry_after(server: FakeLLMServer) -> None:
     """Azure's 429 retry-after header is honoured exactly by ReliableProvider."""
     server.script("m", ["status:429:retry_after=4", "ok"])

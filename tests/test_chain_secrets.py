@@ -29,6 +29,8 @@ from reliant import (
 from reliant.providers import Anthropic, OpenAICompatible
 from reliant.testing import FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 HI = [ChatMessage.user("hi")]
 SECRET = "plainword-looking-secret-42"  # no pattern would recognise it
 SK = "sk-live-0123456789abcdefABCDEF"  # a pattern does
@@ -173,7 +175,6 @@ async def test_committed_stream_break_chain_is_clean(registered: None) -> None:
     assert SECRET not in text and SK not in text
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("name", ["openai", "anthropic"])
 @pytest.mark.parametrize("stream", [False, True])
 async def test_transport_error_requests_in_the_chain_carry_no_key(

@@ -55,6 +55,7 @@ def test_bench_writes_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+# Trio only: `reliant bench` runs its scenarios under trio.run, as the CLI does by design.
 async def test_retry_after_and_hang_scenarios_measure_what_they_claim() -> None:
     """429 waits its 100 ms Retry-After (one retry); a hang costs the 250 ms first-chunk timeout."""
     report = await run_builtin(["429-retry-after", "hang-then-fallback"], 1)
@@ -66,6 +67,7 @@ async def test_retry_after_and_hang_scenarios_measure_what_they_claim() -> None:
     assert hang["added_ms"]["p50"] >= 240
 
 
+# Trio only: `reliant bench` runs its scenarios under trio.run, as the CLI does by design.
 async def test_hedge_scenario_hedges_the_slow_tail() -> None:
     """The hedge scenario: every request's first token within the hedge floor or the fast path."""
     report = await run_builtin(["hedge"], 12)

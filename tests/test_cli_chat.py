@@ -218,6 +218,7 @@ def test_ctrl_c_closes_upstream_and_exits_130(
     assert server.aborted == [0]
 
 
+# Trio only: `reliant chat` runs under trio.run (the CLI is trio by design).
 async def test_cancellation_closes_upstream_at_once(tmp_path: Path) -> None:
     """Cancelling a streaming chat (what Ctrl-C does) closes the upstream connection at once."""
     from rich.console import Console

@@ -445,6 +445,7 @@ def test_health_redis_url_is_validated_without_echoing_it() -> None:
     assert parse_config(tomllib.loads(GOOD)).health_redis is None
 
 
+# Trio only: the CLI opens the stores its config builds under trio.run, by design.
 async def test_health_redis_url_builds_a_shared_store(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:

@@ -105,6 +105,7 @@ def test_new_keys_are_validated(text: str, expected: str) -> None:
     assert expected in _problem(text)
 
 
+# Trio only: the CLI (its own trio.run in a worker thread) is trio by design.
 async def test_chat_through_each_new_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

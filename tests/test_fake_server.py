@@ -1,13 +1,12 @@
 """The fault-injecting fake LLM server, driven over real loopback sockets.
 
 Every async test runs on both backends (``pytest.mark.anyio``), the server on
-the test's own loop and virtual clock; the command-line test alone stays on
-trio and real time (it waits on a subprocess).
+the test's own loop and virtual clock; the command-line test runs on both in
+real time (it waits on a subprocess).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 import struct
@@ -19,8 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-import trio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import ByteReceiveStream, SocketAttribute, SocketStream
 
 from reliant.testing.fake_server import Behavior, FakeLLMServer, serve_fake_llm
 
@@ -601,51 +599,52 @@ async def test_many_concurrent_streams(server: FakeLLMServer) -> None:
     assert len({r.connection for r in server.requests}) == count
 
 
-# Trio and real time: a virtual clock would jump while the test waits on the
-# subprocess's pipes (and the command runs the server on trio itself).
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+# Real time on both loops: a virtual clock would jump while the test waits on the
+# subprocess's pipes (the command itself runs the server on trio, as its CLI does).
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
 async def test_command_line() -> None:
     """Run alone, the server prints its base URLs and, with --verbose, logs each behaviour."""
-    async with trio.open_nursery() as nursery:
-        command = [sys.executable, "-m", "reliant.testing.fake_server", "--port", "0", "--verbose"]
-        run = functools.partial(
-            trio.run_process, command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False
-        )
-        process: trio.Process = await nursery.start(run)
-        assert process.stdout is not None and process.stderr is not None
-        with trio.fail_after(20):
-            lines = (await read_lines(process.stdout, 3)).splitlines()
-        openai_line, anthropic_line, bedrock_line = lines
-        label, openai_url = openai_line.split()
-        assert label == "openai:" and openai_url.startswith("http://127.0.0.1:")
-        assert openai_url.endswith("/v1")
-        assert anthropic_line.split() == ["anthropic:", openai_url.removesuffix("/v1")]
-        assert bedrock_line.split() == ["bedrock:", openai_url.removesuffix("/v1")]
-        async with httpx2.AsyncClient() as client:
-            response = await client.post(openai_url + "/chat/completions", json={"model": "ok"})
-            assert response.json()["choices"][0]["message"]["content"] == (
-                "tok0 tok1 tok2 tok3 tok4 "
+    command = [sys.executable, "-m", "reliant.testing.fake_server", "--port", "0", "--verbose"]
+    async with await anyio.open_process(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            with anyio.fail_after(20):
+                lines = (await read_lines(process.stdout, 3)).splitlines()
+            openai_line, anthropic_line, bedrock_line = lines
+            label, openai_url = openai_line.split()
+            assert label == "openai:" and openai_url.startswith("http://127.0.0.1:")
+            assert openai_url.endswith("/v1")
+            assert anthropic_line.split() == ["anthropic:", openai_url.removesuffix("/v1")]
+            assert bedrock_line.split() == ["bedrock:", openai_url.removesuffix("/v1")]
+            async with httpx2.AsyncClient() as client:
+                response = await client.post(openai_url + "/chat/completions", json={"model": "ok"})
+                assert response.json()["choices"][0]["message"]["content"] == (
+                    "tok0 tok1 tok2 tok3 tok4 "
+                )
+                refused = await client.post(
+                    openai_url + "/chat/completions", json={"model": "hang"}
+                )
+                assert refused.status_code == 400
+            with anyio.fail_after(20):
+                log = await read_lines(process.stderr, 2)
+            assert log == (
+                "request 0 /v1/chat/completions model='ok' -> ok\n"
+                "request 1 /v1/chat/completions model='hang' -> 400: 'hang' is not a fake-server "
+                "behaviour (did you mean 'hang_headers'?); a model name answers 'ok' only when it "
+                "is plainly a model id such as 'gpt-4o'\n"
             )
-            refused = await client.post(openai_url + "/chat/completions", json={"model": "hang"})
-            assert refused.status_code == 400
-        with trio.fail_after(20):
-            log = await read_lines(process.stderr, 2)
-        assert log == (
-            "request 0 /v1/chat/completions model='ok' -> ok\n"
-            "request 1 /v1/chat/completions model='hang' -> 400: 'hang' is not a fake-server "
-            "behaviour (did you mean 'hang_headers'?); a model name answers 'ok' only when it "
-            "is plainly a model id such as 'gpt-4o'\n"
-        )
-        process.terminate()
-        nursery.cancel_scope.cancel()
+        finally:
+            process.terminate()
+            with anyio.fail_after(20, shield=True):
+                await process.wait()
 
 
-async def read_lines(stream: trio.abc.ReceiveStream, count: int) -> str:
+async def read_lines(stream: ByteReceiveStream, count: int) -> str:
     data = b""
     while data.count(b"\n") < count:
-        chunk = await stream.receive_some(1024)
-        assert chunk
-        data += chunk
+        data += await stream.receive(1024)
     return data.decode()
 
 

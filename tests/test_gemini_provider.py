@@ -31,6 +31,8 @@ from reliant.classify import classify
 from reliant.providers import Gemini
 from reliant.testing.fake_server import Behavior, FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 KEY = "gemini-custom-key-0001"
 TEXT = "tok0 tok1 tok2 tok3 tok4 "
 ARGS = json.dumps(json.loads(Behavior().tool_arguments))
@@ -385,7 +387,6 @@ async def test_resource_exhausted_takes_retry_delay_from_the_body(
     assert classify(info.value).rate_limited
 
 
-@pytest.mark.anyio
 async def test_retry_delay_honoured_by_reliable_provider(server: FakeLLMServer) -> None:
     """ReliableProvider waits the body's retryDelay exactly (7 s), then succeeds."""
     server.script("m", ["status:429:retry_after=7", "ok"])
@@ -397,7 +398,6 @@ async def test_retry_delay_honoured_by_reliable_provider(server: FakeLLMServer) 
     assert server.requests[1].received_at - server.requests[0].received_at == pytest.approx(7.0)
 
 
-@pytest.mark.anyio
 async def test_unavailable_is_retried(server: FakeLLMServer) -> None:
     """A 503 UNAVAILABLE is retryable: the next attempt answers."""
     server.script("m", ["status:503", "ok"])

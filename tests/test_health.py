@@ -8,11 +8,10 @@ import random
 import anyio
 import anyio.lowlevel
 import pytest
-import trio
-import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backends_support import BACKENDS, run_on
 from reliant import (
     ChatMessage,
     FailoverError,
@@ -699,10 +698,11 @@ ops = st.lists(
 )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=200, deadline=None)
 @given(ops=ops)
 def test_never_two_probes_and_always_closes_after_successes(
-    ops: list[tuple[str, object]],
+    backend: str, ops: list[tuple[str, object]]
 ) -> None:
     """Random outcome sequences never admit two probes at once, and successes always close."""
 
@@ -739,4 +739,4 @@ def test_never_two_probes_and_always_closes_after_successes(
         snap = h.snapshot().get(KEY)
         assert snap is None or (snap.state == "closed" and snap.consecutive_failures == 0)
 
-    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_on(backend, run)

@@ -22,10 +22,10 @@ from urllib.parse import quote, quote_plus
 import anyio
 import httpx2
 import pytest
-import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backends_support import BACKENDS, run_on
 from hostile_support import (
     bomb,
     call,
@@ -550,9 +550,12 @@ ANTHROPIC_JSON_TEMPLATE: dict[str, Any] = {
 }
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), value=JSON, events=st.booleans())
-def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events: bool) -> None:
+def test_random_json_in_every_wire_field(
+    backend: str, data: st.DataObject, value: Any, events: bool
+) -> None:
     """Any JSON value in any wire field gives a well-typed result or a reliant error, only."""
     name = data.draw(st.sampled_from(NAMES))
     stream = data.draw(st.booleans())
@@ -569,7 +572,7 @@ def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events
     )
     end = "data: [DONE]\n\n" if name == "openai" else 'data: {"type": "message_stop"}\n\n'
     body = f"data: {json.dumps(lie)}\n\n{end}".encode() if stream else None
-    trio.run(outcome_of, lied_to(provider, lie, body, events))
+    run_on(backend, outcome_of, lied_to(provider, lie, body, events))
 
 
 # -- Retry-After --------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from reliant.providers import Anthropic, OpenAICompatible, parse_retry_after
 from reliant.providers._http import HTTPProvider, SSELineDecoder, status_from_error_payload
 from reliant.testing.fake_server import Behavior, FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 KEY = "custom-key-NOT-a-known-prefix-42"
 NAMES = ["openai", "anthropic"]
 STREAM_KINDS = ["system", "history", "events"]
@@ -198,7 +200,6 @@ def test_parse_retry_after_integer_seconds(seconds: int) -> None:
 # -- transport errors --------------------------------------------------------------------------
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("name", NAMES)
 async def test_transport_error_on_closed_port(name: str) -> None:
     """A refused connection is a ProviderError without status; the key is not in it."""
@@ -218,7 +219,6 @@ async def test_transport_error_on_closed_port(name: str) -> None:
             assert str(info.value).startswith(f"{name} transport error: ConnectError: ")
 
 
-@pytest.mark.anyio
 async def test_read_timeout_after_commit(server: FakeLLMServer) -> None:
     """A stream that stalls after its first chunk ends in a StreamError caused by ReadTimeout."""
     for name in NAMES:
@@ -254,7 +254,6 @@ async def test_inband_error_after_commit(provider: Any, kind: str) -> None:
     assert str(info.value).startswith(f"{provider.name} stream broke after the first chunk: ")
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 async def test_cut_before_commit(provider: Any, kind: str) -> None:
     """A connection closed before any item is a retryable ProviderError without status."""
@@ -264,7 +263,6 @@ async def test_cut_before_commit(provider: Any, kind: str) -> None:
     assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 async def test_cut_after_commit(provider: Any, kind: str) -> None:
     """A connection cut after text is a StreamError, never a silent success."""
@@ -275,7 +273,6 @@ async def test_cut_after_commit(provider: Any, kind: str) -> None:
     assert isinstance(info.value.__cause__, httpx2.RemoteProtocolError)
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 async def test_reset_after_commit(provider: Any, kind: str) -> None:
     """A connection reset after text is a StreamError caused by a ReadError."""

@@ -20,10 +20,10 @@ from urllib.parse import quote, quote_plus
 
 import httpx2
 import pytest
-import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backends_support import BACKENDS, run_on
 from hostile_support import (
     bomb,
     call,
@@ -52,6 +52,8 @@ from reliant.testing.fake_server import (
     RawResponse,
     http_response,
 )
+
+pytestmark = pytest.mark.anyio
 
 NAMES = ["gemini", "responses", "azure"]
 KEY = "k3y/with+odd=chars&more-0123456789"
@@ -390,9 +392,12 @@ RESPONSES_JSON_TEMPLATE: dict[str, Any] = {
 }
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), value=JSON, events=st.booleans())
-def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events: bool) -> None:
+def test_random_json_in_every_wire_field(
+    backend: str, data: st.DataObject, value: Any, events: bool
+) -> None:
     """Any JSON value in any wire field gives a well-typed result or a reliant error, only."""
     name = data.draw(st.sampled_from(["gemini", "responses"]))
     stream = data.draw(st.booleans())
@@ -405,7 +410,7 @@ def test_random_json_in_every_wire_field(data: st.DataObject, value: Any, events
     lie = replaced(template, data.draw(st.sampled_from(paths(template))), value)
     provider = build(name)
     body = f"data: {json.dumps(lie)}\n\n{END[name]}".encode() if stream else None
-    trio.run(outcome_of, lied_to(provider, lie, body, events))
+    run_on(backend, outcome_of, lied_to(provider, lie, body, events))
 
 
 # -- the SSE frame: any split of a body gives the same events ---------------------------------
@@ -508,7 +513,6 @@ async def test_key_never_leaks_in_any_spelling(
             assert_no_key(everything_about(record.exc_info[1]))
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("name", NAMES)
 async def test_transport_error_requests_carry_no_key(

@@ -31,6 +31,8 @@ from reliant.classify import classify
 from reliant.providers import OpenAIResponses
 from reliant.testing.fake_server import Behavior, FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 KEY = "responses-custom-key-0001"
 TEXT = "tok0 tok1 tok2 tok3 tok4 "
 ARGS = Behavior().tool_arguments
@@ -295,7 +297,6 @@ async def test_response_failed_without_an_error_object(
         await collect(provider.stream_chat(ChatRequest(HI), "m", 0))
 
 
-@pytest.mark.anyio
 async def test_failed_stream_fails_over(server: FakeLLMServer) -> None:
     """A response.failed stream fails over to the next provider, which answers."""
     async with (

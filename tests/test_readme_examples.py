@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import trio
-import trio.testing
 
 from reliant import ChatMessage, ProviderError, ReliableProvider
 from reliant.testing import Fail, Reply, ScriptedProvider
@@ -26,7 +24,8 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README, re.DOTALL)
 
 
-async def test_testing_kit_example(autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.anyio
+async def test_testing_kit_example() -> None:
     """The ScriptedProvider example: a Retry-After opens primary's breaker; backup serves at t=0."""
     primary = ScriptedProvider([Fail(ProviderError("busy", status_code=429, retry_after=30))])
     backup = ScriptedProvider([Reply("hi")])
@@ -38,6 +37,7 @@ async def test_testing_kit_example(autojump_clock: trio.testing.MockClock) -> No
     assert any("opened_until == 30.0" in block for block in _python_blocks())
 
 
+@pytest.mark.anyio
 async def test_writing_a_provider_example() -> None:
     """The Echo provider from the providers guide streams its words through ReliableProvider."""
     block = next(b for b in _python_blocks() if "class Echo(Provider)" in b)

@@ -32,6 +32,8 @@ from reliant.providers._finish import ANTHROPIC_STOP_REASONS, OPENAI_FINISH_REAS
 from reliant.providers._http import HTTPProvider
 from reliant.testing.fake_server import Behavior, FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 KEY = "sk-test-0123456789abcdef"
 NAMES = ["openai", "anthropic"]
 STREAM_KINDS = ["system", "history", "events"]
@@ -505,7 +507,6 @@ async def test_break_during_text_is_not_a_tool_call(provider: Any) -> None:
     assert not info.value.tool_call_in_progress
 
 
-@pytest.mark.anyio
 async def test_stall_inside_the_second_tool_call(server: FakeLLMServer) -> None:
     """A read timeout while a second tool call arrives (the first delivered) is in progress."""
     server.script(None, [Behavior(kind="hang_body", calls=2, chunks=0, after=3)])

@@ -1,8 +1,9 @@
 """RedisHealth against a real redis-server: the Lua transitions, sharing across stores and
 processes, probes, the shared retry budget, and what happens when Redis dies or stalls.
 
-Redis keeps its own clock, so these tests use real, short durations (never MockClock)
-with generous margins for a loaded machine.
+Redis keeps its own clock, so these tests use real, short durations (never a virtual
+clock) with generous margins for a loaded machine. The async ones run on trio and on
+asyncio; the fleet tests are plain functions that start worker processes (on trio).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 import trio
 
@@ -23,6 +25,7 @@ pytest.importorskip("coredis")
 
 import coredis
 
+from backends_support import BACKENDS
 from redis_support import WORKER, RedisServer, run_workers
 from reliant import (
     HealthPolicy,
@@ -33,10 +36,18 @@ from reliant import (
 from reliant._health import Outcome
 from reliant.testing import Fail, Reply, ScriptedProvider
 
+pytestmark = pytest.mark.anyio
+
 KEY = ("primary", "m")
 FAILURE = Outcome(ok=False, counts=True, error="boom")
 SUCCESS = Outcome(ok=True)
-TOLERANCE = 0.1  # seconds: server clock vs trio clock through one round trip, loaded machine
+TOLERANCE = 0.1  # seconds: server clock vs the loop's clock through one round trip, loaded machine
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Each async test on trio and on asyncio, in real time: Redis keeps its own clock."""
+    return str(request.param)
 
 
 def store(url: str, prefix: str, **policy: object) -> RedisHealth:
@@ -98,7 +109,7 @@ def test_import_reliant_does_not_import_the_redis_client() -> None:
 async def test_redis_breaker_opens_at_threshold_and_skips(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
-    """open_after failures open the route for open_for (trio-clock times); success resets."""
+    """open_after failures open the route for open_for (loop-clock times); success resets."""
     async with store(redis_server.url, redis_prefix, open_after=3, open_for=5.0) as h:
         await h.record(KEY, FAILURE)
         await h.record(KEY, SUCCESS)
@@ -111,7 +122,7 @@ async def test_redis_breaker_opens_at_threshold_and_skips(
         snap = h.snapshot()[KEY]
         assert (snap.state, snap.consecutive_failures, snap.last_error) == ("open", 3, "boom")
         assert snap.opened_until is not None
-        assert abs(snap.opened_until - (trio.current_time() + 5.0)) < TOLERANCE
+        assert abs(snap.opened_until - (anyio.current_time() + 5.0)) < TOLERANCE
         assert snap.open_for == 10.0  # doubled for the next opening
         decision = await h.admit(KEY)
         assert decision.admission == "skip"
@@ -138,7 +149,7 @@ async def test_redis_half_open_probe_is_exclusive_and_released(
     """After open_for exactly one admit probes (SET NX); release frees the slot."""
     async with store(redis_server.url, redis_prefix, open_after=1, open_for=0.2) as h:
         await h.record(KEY, FAILURE)
-        await trio.sleep(0.25)
+        await anyio.sleep(0.25)
         assert h.snapshot()[KEY].state == "half_open"
         assert (await h.admit(KEY)).admission == "probe"
         assert h.snapshot()[KEY].probe_in_flight
@@ -158,8 +169,8 @@ async def test_redis_decision_completes_under_cancellation(
     """A cancelled caller still learns a granted probe, so its slot is given back, not lost."""
     async with store(redis_server.url, redis_prefix, open_after=1, open_for=0.05) as h:
         await h.record(KEY, FAILURE)
-        await trio.sleep(0.1)
-        with trio.CancelScope() as scope:
+        await anyio.sleep(0.1)
+        with anyio.CancelScope() as scope:
             scope.cancel()
             decision = await h.admit(KEY)
         assert decision.admission == "probe"
@@ -181,9 +192,9 @@ async def test_redis_failed_probes_double_the_open_period_up_to_the_cap(
             snap = h.snapshot()[KEY]
             assert snap.opened_until is not None
             periods.append(snap.open_for)
-            await trio.sleep(max(snap.opened_until - trio.current_time(), 0) + 0.02)
+            await anyio.sleep(max(snap.opened_until - anyio.current_time(), 0) + 0.02)
             assert (await h.admit(KEY)).admission == "probe"
-            before = trio.current_time()
+            before = anyio.current_time()
             await h.record(KEY, FAILURE, probe=True)
             reopened = h.snapshot()[KEY].opened_until
             assert reopened is not None
@@ -199,12 +210,12 @@ async def test_redis_retry_after_and_silent_routes_open_at_once(
         await h.record(KEY, Outcome(ok=False, counts=True, open_for=0.5))
         snap = h.snapshot()[KEY]
         assert snap.opened_until is not None and snap.state == "open"
-        assert abs(snap.opened_until - trio.current_time() - 0.5) < TOLERANCE
+        assert abs(snap.opened_until - anyio.current_time() - 0.5) < TOLERANCE
         assert snap.open_for == 1.0
         other = ("other", "m")
         await h.record(other, Outcome(ok=False, counts=True, open_for=600))
         until = h.snapshot()[other].opened_until
-        assert until is not None and abs(until - trio.current_time() - 30) < TOLERANCE
+        assert until is not None and abs(until - anyio.current_time() - 30) < TOLERANCE
         silent = ("silent", "m")
         await h.record(silent, Outcome(ok=False, counts=True, silent=True))
         assert h.snapshot()[silent].state == "open"
@@ -223,7 +234,7 @@ async def test_redis_retry_budget_window(redis_server: RedisServer, redis_prefix
             assert (await h.admit(KEY, new_request=True)).admission == "allow"
         answers = [(await h.admit(KEY, retry=True)).admission for _ in range(3)]
         assert answers == ["allow", "allow", "no_budget"]
-        await trio.sleep(0.6)  # the whole window passed: nothing counted any more
+        await anyio.sleep(0.6)  # the whole window passed: nothing counted any more
         assert (await h.admit(KEY, retry=True)).admission == "no_budget"
         await h.admit(KEY, new_request=True)
         await h.admit(KEY, new_request=True)
@@ -270,7 +281,7 @@ async def test_redis_fast_failures_reopen_up_to_max_open_for_fast(
         await h.record(fast, FAILURE)
         await h.record(silent, silently)
         assert (h.snapshot()[fast].open_for, h.snapshot()[silent].open_for) == (0.15, 0.2)
-        await trio.sleep(0.25)
+        await anyio.sleep(0.25)
         assert (await h.admit(fast)).admission == "probe"
         assert (await h.admit(silent)).admission == "probe"
         await h.record(fast, FAILURE, probe=True)
@@ -287,7 +298,7 @@ async def test_redis_every_key_has_a_ttl(
     ) as h:
         await h.admit(KEY, new_request=True)
         await h.record(KEY, FAILURE)
-        await trio.sleep(0.1)
+        await anyio.sleep(0.1)
         assert (await h.admit(KEY)).admission == "probe"
         await h.record(("other", "m"), Outcome(ok=False, counts=False, error="x"))
     keys = [k async for k in raw.scan_iter(match=f"{redis_prefix}*")]
@@ -322,10 +333,8 @@ async def test_redis_two_reliable_providers_share_a_breaker(
         assert second.health()[KEY].state == "open"
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])  # real time: Redis keeps its own
 async def test_redis_health_shares_a_breaker_on_both_backends(
-    anyio_backend: str, redis_server: RedisServer, redis_prefix: str
+    redis_server: RedisServer, redis_prefix: str
 ) -> None:
     """RedisHealth works the same from trio and asyncio: a breaker opened by one is skipped."""
     policy = {"open_after": 2, "open_for": 5.0}
@@ -482,20 +491,20 @@ async def test_redis_killed_mid_run_falls_back_warns_once_and_resyncs(
         assert health.shared
         own_redis_server.stop()
         slowest = 0.0
-        end = trio.current_time() + 1.3  # spans two reconnect attempts at least
-        while trio.current_time() < end:
-            start = trio.current_time()
+        end = anyio.current_time() + 1.3  # spans two reconnect attempts at least
+        while anyio.current_time() < end:
+            start = anyio.current_time()
             assert await llm.simple_chat("hi", "m", 0.0) == "primary"
-            slowest = max(slowest, trio.current_time() - start)
-            await trio.sleep(0.01)
+            slowest = max(slowest, anyio.current_time() - start)
+            await anyio.sleep(0.01)
         assert not health.shared
         assert slowest < 0.5
         assert len(outage_warnings(caplog)) == 1
         own_redis_server.start()
-        with trio.fail_after(5):
+        with anyio.fail_after(5):
             while not health.shared:
                 assert await llm.simple_chat("hi", "m", 0.0) == "primary"
-                await trio.sleep(0.05)
+                await anyio.sleep(0.05)
         assert len(outage_warnings(caplog)) == 1
         # Shared again: another store opens the breaker, this one skips primary.
         async with store(url, redis_prefix, open_after=1) as other:
@@ -517,25 +526,25 @@ async def test_redis_answering_slowly_times_out_the_decision(
         llm = ReliableProvider([("primary", primary)], health=health)
         assert await llm.simple_chat("hi", "m", 0.0) == "ok"
         assert health.shared
-        async with trio.open_nursery() as nursery:
-            stalled = trio.Event()
+        async with anyio.create_task_group() as tg:
+            stalled = anyio.Event()
 
             async def stall() -> None:
-                stream = await trio.open_tcp_stream("127.0.0.1", redis_server.port)
+                stream = await anyio.connect_tcp("127.0.0.1", redis_server.port)
                 async with stream:
-                    await stream.send_all(b"DEBUG SLEEP 0.8\r\n")
+                    await stream.send(b"DEBUG SLEEP 0.8\r\n")
                     stalled.set()
-                    await stream.receive_some(64)
+                    await stream.receive(64)
 
-            nursery.start_soon(stall)
+            tg.start_soon(stall)
             await stalled.wait()
-            await trio.sleep(0.05)  # the server is now asleep
-            start = trio.current_time()
+            await anyio.sleep(0.05)  # the server is now asleep
+            start = anyio.current_time()
             assert await llm.simple_chat("hi", "m", 0.0) == "ok"
-            first = trio.current_time() - start
-            start = trio.current_time()
+            first = anyio.current_time() - start
+            start = anyio.current_time()
             assert await llm.simple_chat("hi", "m", 0.0) == "ok"
-            second = trio.current_time() - start
+            second = anyio.current_time() - start
         assert 0.045 <= first < 0.4, first
         assert second < 0.04, second
         assert not health.shared

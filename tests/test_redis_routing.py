@@ -1,12 +1,17 @@
-"""Routing state shared in a real redis-server: one RPM budget and in-flight count each."""
+"""Routing state shared in a real redis-server: one RPM budget and in-flight count each.
+
+Real time (Redis keeps its own clock); the async tests run on trio and on asyncio, the
+fleet test is a plain function that starts worker processes (on trio).
+"""
 
 from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
-import trio
 
+from backends_support import BACKENDS
 from redis_support import RedisServer, run_workers
 from reliant import (
     NoCapacityError,
@@ -16,6 +21,14 @@ from reliant import (
     Routing,
 )
 from reliant.testing import Reply, ScriptedProvider, Stream
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Each async test on trio and on asyncio, in real time: Redis keeps its own clock."""
+    return str(request.param)
 
 
 def deployments(*names: str) -> list[ScriptedProvider]:
@@ -44,10 +57,8 @@ async def test_redis_routing_must_be_entered_before_use() -> None:
         await llm.simple_chat("hi", "m", 0.0)
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])  # real time: Redis keeps its own
 async def test_two_providers_in_one_process_share_the_rpm_budget(
-    anyio_backend: str, redis_server: RedisServer, redis_prefix: str
+    redis_server: RedisServer, redis_prefix: str
 ) -> None:
     """Two ReliableProviders on two connections: rpm=3 is three requests between them."""
     limits = {"a": RateLimit(rpm=3)}
@@ -167,9 +178,9 @@ async def test_learned_limits_are_shared_and_refill(
         (a1,), (a2,) = deployments("a"), deployments("a")
         first = ReliableProvider([a1], routing=Routing(), routing_store=s1)
         second = ReliableProvider([a2], routing=Routing(max_wait=1.0), routing_store=s2)
-        s1.learn("a", trio.current_time(), Learned(0.0, 60.0, None, None, 600.0, None))
+        s1.learn("a", anyio.current_time(), Learned(0.0, 60.0, None, None, 600.0, None))
         await first.simple_chat("hi", "m", 0.0)  # carries what was learned; waits its refill
-        started = trio.current_time()
+        started = anyio.current_time()
         await second.simple_chat("hi", "m", 0.0)  # the fleet's bucket: one more refill
-        assert 0.02 <= trio.current_time() - started <= 0.5
+        assert 0.02 <= anyio.current_time() - started <= 0.5
         assert len(a1.calls) == len(a2.calls) == 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
-import trio.testing
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backends_support import BACKENDS, run_on
 from reliant import ChatMessage, FailoverError, ProviderError, ReliableProvider
 from reliant.testing import Empty, Fail, Hang, Outcome, ScriptedProvider, Stream
 
@@ -59,13 +59,13 @@ scripts_strategy = st.lists(
 )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=150, deadline=None)
 @given(scripts=scripts_strategy, max_retries=st.integers(0, 2))
 def test_streaming_failover_matches_reference_model(
-    scripts: list[list[str]], max_retries: int
+    backend: str, scripts: list[list[str]], max_retries: int
 ) -> None:
     """Who serves, how many calls each provider gets, and whether it fails match the model."""
-    clock = trio.testing.MockClock(autojump_threshold=0)
     expected = reference(scripts, max_retries)
 
     async def run() -> tuple[list[str], BaseException | None, list[ScriptedProvider]]:
@@ -92,7 +92,7 @@ def test_streaming_failover_matches_reference_model(
             assert p.open_streams == 0
         return text, error, providers
 
-    text, error, providers = trio.run(run, clock=clock)
+    text, error, providers = run_on(backend, run)
     assert [p.call_count for p in providers] == expected.calls
     if expected.served_by is not None:
         assert error is None

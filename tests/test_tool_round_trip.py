@@ -12,6 +12,8 @@ from reliant.providers import Anthropic, AzureOpenAI, Gemini, OpenAICompatible, 
 from reliant.providers._wire import tool_call_id
 from reliant.testing import FakeLLMServer
 
+pytestmark = pytest.mark.anyio
+
 WEATHER = ToolSpec("get_weather", "Weather for a city.", {"type": "object"})
 KEY = "round-trip-key-0001"
 
