@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from reliant import HealthPolicy, LocalHealth
-from reliant._admission import HealthGate, silent
+from reliant._admission import HealthGate, Transition, gate_type, silent
 from reliant._backend import current as current_backend
 from reliant._exceptions import ProviderError
 from reliant._health import Decision, HealthStore, Outcome, RouteHealth, RouteKey
@@ -49,6 +49,11 @@ class Awaiting(HealthStore):
         return self.inner.snapshot()
 
 
+def gate_for(store: HealthStore, transition: Transition | None) -> HealthGate:
+    """The gate the planner would build for ``store``, for one request."""
+    return gate_type(store)(store, current_backend(), transition)
+
+
 FAIL = Outcome(False, True, None, False, "boom")
 POLICY = HealthPolicy(open_after=1, open_for=5.0)
 
@@ -56,9 +61,7 @@ POLICY = HealthPolicy(open_after=1, open_for=5.0)
 async def test_in_process_store_is_immediate_and_tells_transitions() -> None:
     """With the in-process store nothing awaits, and a breaker that opens is told at once."""
     told: list[tuple[RouteKey, int, str]] = []
-    gate = HealthGate(
-        LocalHealth(POLICY), current_backend(), lambda k, n, v: told.append((k, n, v.state))
-    )
+    gate = gate_for(LocalHealth(POLICY), lambda k, n, v: told.append((k, n, v.state)))
     assert gate.immediate
     assert gate.admit_nowait(A, retry=False, force=False).admission == "allow"
     gate.record(A, FAIL, False, 1)
@@ -70,7 +73,7 @@ async def test_shared_store_hears_outcomes_before_the_next_admission() -> None:
     """A shared store's outcome waits in the gate and reaches it before the next admission."""
     store = Awaiting(POLICY)
     told: list[RouteKey] = []
-    gate = HealthGate(store, current_backend(), lambda k, n, v: told.append(k))
+    gate = gate_for(store, lambda k, n, v: told.append(k))
     assert not gate.immediate
     start = anyio.current_time()
     assert (await gate.admit(A, retry=False, force=False)).admission == "allow"
@@ -93,10 +96,10 @@ async def due_for_a_probe(store: LocalHealth) -> LocalHealth:
 async def test_probe_is_held_until_recorded() -> None:
     """A granted probe is held by the request; recording its outcome frees it."""
     store = await due_for_a_probe(LocalHealth(POLICY))
-    gate = HealthGate(store, current_backend(), None)
+    gate = gate_for(store, None)
     assert gate.admit_nowait(A, retry=False, force=False).admission == "probe"
     assert gate.unsettled
-    other = HealthGate(store, current_backend(), None)
+    other = gate_for(store, None)
     assert other.admit_nowait(A, retry=False, force=False).admission == "skip"
     gate.record(A, Outcome(ok=True), True, 1)
     assert not gate.unsettled
@@ -107,31 +110,24 @@ async def test_aclose_gives_back_a_shared_probe_even_when_cancelled() -> None:
     """A cancelled request's aclose still reports its outcome and gives its probe slot back."""
     store = Awaiting(POLICY)
     await due_for_a_probe(store.inner)
-    gate = HealthGate(store, current_backend(), None)
+    gate = gate_for(store, None)
     assert (await gate.admit(A, retry=False, force=False)).admission == "probe"
     with anyio.CancelScope() as scope:
         scope.cancel()
         await gate.aclose()
     assert store.calls[-1] == ("release", A)
     assert not gate.unsettled
-    assert (
-        await HealthGate(store, current_backend(), None).admit(A, retry=False, force=False)
-    ).admission == "probe"
+    assert (await gate_for(store, None).admit(A, retry=False, force=False)).admission == "probe"
 
 
 async def test_release_frees_an_in_process_probe() -> None:
     """A racer forgotten without an outcome gives its probe slot back at once."""
     store = await due_for_a_probe(LocalHealth(POLICY))
-    gate = HealthGate(store, current_backend(), None)
+    gate = gate_for(store, None)
     assert gate.admit_nowait(A, retry=False, force=False).admission == "probe"
     gate.release(A)
     assert not gate.unsettled
-    assert (
-        HealthGate(store, current_backend(), None)
-        .admit_nowait(A, retry=False, force=False)
-        .admission
-        == "probe"
-    )
+    assert gate_for(store, None).admit_nowait(A, retry=False, force=False).admission == "probe"
 
 
 def test_silent_failures() -> None:

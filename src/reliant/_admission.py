@@ -35,6 +35,7 @@ planner: this room answers and remembers, it does not walk.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from ._backend import Backend
 from ._exceptions import ProviderError
@@ -48,7 +49,7 @@ from ._health import (
     RouteKey,
 )
 
-__all__ = ["HealthGate", "Transition"]
+__all__ = ["HealthGate", "Transition", "gate_type", "silent"]
 
 #: Told when an outcome moved a route's breaker: (route, attempt number, new state).
 Transition = Callable[[RouteKey, int, RouteHealth], None]
@@ -61,55 +62,43 @@ _SETTLE_TIMEOUT = 1.0
 class HealthGate:
     """One request's dealings with provider health (see the module comment).
 
+    Two implementations, chosen once per planner by :func:`gate_type`: one
+    for the in-process store, whose every operation is synchronous, and one
+    for a shared store, which awaits. The planner holds the type and builds
+    one gate per request.
+
     Args:
         store: The health store the request consults.
-        be: The running loop's primitives (for ``aclose``'s shielded scope).
+        be: The running loop's primitives (a shared store's ``aclose``
+            needs its shielded scope).
         transition: Called when an outcome changed a route's breaker
             (the request's observer), or None.
     """
 
-    __slots__ = (
-        "_be",
-        "_first",
-        "_held",
-        "_local",
-        "_pending",
-        "immediate",
-        "store",
-        "transition",
-    )
+    #: True when admitting and recording never await (the in-process store).
+    immediate: ClassVar[bool]
+
+    __slots__ = ("_first", "_held", "transition")
 
     def __init__(self, store: HealthStore, be: Backend, transition: Transition | None) -> None:
-        self.store = store
-        self._local = store if isinstance(store, LocalHealth) else None
-        #: True when admitting and recording never await (the in-process store).
-        self.immediate = self._local is not None
-        self._be = be
         self.transition = transition
         self._first = True
-        # Made when first needed: most requests hold no probe, and the
-        # in-process store leaves nothing pending.
+        # Made when first needed: most requests hold no probe.
         self._held: list[RouteKey] | None = None
-        self._pending: list[tuple[RouteKey, Outcome, bool, int]] | None = None
 
     @property
     def policy(self) -> HealthPolicy:
         """The store's thresholds (what counts as silent, how long a Retry-After is waited out)."""
-        return self.store.policy
+        raise NotImplementedError
 
     @property
     def unsettled(self) -> bool:
         """True while :meth:`aclose` has an outcome to report or a probe slot to give back."""
-        return bool(self._pending or self._held)
+        return bool(self._held)
 
     def admit_nowait(self, key: RouteKey, *, retry: bool, force: bool) -> Decision:
         """:meth:`admit` when :attr:`immediate`: no coroutine on every attempt."""
-        assert self._local is not None
-        decision = self._local.admit_nowait(key, new_request=self._first, retry=retry, force=force)
-        self._first = False
-        if decision.admission == "allow":  # the common case, without a call
-            return decision
-        return self._admitted(key, decision)
+        raise NotImplementedError
 
     async def admit(self, key: RouteKey, *, retry: bool, force: bool) -> Decision:
         """Ask whether ``key`` may be called now; a granted probe is held.
@@ -117,42 +106,110 @@ class HealthGate:
         ``retry``: the request already tried this route. ``force``: a last
         resort, let through an open breaker.
         """
-        if self._local is not None:
-            return self.admit_nowait(key, retry=retry, force=force)
-        await self._settle()
-        decision = await self.store.admit(key, new_request=self._first, retry=retry, force=force)
-        return self._admitted(key, decision)
-
-    def _admitted(self, key: RouteKey, decision: Decision) -> Decision:
-        self._first = False
-        if decision.admission == "probe":
-            if self._held is None:
-                self._held = []
-            self._held.append(key)
-        return decision
+        raise NotImplementedError
 
     def record(self, key: RouteKey, outcome: Outcome, probe: bool, attempt: int) -> None:
         """An attempt on ``key`` ended with ``outcome``; recording a probe frees its slot."""
-        if probe and self._held and key in self._held:
-            self._held.remove(key)
-        local = self._local
-        if local is None:
-            if self._pending is None:
-                self._pending = []
-            self._pending.append((key, outcome, probe, attempt))
-            return
-        view = local.record_nowait(key, outcome, probe=probe)
-        if view is not None and self.transition is not None:
-            self.transition(key, attempt, view)
+        raise NotImplementedError
 
     def release(self, key: RouteKey) -> None:
         """Forget a racer's attempt without an outcome: its probe slot, if held, is given back.
 
         With a shared store the slot goes back at :meth:`aclose`.
         """
-        if self._local is not None and self._held and key in self._held:
+
+    async def aclose(self) -> None:
+        """Report the last outcomes and give back unused probe slots.
+
+        A cancelled request must still do this: a probe slot left held would
+        keep the route half-open for everyone else.
+        """
+        raise NotImplementedError
+
+    def _admitted(self, key: RouteKey, decision: Decision) -> Decision:
+        if decision.admission == "probe":
+            if self._held is None:
+                self._held = []
+            self._held.append(key)
+        return decision
+
+
+class _InProcessGate(HealthGate):
+    """The gate of :class:`LocalHealth`: its ``*_nowait`` twins, called directly."""
+
+    immediate = True
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: HealthStore, be: Backend, transition: Transition | None) -> None:
+        # Written out, not super().__init__(): one is built per request.
+        self.store: LocalHealth = store  # type: ignore[assignment]  # gate_type chose it
+        self.transition = transition
+        self._first = True
+        self._held = None
+
+    @property
+    def policy(self) -> HealthPolicy:
+        return self.store.policy
+
+    def admit_nowait(self, key: RouteKey, *, retry: bool, force: bool) -> Decision:
+        decision = self.store.admit_nowait(key, new_request=self._first, retry=retry, force=force)
+        self._first = False
+        if decision.admission == "allow":  # the common case, without a call
+            return decision
+        return self._admitted(key, decision)
+
+    async def admit(self, key: RouteKey, *, retry: bool, force: bool) -> Decision:
+        return self.admit_nowait(key, retry=retry, force=force)
+
+    def record(self, key: RouteKey, outcome: Outcome, probe: bool, attempt: int) -> None:
+        if probe and self._held and key in self._held:
             self._held.remove(key)
-            self._local.release_nowait(key)
+        view = self.store.record_nowait(key, outcome, probe=probe)
+        if view is not None and self.transition is not None:
+            self.transition(key, attempt, view)
+
+    def release(self, key: RouteKey) -> None:
+        if self._held and key in self._held:
+            self._held.remove(key)
+            self.store.release_nowait(key)
+
+    async def aclose(self) -> None:
+        while self._held:
+            self.store.release_nowait(self._held.pop())
+
+
+class _SharedGate(HealthGate):
+    """The gate of a store that does I/O: outcomes wait here until the next admission."""
+
+    immediate = False
+
+    __slots__ = ("_be", "_pending", "store")
+
+    def __init__(self, store: HealthStore, be: Backend, transition: Transition | None) -> None:
+        super().__init__(store, be, transition)
+        self.store = store
+        self._be = be
+        self._pending: list[tuple[RouteKey, Outcome, bool, int]] = []
+
+    @property
+    def policy(self) -> HealthPolicy:
+        return self.store.policy
+
+    @property
+    def unsettled(self) -> bool:
+        return bool(self._pending or self._held)
+
+    async def admit(self, key: RouteKey, *, retry: bool, force: bool) -> Decision:
+        await self._settle()
+        decision = await self.store.admit(key, new_request=self._first, retry=retry, force=force)
+        self._first = False
+        return self._admitted(key, decision)
+
+    def record(self, key: RouteKey, outcome: Outcome, probe: bool, attempt: int) -> None:
+        if probe and self._held and key in self._held:
+            self._held.remove(key)
+        self._pending.append((key, outcome, probe, attempt))
 
     async def _settle(self) -> None:
         while self._pending:
@@ -162,21 +219,17 @@ class HealthGate:
                 self.transition(key, attempt, view)
 
     async def aclose(self) -> None:
-        """Report the last outcomes and give back unused probe slots.
-
-        Runs shielded from cancellation (bounded to a second) because it is
-        exactly what a cancelled request must still do: a probe slot left
-        held would keep the route half-open for everyone else.
-        """
-        if self._local is not None:
-            while self._held:
-                self._local.release_nowait(self._held.pop())
-            return
+        # Shielded from cancellation, bounded to a second.
         be = self._be
         with be.CancelScope(shield=True, deadline=be.current_time() + _SETTLE_TIMEOUT):
             await self._settle()
             while self._held:
                 await self.store.release(self._held.pop())
+
+
+def gate_type(store: HealthStore) -> type[HealthGate]:
+    """The gate for ``store``: chosen once, when the planner is built."""
+    return _InProcessGate if isinstance(store, LocalHealth) else _SharedGate
 
 
 def silent(err: Exception, started_at: float, now: float, policy: HealthPolicy) -> bool:

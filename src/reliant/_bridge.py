@@ -467,9 +467,10 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
             raise NoStreamingProviderError(spec.no_provider_message)
         await _guarded(stream, _serve_fallback, spec.fallback, stream)
         return
-    pool, decision = await spec.planner.routed(
-        spec.candidates, spec.model, spec.messages, spec.prompt
-    )
+    pool: Sequence[tuple[str, Provider]] = spec.candidates
+    decision: Any = None
+    if spec.planner.router is not None:  # no coroutine per stream without routing
+        pool, decision = await spec.planner.routed(pool, spec.model, spec.messages, spec.prompt)
     run = spec.planner.attempts(
         model=spec.model,
         messages=spec.messages,

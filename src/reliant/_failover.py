@@ -102,7 +102,7 @@ from logging import INFO, WARNING
 from typing import Any, TypeVar
 
 from . import backoff as _backoff
-from ._admission import HealthGate, silent
+from ._admission import HealthGate, gate_type, silent
 from ._backend import current as current_backend
 from ._exceptions import (
     Attempt,
@@ -232,6 +232,7 @@ class Planner:
         "base_backoff",
         "emit",
         "fallback_on_content_filter",
+        "gate",
         "health",
         "hedger",
         "max_retries",
@@ -269,6 +270,8 @@ class Planner:
         self._aliases = {k: dict(v) for k, v in model_aliases.items()}
         self.rng = rng
         self.health = health
+        # Provider health's per-request gate (``_admission``), chosen for the store once.
+        self.gate = None if health is None else gate_type(health)
         self.primary = self.providers[0][0] if self.providers else ""
 
     def model_chain(self, model: str) -> list[str]:
@@ -354,7 +357,10 @@ class Planner:
         ``prompt`` is what routing reads of a call without history
         (``messages`` None): its system prompt and message.
         """
-        pool, decision = await self.routed(self.providers, model, messages, prompt)
+        pool: Sequence[tuple[str, Provider]] = self.providers
+        decision: Any = None
+        if self.router is not None:  # no coroutine per call without routing
+            pool, decision = await self.routed(pool, model, messages, prompt)
         run = self.attempts(
             model=model,
             messages=messages,
@@ -572,10 +578,11 @@ class FailoverRun:
                 planner.model_id(primary, model),
             )
         # Provider health (``_admission``): asked before, told after each attempt.
-        health = planner.health
+        gate, health = planner.gate, planner.health
         self._gate: HealthGate | None = None
-        if health is not None:
-            self._gate = HealthGate(health, be, None if self.obs is None else self.obs.circuit)
+        if gate is not None:
+            assert health is not None
+            self._gate = gate(health, be, None if self.obs is None else self.obs.circuit)
 
     def __aiter__(self) -> FailoverRun:
         return self
