@@ -449,3 +449,23 @@ async def test_every_provider_fails_over_and_streams_on_both_backends(
                 info = take_last_provider_fallback()
             assert info is not None and info.actual_provider == "up"
             assert await failing_named.simple_chat("x", "m", 0.0) == "tok0 tok1 tok2 "
+
+
+def test_the_hot_clock_is_the_loops_own() -> None:
+    """Per-item time reads call asyncio's monotonic clock directly, a virtual loop's its own."""
+    import time
+
+    import looptime
+
+    from reliant._backend import current
+
+    async def hot_clock() -> Any:
+        return current().clock()
+
+    assert asyncio.run(hot_clock()) is time.monotonic
+    loop = looptime.new_event_loop()
+    try:
+        clock = loop.run_until_complete(hot_clock())
+        assert clock == loop.time and clock is not time.monotonic
+    finally:
+        loop.close()

@@ -953,10 +953,11 @@ async def _forward(
     now = stream._be.clock()
     buffer = stream._buffer
     append = buffer.append
+    size = BUFFER_SIZE
     async for item in items:
         if tally is not None:
             tally.note(item)
-        if len(buffer) >= BUFFER_SIZE:
+        if len(buffer) >= size:
             stream._idle_at = math.inf  # waiting for the consumer is not idleness
             await stream._put(item)
         else:
