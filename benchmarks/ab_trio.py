@@ -12,7 +12,9 @@ each other relatively, so the copy is self-contained) and imported beside
   token of a healthy stream through ``ReliableProvider``, and the same
   provider called directly, for each version.
 
-Prints each figure for both and their ratio (this checkout / the base), and
+In-process figures are the best of the rounds (noise only adds time);
+the loopback ones are medians of interleaved repetitions. Prints each
+figure for both and their ratio (this checkout / the base), and
 writes ``results/ab_trio.json``. Used to check that the asyncio port
 (issue #17) made nothing slower on trio:
 
@@ -118,7 +120,9 @@ async def in_process(pkgs: dict[str, ModuleType], rounds: int, n: int) -> dict[s
     for _ in range(rounds):
         for name, fn in variants.items():
             samples[name].append(await per_op(fn, n))
-    return {k: statistics.median(v) for k, v in samples.items()}
+    # The best round, as timeit reports: on this shared machine noise only
+    # ever adds time, and the median of a noisy stretch swung 0.8-1.15x.
+    return {k: min(v) for k, v in samples.items()}
 
 
 async def over_http(pkgs: dict[str, ModuleType], url: str, reps: int) -> dict[str, float]:
