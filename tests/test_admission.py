@@ -51,7 +51,8 @@ class Awaiting(HealthStore):
 
 def gate_for(store: HealthStore, transition: Transition | None) -> HealthGate:
     """The gate the planner would build for ``store``, for one request."""
-    return gate_type(store)(store, current_backend(), transition)
+    be = current_backend()
+    return gate_type(store)(store, be, be.clock(), transition)
 
 
 FAIL = Outcome(False, True, None, False, "boom")

@@ -71,6 +71,8 @@ class HealthGate:
         store: The health store the request consults.
         be: The running loop's primitives (a shared store's ``aclose``
             needs its shielded scope).
+        now: The loop's clock as one callable (``Backend.clock()``), read
+            once per admission by the in-process store.
         transition: Called when an outcome changed a route's breaker
             (the request's observer), or None.
     """
@@ -80,7 +82,13 @@ class HealthGate:
 
     __slots__ = ("_first", "_held", "transition")
 
-    def __init__(self, store: HealthStore, be: Backend, transition: Transition | None) -> None:
+    def __init__(
+        self,
+        store: HealthStore,
+        be: Backend,
+        now: Callable[[], float],
+        transition: Transition | None,
+    ) -> None:
         self.transition = transition
         self._first = True
         # Made when first needed: most requests hold no probe.
@@ -139,11 +147,18 @@ class _InProcessGate(HealthGate):
 
     immediate = True
 
-    __slots__ = ("store",)
+    __slots__ = ("_now", "store")
 
-    def __init__(self, store: HealthStore, be: Backend, transition: Transition | None) -> None:
+    def __init__(
+        self,
+        store: HealthStore,
+        be: Backend,
+        now: Callable[[], float],
+        transition: Transition | None,
+    ) -> None:
         # Written out, not super().__init__(): one is built per request.
         self.store: LocalHealth = store  # type: ignore[assignment]  # gate_type chose it
+        self._now = now
         self.transition = transition
         self._first = True
         self._held = None
@@ -153,7 +168,9 @@ class _InProcessGate(HealthGate):
         return self.store.policy
 
     def admit_nowait(self, key: RouteKey, *, retry: bool, force: bool) -> Decision:
-        decision = self.store.admit_nowait(key, new_request=self._first, retry=retry, force=force)
+        decision = self.store.admit_nowait(
+            key, new_request=self._first, retry=retry, force=force, now=self._now()
+        )
         self._first = False
         if decision.admission == "allow":  # the common case, without a call
             return decision
@@ -186,8 +203,14 @@ class _SharedGate(HealthGate):
 
     __slots__ = ("_be", "_pending", "store")
 
-    def __init__(self, store: HealthStore, be: Backend, transition: Transition | None) -> None:
-        super().__init__(store, be, transition)
+    def __init__(
+        self,
+        store: HealthStore,
+        be: Backend,
+        now: Callable[[], float],
+        transition: Transition | None,
+    ) -> None:
+        super().__init__(store, be, now, transition)
         self.store = store
         self._be = be
         self._pending: list[tuple[RouteKey, Outcome, bool, int]] = []

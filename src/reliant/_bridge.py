@@ -518,7 +518,7 @@ async def _run(spec: BridgeSpec[T], stream: ReliableStream[T]) -> None:
     finally:
         if run.unsettled:
             await run.aclose()
-        if decision is not None:
+        if decision is not None and spec.planner.unsettled:
             await spec.planner.settle()
         if obs is not None and not exhausted:
             run.finish(error)  # served, failed after commit, or cancelled

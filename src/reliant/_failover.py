@@ -311,21 +311,21 @@ class Planner:
         pool = self.providers if candidates is None else tuple(candidates)
         return FailoverRun(self, model, messages, pool, header, primary or self.primary)
 
-    async def routed(
+    def routed(
         self,
         pool: Sequence[tuple[str, Provider]],
         model: str,
         messages: Sequence[ChatMessage] | None,
         prompt: Sequence[str | None] = (),
-    ) -> tuple[Sequence[tuple[str, Provider]], Any]:
-        """``pool`` in routing's order for this request, and its decision (None: no routing).
+    ) -> Awaitable[tuple[Sequence[tuple[str, Provider]], Any]]:
+        """``pool`` in routing's order for this request, and its decision (await it).
 
-        Routing is told which deployments provider health knows to be down
-        for ``model`` (it puts them last in their tier; the walk would only
-        skip them).
+        Call it only with routing on. Routing is told which deployments
+        provider health knows to be down for ``model`` (it puts them last
+        in their tier; the walk would only skip them). Not a coroutine of
+        its own: the router's is awaited directly.
         """
-        if self.router is None:
-            return pool, None
+        assert self.router is not None
         health, down = self.health, None
         if health is not None and health.any_open():
             now = current_backend().current_time()
@@ -334,12 +334,20 @@ class Planner:
             def down(name: str) -> bool:
                 return health.is_down((name, model_id(name, model)), now)
 
-        return await self.router.route(pool, messages, prompt, down)
+        return self.router.route(pool, messages, prompt, down)
+
+    @property
+    def unsettled(self) -> bool:
+        """After a routed request: True when its decision took room no attempt used."""
+        return self.router is not None and self.router.unsettled
 
     async def settle(self) -> None:
-        """After a routed request: give back room its decision took and no attempt used."""
+        """Give back the room a routed request's decision took and no attempt used.
+
+        Shielded: a cancelled request must still give it back.
+        """
         router = self.router
-        if router is not None and router.unsettled:  # mostly not: the first attempt used it
+        if router is not None and router.unsettled:
             be = current_backend()
             with be.CancelScope(shield=True):
                 await router.settle()
@@ -395,7 +403,7 @@ class Planner:
         finally:
             if run.unsettled:
                 await run.aclose()
-            if decision is not None:
+            if decision is not None and self.unsettled:  # mostly not: the first attempt used it
                 await self.settle()
             if obs is not None:
                 run.finish(error, value)
@@ -506,6 +514,7 @@ class FailoverRun:
         "_mi",
         "_models",
         "_n",
+        "_now",
         "_pi",
         "_planner",
         "_pool",
@@ -548,7 +557,10 @@ class FailoverRun:
         self._state = _READY if pool else _EXHAUSTED
         # The request's start: trail entries tell their times relative to it.
         self._be = be = current_backend()  # the running loop's primitives, bound once
-        self._began = be.current_time()
+        # The loop's clock as one callable: a read is one call, where
+        # trio.current_time() is three.
+        self._now = now = be.clock()
+        self._began = now()
         # Made on the first entry: most requests never write one.
         self._trail = _UNWRITTEN
         self._truncated = False
@@ -582,7 +594,7 @@ class FailoverRun:
         self._gate: HealthGate | None = None
         if gate is not None:
             assert health is not None
-            self._gate = gate(health, be, None if self.obs is None else self.obs.circuit)
+            self._gate = gate(health, be, now, None if self.obs is None else self.obs.circuit)
 
     def __aiter__(self) -> FailoverRun:
         return self
@@ -618,7 +630,7 @@ class FailoverRun:
             self.messages,
             self._n,
             probe,
-            self._be.current_time(),
+            self._now(),
             chain_model,
             hedge,
         )
@@ -632,7 +644,7 @@ class FailoverRun:
     def _defer(self, decision: Decision, key: RouteKey) -> None:
         # An open breaker skipped the candidate (trail "circuit_open"): it is
         # tried as a last resort once nothing else is left.
-        wait = decision.reopens_at - self._be.current_time()
+        wait = decision.reopens_at - self._now()
         self._skip(key[0], key[1], "circuit_open", _open_detail(wait))
         deferred = _Deferred(decision.reopens_at, self._mi, self._pi, self._n, self._wait)
         self._deferred.append(deferred)
@@ -750,7 +762,7 @@ class FailoverRun:
 
     def note_hedge_refused(self, slot: Slot, detail: str) -> None:
         """The hedge budget refused a hedge: the trail says so, and the race goes on alone."""
-        now, trail = self._be.current_time(), self._write()
+        now, trail = self._now(), self._write()
         trail.note(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail, None, now)
         if self.obs is not None:
             self.obs.skipped(slot.name, slot.model_id, slot.attempt, "hedge_budget", detail)
@@ -802,7 +814,7 @@ class FailoverRun:
             raise RuntimeError("only a committed attempt can be recovered")
         detail = self.broke(slot, err)
         recovery = StreamRecovery(slot.name, slot.model_id, after_chars, detail, mode)
-        now, trail = self._be.current_time(), self._write()
+        now, trail = self._now(), self._write()
         trail.recovered(recovery, err, slot.attempt, slot.started_at, now)
         if self.obs is not None:
             self.obs.recovering()
@@ -910,7 +922,7 @@ class FailoverRun:
             reason,
             err,
             slot.started_at,
-            self._be.current_time(),
+            self._now(),
             keep=not isinstance(err, EmptyStream),
         )
         if self.obs is not None:
@@ -1045,7 +1057,7 @@ class FailoverRun:
             and ra <= self._gate.policy.max_retry_after_wait
             and not slot.probe
             and not self._forcing
-            and self._be.current_time() + delay < self._be.current_effective_deadline()
+            and self._now() + delay < self._be.current_effective_deadline()
         )
         return self._waiting
 
@@ -1068,7 +1080,7 @@ class FailoverRun:
         gate = self._gate
         if gate is None:
             return detail, False
-        quiet = silent(err, slot.started_at, self._be.current_time(), gate.policy)
+        quiet = silent(err, slot.started_at, self._now(), gate.policy)
         open_for = verdict.retry_after if verdict.rate_limited else None
         self._report(slot, Outcome(False, verdict.retryable, open_for, quiet, detail))
         return detail, quiet or open_for is not None

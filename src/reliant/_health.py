@@ -451,10 +451,20 @@ class LocalHealth(HealthStore):
         return self.admit_nowait(key, new_request=new_request, retry=retry, force=force)
 
     def admit_nowait(
-        self, key: RouteKey, *, new_request: bool = False, retry: bool = False, force: bool = False
+        self,
+        key: RouteKey,
+        *,
+        new_request: bool = False,
+        retry: bool = False,
+        force: bool = False,
+        now: float | None = None,
     ) -> Decision:
-        """The synchronous twin of :meth:`admit` (this store never waits)."""
-        now = current_time()
+        """The synchronous twin of :meth:`admit` (this store never waits).
+
+        ``now``: the loop's time, when the caller has just read it.
+        """
+        if now is None:
+            now = current_time()
         route = self._routes.get(key)
         decision = ALLOW
         if route is not None and route.state != "closed" and not force:

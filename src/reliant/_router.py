@@ -29,7 +29,15 @@ from __future__ import annotations
 import contextvars
 import random
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, aclosing, contextmanager
 from typing import Any, TypeVar
 
@@ -263,12 +271,6 @@ class Router:
             box.clear()
             await self.end(name, tokens, None, sent=False, at=taken_at)
 
-    async def _acquire(self, name: str, now: float, tokens: int) -> float:
-        limit = self.limits.get(name)
-        if self._local is not None:
-            return self._local.acquire_nowait(name, now, limit, tokens)
-        return await self.store.acquire(name, now, limit, tokens)
-
     def deployments(self) -> dict[str, DeploymentView]:
         """Each deployment's state now (in flight, latency, load, rate-limit room)."""
         now = current_backend().current_time()
@@ -284,24 +286,33 @@ class Router:
         The request's first attempt on the deployment its routing chose
         uses the room the decision already took.
         """
-        box = _RESERVED.get()
-        if box and box[0] == name:
-            taken_at: float = box[1]
-            box.clear()  # shared by hedged racers' copies of the context: used once
+        if self._local is not None:
+            return self.start_nowait(name, tokens, current_backend().current_time)
+        taken_at = _take_reserved(name)
+        if taken_at is not None:
             return taken_at
         now = current_backend().current_time()
-        wait = await self._acquire(name, now, tokens)
-        if wait > 0:
-            raise ProviderError(
-                f"{name}: no rate-limit capacity for {wait:.3g} s (client-side limit); not sent",
-                provider=name,
-                kind="capacity",
-            )
+        _refuse_if_waiting(name, await self.store.acquire(name, now, self.limits.get(name), tokens))
         return now
 
-    def sample(self, name: str, started: float, failed: bool) -> None:
+    def start_nowait(self, name: str, tokens: int, clock: Callable[[], float]) -> float:
+        """:meth:`start` with the in-process store: no coroutine around every attempt.
+
+        ``clock`` is read only when the attempt takes room of its own.
+        """
+        taken_at = _take_reserved(name)
+        if taken_at is not None:
+            return taken_at
+        assert self._local is not None
+        now = clock()
+        wait = self._local.acquire_nowait(name, now, self.limits.get(name), tokens)
+        _refuse_if_waiting(name, wait)
+        return now
+
+    def sample(self, name: str, started: float, failed: bool, now: float | None = None) -> None:
         """A latency sample: time to first item or answer (``failed``: only if it is a peak)."""
-        now = current_backend().current_time()
+        if now is None:
+            now = current_backend().current_time()
         self.store.observe(name, now, now - started, failed)
 
     async def end(
@@ -330,6 +341,26 @@ class Router:
     def learn(self, name: str, learned: Learned) -> None:
         """What a response's headers said about ``name``'s rate limits."""
         self.store.learn(name, current_backend().current_time(), learned)
+
+
+def _take_reserved(name: str) -> float | None:
+    # The room this request's routing decision took on ``name``, used once:
+    # the box is shared by hedged racers' copies of the context.
+    box = _RESERVED.get()
+    if box and box[0] == name:
+        taken_at: float = box[1]
+        box.clear()
+        return taken_at
+    return None
+
+
+def _refuse_if_waiting(name: str, wait: float) -> None:
+    if wait > 0:
+        raise ProviderError(
+            f"{name}: no rate-limit capacity for {wait:.3g} s (client-side limit); not sent",
+            provider=name,
+            kind="capacity",
+        )
 
 
 class _HeaderSink:
@@ -381,8 +412,25 @@ class RoutedProvider(Provider):
 
     async def _call(self, tokens: int, call: Callable[[], Any]) -> Any:
         router, name = self._router, self.name
-        started = await router.start(name, tokens)
+        local = router._local
         used: int | None = None
+        if local is not None:
+            # The in-process store never waits: no coroutine for the start
+            # and the end, and one clock read for the sample and the end.
+            clock = current_backend().current_time
+            started = router.start_nowait(name, tokens, clock)
+            failed = True
+            try:
+                value = await call()
+                failed = False
+                if isinstance(value, ChatResponse):
+                    used = _used(value.usage)
+                return value
+            finally:
+                now = clock()
+                router.sample(name, started, failed, now)
+                local.release_nowait(name, now, tokens, used, sent=True)
+        started = await router.start(name, tokens)
         try:
             value = await call()
         except BaseException:
@@ -422,50 +470,51 @@ class RoutedProvider(Provider):
 
     # -- call kinds ----------------------------------------------------------
 
-    async def chat_with_system(
-        self, system_prompt: str | None, message: str, model: str, temperature: float
-    ) -> str:
-        tokens = self._estimate(None, (system_prompt, message))
-        text: str = await self._call(
-            tokens, lambda: self.inner.chat_with_system(system_prompt, message, model, temperature)
-        )
-        return text
+    # The call kinds are plain methods that return _call's coroutine: one
+    # coroutine frame per attempt fewer than ``async def`` wrappers (the
+    # caller awaits the result all the same).
 
-    async def simple_chat(self, message: str, model: str, temperature: float) -> str:
-        text: str = await self._call(
+    def chat_with_system(
+        self, system_prompt: str | None, message: str, model: str, temperature: float
+    ) -> Coroutine[Any, Any, str]:
+        return self._call(
+            self._estimate(None, (system_prompt, message)),
+            lambda: self.inner.chat_with_system(system_prompt, message, model, temperature),
+        )
+
+    def simple_chat(self, message: str, model: str, temperature: float) -> Coroutine[Any, Any, str]:
+        return self._call(
             self._estimate(None, (message,)),
             lambda: self.inner.simple_chat(message, model, temperature),
         )
-        return text
 
-    async def chat_with_history(
+    def chat_with_history(
         self, messages: Sequence[ChatMessage], model: str, temperature: float
-    ) -> str:
-        text: str = await self._call(
+    ) -> Coroutine[Any, Any, str]:
+        return self._call(
             self._estimate(messages),
             lambda: self.inner.chat_with_history(messages, model, temperature),
         )
-        return text
 
-    async def chat_with_tools(
+    def chat_with_tools(
         self,
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         model: str,
         temperature: float,
-    ) -> ChatResponse:
-        response: ChatResponse = await self._call(
+    ) -> Coroutine[Any, Any, ChatResponse]:
+        return self._call(
             self._estimate(messages),
             lambda: self.inner.chat_with_tools(messages, tools, model, temperature),
         )
-        return response
 
-    async def chat(self, request: ChatRequest, model: str, temperature: float) -> ChatResponse:
-        response: ChatResponse = await self._call(
+    def chat(
+        self, request: ChatRequest, model: str, temperature: float
+    ) -> Coroutine[Any, Any, ChatResponse]:
+        return self._call(
             self._estimate(request.messages),
             lambda: self.inner.chat(request, model, temperature),
         )
-        return response
 
     def stream_chat_with_system(
         self,
