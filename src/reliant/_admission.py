@@ -49,7 +49,7 @@ from ._health import (
     RouteKey,
 )
 
-__all__ = ["HealthGate", "Transition", "gate_type", "silent"]
+__all__ = ["GateFactory", "HealthGate", "Transition", "gate_type", "silent"]
 
 #: Told when an outcome moved a route's breaker: (route, attempt number, new state).
 Transition = Callable[[RouteKey, int, RouteHealth], None]
@@ -82,17 +82,10 @@ class HealthGate:
 
     __slots__ = ("_first", "_held", "transition")
 
-    def __init__(
-        self,
-        store: HealthStore,
-        be: Backend,
-        now: Callable[[], float],
-        transition: Transition | None,
-    ) -> None:
-        self.transition = transition
-        self._first = True
-        # Made when first needed: most requests hold no probe.
-        self._held: list[RouteKey] | None = None
+    # Each kind's constructor takes ``(store, be, now, transition)`` and sets these:
+    transition: Transition | None
+    _first: bool  # the next admission is the request's first
+    _held: list[RouteKey] | None  # probe slots held; made when first needed
 
     @property
     def policy(self) -> HealthPolicy:
@@ -210,9 +203,11 @@ class _SharedGate(HealthGate):
         now: Callable[[], float],
         transition: Transition | None,
     ) -> None:
-        super().__init__(store, be, now, transition)
         self.store = store
         self._be = be
+        self.transition = transition
+        self._first = True
+        self._held = None
         self._pending: list[tuple[RouteKey, Outcome, bool, int]] = []
 
     @property
@@ -250,7 +245,11 @@ class _SharedGate(HealthGate):
                 await self.store.release(self._held.pop())
 
 
-def gate_type(store: HealthStore) -> type[HealthGate]:
+#: Builds one request's gate: ``(store, be, now, transition) -> HealthGate``.
+GateFactory = Callable[[HealthStore, Backend, Callable[[], float], Transition | None], HealthGate]
+
+
+def gate_type(store: HealthStore) -> GateFactory:
     """The gate for ``store``: chosen once, when the planner is built."""
     return _InProcessGate if isinstance(store, LocalHealth) else _SharedGate
 
