@@ -413,36 +413,27 @@ class RoutedProvider(Provider):
     async def _call(self, tokens: int, call: Callable[[], Any]) -> Any:
         router, name = self._router, self.name
         local = router._local
-        used: int | None = None
-        if local is not None:
-            # The in-process store never waits: no coroutine for the start
-            # and the end, and one clock read for the sample and the end.
-            clock = current_backend().current_time
+        clock = current_backend().current_time
+        if local is not None:  # the in-process store never waits: no coroutine
             started = router.start_nowait(name, tokens, clock)
-            failed = True
-            try:
-                value = await call()
-                failed = False
-                if isinstance(value, ChatResponse):
-                    used = _used(value.usage)
-                return value
-            finally:
-                now = clock()
-                router.sample(name, started, failed, now)
-                local.release_nowait(name, now, tokens, used, sent=True)
-        started = await router.start(name, tokens)
+        else:
+            started = await router.start(name, tokens)
+        used: int | None = None
+        failed = True
         try:
             value = await call()
-        except BaseException:
-            router.sample(name, started, True)
-            raise
-        else:
-            router.sample(name, started, False)
+            failed = False
             if isinstance(value, ChatResponse):
                 used = _used(value.usage)
             return value
         finally:
-            await router.end(name, tokens, used)
+            # One clock read for the sample and the end.
+            now = clock()
+            router.sample(name, started, failed, now)
+            if local is not None:
+                local.release_nowait(name, now, tokens, used, sent=True)
+            else:
+                await router.end(name, tokens, used)
 
     async def _stream(
         self, tokens: int, open_inner: Callable[[], Any]
