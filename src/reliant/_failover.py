@@ -63,9 +63,10 @@ request, :meth:`Planner.settle` gives back the room the decision took when
 no attempt used it. The walk itself is the same with or without routing.
 
 Rooms. The run walks; each policy it consults sits in its own module behind
-a narrow interface, and the run imports none of their implementations:
+a narrow interface:
 
-- provider health through one ``_admission.HealthGate`` per request
+- provider health through one ``_admission.HealthGate`` per request (the
+  run sees the store only through it; ``_health``'s stores are not imported)
   (``admit`` / ``record`` / ``release`` / ``aclose``): it holds probe slots
   and the outcomes a shared store has not heard yet, and calls the
   in-process store's ``*_nowait`` twins directly (health then costs about
