@@ -65,9 +65,10 @@ no attempt used it. The walk itself is the same with or without routing.
 Rooms. The run walks; each policy it consults sits in its own module behind
 a narrow interface:
 
-- provider health through one ``_admission.HealthGate`` per request (the
-  run sees the store only through it; ``_health``'s stores are not imported)
-  (``admit`` / ``record`` / ``release`` / ``aclose``): it holds probe slots
+- provider health through one ``_admission.HealthGate`` per request
+  (``admit`` / ``record`` / ``release`` / ``aclose``; the run never calls a
+  store itself; only routing's ``Planner.routed`` asks which routes are
+  down, without I/O): the gate holds probe slots
   and the outcomes a shared store has not heard yet, and calls the
   in-process store's ``*_nowait`` twins directly (health then costs about
   2 us per request, not a coroutine and a shielded scope per decision);
